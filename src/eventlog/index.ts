@@ -1,0 +1,6 @@
+// The durable event log: the LogStore contract, its LMDB and in-memory implementations, limits.
+
+export type { HardState, LogEntry, LogStats, LogStore, SnapshotMeta } from './types';
+export { MemoryLog } from './memory-log';
+export type { MemoryLogOptions } from './memory-log';
+export * from './limits';

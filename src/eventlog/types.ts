@@ -1,0 +1,62 @@
+// The durable log's contract: what Raft and the core read and write. Two implementations keep it
+// (LMDB on disk, in memory for tests and simulation) and one contract suite checks both.
+
+/** One log entry. `index` is dense and 1-based; it is the entry's seq/rev everywhere in the API. */
+export interface LogEntry {
+  index: number;
+  term: number;
+  /** Entry type, e.g. `kv.put`, `event.append`, `raft.noop`, `conf.change`. */
+  type: string;
+  /** The entry's payload, already encoded by whoever proposed it. */
+  data: Uint8Array;
+  /** Milliseconds since the epoch, set once by the proposer (the leader): never read from a clock on apply. */
+  ts: number;
+  meta?: Record<string, unknown>;
+}
+
+/** Raft's hard state: persisted before any message that depends on it is sent. `vote` 0 = none. */
+export interface HardState {
+  term: number;
+  vote: number;
+  commit: number;
+}
+
+/** Where the log begins after compaction: the entry at `index` (with `term`) is in a snapshot. */
+export interface SnapshotMeta {
+  index: number;
+  term: number;
+}
+
+export interface LogStats {
+  firstIndex: number;
+  lastIndex: number;
+  lastTerm: number;
+  sizeBytes: number;
+}
+
+/**
+ * Reads are synchronous (LMDB reads are memory-mapped); writes resolve once they are durable.
+ * Invariants: indexes in [firstIndex, lastIndex] are all present; firstIndex = snapshot.index + 1;
+ * an empty log has lastIndex = firstIndex - 1.
+ */
+export interface LogStore {
+  /** Appends entries whose indexes continue lastIndex() densely; resolves once durable. */
+  append(entries: LogEntry[]): Promise<void>;
+  /** Entries with lo <= index < hi, stopping early once bytesMax is passed (at least one entry is returned). */
+  entries(lo: number, hi: number, bytesMax?: number): LogEntry[];
+  /** The term of entry i; for i = snapshot index, the snapshot's term; 0 for index 0. */
+  term(i: number): number;
+  firstIndex(): number;
+  lastIndex(): number;
+  /** Removes every entry with index >= i (Raft log conflicts). Durable when it resolves. */
+  truncateSuffix(i: number): Promise<void>;
+  /** Removes every entry with index <= i, remembering i and its term as the snapshot point. */
+  compactPrefix(i: number): Promise<void>;
+  hardState(): HardState;
+  setHardState(state: HardState): Promise<void>;
+  snapshotMeta(): SnapshotMeta;
+  /** Replaces the whole log with an empty one starting after `meta` (installing a snapshot). */
+  resetToSnapshot(meta: SnapshotMeta): Promise<void>;
+  stats(): LogStats;
+  close(): Promise<void>;
+}

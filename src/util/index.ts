@@ -1,0 +1,7 @@
+// Small helpers shared by every part of loom: errors, assertions, logging, checksums.
+
+export { LoomError, errorCodes, isLoomError } from './errors';
+export type { ErrorCode, ErrorDetails } from './errors';
+export { assert } from './assert';
+export { createLogger, silentLogger } from './logger';
+export type { Logger, LoggerOptions } from './logger';
