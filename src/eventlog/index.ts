@@ -4,3 +4,5 @@ export type { HardState, LogEntry, LogStats, LogStore, SnapshotMeta } from './ty
 export { MemoryLog } from './memory-log';
 export type { MemoryLogOptions } from './memory-log';
 export * from './limits';
+export { LmdbLog } from './lmdb-log';
+export type { LmdbLogOptions, SyncMode, VerifyReport } from './lmdb-log';

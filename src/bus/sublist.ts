@@ -1,0 +1,168 @@
+// The subject trie: subscriptions stored by token, matched against literal publish subjects, with
+// a bounded match cache so that publishing to a hot subject (or to one nobody wants) costs a Map get.
+
+import { assert } from '../util';
+import { subjectMatchesFilter } from './subject';
+
+/** Whoever owns subscriptions: one socket connection, or the in-process side of a Bus. */
+export interface BusClient {
+  readonly clientId: number;
+  /** False when the client asked not to receive its own publications (CONNECT echo:false). */
+  readonly echo: boolean;
+  /** False when the client cannot parse HMSG; it then gets MSG with the headers stripped. */
+  readonly headersSupported: boolean;
+}
+
+/** One subscription as the trie sees it. Delivery gets raw bytes: no decode on the routing path. */
+export interface Subscriber {
+  readonly subject: string;
+  readonly queue: string | undefined;
+  readonly client: BusClient;
+  /** Set once the subscriber leaves the trie; a cached match result may still hold it. */
+  closed: boolean;
+  deliver(subject: string, reply: string | undefined, headerBlock: Buffer | undefined, payload: Buffer): void;
+}
+
+export interface MatchResult {
+  readonly plain: readonly Subscriber[];
+  /** One array per queue group; each group gets one copy of the message. */
+  readonly queues: readonly (readonly Subscriber[])[];
+}
+
+export const EMPTY_MATCH: MatchResult = Object.freeze({ plain: [], queues: [] });
+
+class TrieNode {
+  readonly literals = new Map<string, TrieNode>();
+  star: TrieNode | undefined;
+  full: TrieNode | undefined;
+  readonly plain = new Set<Subscriber>();
+  readonly queues = new Map<string, Set<Subscriber>>();
+
+  isEmpty(): boolean {
+    return this.literals.size === 0 && !this.star && !this.full && this.plain.size === 0 && this.queues.size === 0;
+  }
+}
+
+export interface SublistOptions {
+  /** Distinct subjects whose match results are remembered; oldest forgotten first. */
+  cacheEntriesMax?: number;
+}
+
+export class Sublist {
+  private readonly root = new TrieNode();
+  private readonly cache = new Map<string, MatchResult>();
+  private readonly cacheEntriesMax: number;
+  private subscriberCount = 0;
+
+  constructor(options: SublistOptions = {}) {
+    this.cacheEntriesMax = options.cacheEntriesMax ?? 4096;
+    assert(this.cacheEntriesMax >= 0, 'cacheEntriesMax must not be negative');
+  }
+
+  get count(): number {
+    return this.subscriberCount;
+  }
+
+  insert(sub: Subscriber): void {
+    let node = this.root;
+    for (const token of sub.subject.split('.')) {
+      if (token === '*') node = node.star ??= new TrieNode();
+      else if (token === '>') node = node.full ??= new TrieNode();
+      else {
+        let next = node.literals.get(token);
+        if (!next) node.literals.set(token, (next = new TrieNode()));
+        node = next;
+      }
+    }
+    if (sub.queue === undefined) node.plain.add(sub);
+    else {
+      let group = node.queues.get(sub.queue);
+      if (!group) node.queues.set(sub.queue, (group = new Set()));
+      group.add(sub);
+    }
+    this.subscriberCount++;
+    this.invalidate(sub.subject);
+  }
+
+  /** Removes `sub`; returns false when it was not in the trie (already removed). */
+  remove(sub: Subscriber): boolean {
+    const removed = this.removeAt(this.root, sub.subject.split('.'), 0, sub);
+    if (removed) {
+      this.subscriberCount--;
+      this.invalidate(sub.subject);
+    }
+    return removed;
+  }
+
+  match(subject: string): MatchResult {
+    const cached = this.cache.get(subject);
+    if (cached !== undefined) return cached;
+    const plain: Subscriber[] = [];
+    const queues = new Map<string, Subscriber[]>();
+    collect(this.root, subject.split('.'), 0, plain, queues);
+    const result: MatchResult =
+      plain.length === 0 && queues.size === 0 ? EMPTY_MATCH : { plain, queues: [...queues.values()] };
+    if (this.cacheEntriesMax > 0) {
+      if (this.cache.size >= this.cacheEntriesMax) {
+        // Map iteration order is insertion order, so this forgets the oldest entry.
+        this.cache.delete(this.cache.keys().next().value as string);
+      }
+      this.cache.set(subject, result);
+    }
+    return result;
+  }
+
+  private removeAt(node: TrieNode, tokens: string[], i: number, sub: Subscriber): boolean {
+    if (i === tokens.length) {
+      if (sub.queue === undefined) return node.plain.delete(sub);
+      const group = node.queues.get(sub.queue);
+      if (!group || !group.delete(sub)) return false;
+      if (group.size === 0) node.queues.delete(sub.queue);
+      return true;
+    }
+    const token = tokens[i];
+    const child = token === '*' ? node.star : token === '>' ? node.full : node.literals.get(token);
+    if (!child) return false;
+    const removed = this.removeAt(child, tokens, i + 1, sub);
+    if (removed && child.isEmpty()) {
+      // Prune so that a churn of short-lived subjects (inboxes) does not grow the trie forever.
+      if (token === '*') node.star = undefined;
+      else if (token === '>') node.full = undefined;
+      else node.literals.delete(token);
+    }
+    return removed;
+  }
+
+  // Only cached subjects the changed filter matches can have a different result now.
+  private invalidate(filter: string): void {
+    for (const subject of this.cache.keys()) {
+      if (subjectMatchesFilter(subject, filter)) this.cache.delete(subject);
+    }
+  }
+}
+
+function collect(
+  node: TrieNode,
+  tokens: string[],
+  i: number,
+  plain: Subscriber[],
+  queues: Map<string, Subscriber[]>,
+): void {
+  if (i === tokens.length) {
+    addSubscribers(node, plain, queues);
+    return;
+  }
+  if (node.full) addSubscribers(node.full, plain, queues);
+  if (node.star) collect(node.star, tokens, i + 1, plain, queues);
+  const literal = node.literals.get(tokens[i]);
+  if (literal) collect(literal, tokens, i + 1, plain, queues);
+}
+
+function addSubscribers(node: TrieNode, plain: Subscriber[], queues: Map<string, Subscriber[]>): void {
+  for (const sub of node.plain) plain.push(sub);
+  for (const [name, group] of node.queues) {
+    let members = queues.get(name);
+    if (!members) queues.set(name, (members = []));
+    for (const sub of group) members.push(sub);
+  }
+}

@@ -1,0 +1,338 @@
+// The durable log on LMDB: entries under 8-byte big-endian keys, CRC-framed msgpack values, Raft's
+// hard state and snapshot point in a `meta` sub-database of the same environment.
+//
+// Durability: every write resolves only after lmdb-js reports it `flushed` (fsynced), not merely
+// committed. Writes issued in the same event-loop turn join one LMDB transaction and one fsync
+// (lmdb-js batches queued async writes), which is the group commit. Async writes execute in the
+// order they were issued, so truncations and compactions queue behind earlier appends.
+
+import * as path from 'node:path';
+import { statSync } from 'node:fs';
+import { open, type Database, type RootDatabase } from 'lmdb';
+import { LoomError, assert } from '../util';
+import { decodeEntryValue, decodeIndexKey, encodeEntryValue, encodeIndexKey } from './codec';
+import { entryBytesMaxDefault, readBytesMaxDefault } from './limits';
+import type { HardState, LogEntry, LogStats, LogStore, SnapshotMeta } from './types';
+import { checkAppend, checkIndex, entrySizeBytes } from './validate';
+
+export type SyncMode = 'full' | 'none';
+
+export interface LmdbLogOptions {
+  /** Directory of the log's LMDB environment (created if missing). */
+  path: string;
+  /** `none` skips fsync: for tests and benchmarks only, an acknowledged write may be lost on a crash. */
+  sync?: SyncMode;
+  entryBytesMax?: number;
+  /** Largest size the memory map (and so the log) may grow to. */
+  mapSizeBytes?: number;
+  readOnly?: boolean;
+}
+
+export interface VerifyReport {
+  ok: boolean;
+  checked: number;
+  firstIndex: number;
+  lastIndex: number;
+  /** The first bad entry and why, when `ok` is false. */
+  bad?: { index: number; reason: string };
+}
+
+const mapSizeBytesDefault = 64 * 1024 * 1024 * 1024;
+const hardStateKey = 'hard';
+const snapshotKey = 'snapshot';
+
+export class LmdbLog implements LogStore {
+  readonly file: string;
+  private readonly env: RootDatabase;
+  private readonly entriesDb: Database<Buffer, Buffer>;
+  private readonly metaDb: Database<unknown, string>;
+  private readonly entryBytesMax: number;
+  private snapshot: SnapshotMeta;
+  private hard: HardState;
+  private last: number;
+  private lastTerm: number;
+  /** Appended entries whose write has not committed yet: readable before they are on disk. */
+  private readonly pending = new Map<number, LogEntry>();
+  private queuedWrites: Array<() => void> = [];
+  private nextCommit: Promise<void> | undefined;
+  private closed = false;
+  private failure: Error | undefined;
+
+  private constructor(options: LmdbLogOptions) {
+    this.file = path.join(options.path, 'data.mdb');
+    this.entryBytesMax = options.entryBytesMax ?? entryBytesMaxDefault;
+    this.env = open({
+      path: options.path,
+      maxDbs: 4,
+      mapSize: options.mapSizeBytes ?? mapSizeBytesDefault,
+      noSync: options.sync === 'none',
+      readOnly: options.readOnly ?? false,
+      compression: false,
+      cache: false,
+    });
+    this.entriesDb = this.env.openDB<Buffer, Buffer>({ name: 'entries', encoding: 'binary', keyEncoding: 'binary', cache: false });
+    this.metaDb = this.env.openDB<unknown, string>({ name: 'meta', encoding: 'msgpack', cache: false });
+    this.snapshot = (this.metaDb.get(snapshotKey) as SnapshotMeta | undefined) ?? { index: 0, term: 0 };
+    this.hard = (this.metaDb.get(hardStateKey) as HardState | undefined) ?? { term: 0, vote: 0, commit: 0 };
+    this.last = this.snapshot.index;
+    this.lastTerm = this.snapshot.term;
+    this.loadTail();
+  }
+
+  static open(options: LmdbLogOptions): LmdbLog {
+    return new LmdbLog(options);
+  }
+
+  async append(entries: LogEntry[]): Promise<void> {
+    this.checkWritable();
+    checkAppend(entries, this.last, this.lastTerm, this.entryBytesMax);
+    if (entries.length === 0) return;
+    // Encode everything before queueing anything, so a bad entry writes nothing.
+    const values = entries.map(encodeEntryValue);
+    for (const entry of entries) this.pending.set(entry.index, entry);
+    const done = this.write(() => {
+      for (let i = 0; i < entries.length; i++) this.entriesDb.putSync(encodeIndexKey(entries[i].index), values[i]);
+    });
+    const lastEntry = entries[entries.length - 1];
+    this.last = lastEntry.index;
+    this.lastTerm = lastEntry.term;
+    await done;
+    for (const entry of entries) {
+      if (this.pending.get(entry.index) === entry) this.pending.delete(entry.index);
+    }
+  }
+
+  entries(lo: number, hi: number, bytesMax = readBytesMaxDefault): LogEntry[] {
+    this.checkOpen();
+    if (lo < this.firstIndex() || hi > this.last + 1 || lo > hi) {
+      throw new LoomError('NOT_FOUND', `entries [${lo}, ${hi}) are outside the log [${this.firstIndex()}, ${this.last}]`, { lo, hi });
+    }
+    const out: LogEntry[] = [];
+    let bytes = 0;
+    const take = (entry: LogEntry): boolean => {
+      bytes += entrySizeBytes(entry);
+      if (out.length > 0 && bytes > bytesMax) return false;
+      out.push(entry);
+      return true;
+    };
+    // Entries not yet committed always form a suffix of the log; everything before it is on disk.
+    const diskEnd = Math.min(hi, this.pendingStart());
+    let expected = lo;
+    if (lo < diskEnd) {
+      for (const { key, value } of this.entriesDb.getRange({ start: encodeIndexKey(lo), end: encodeIndexKey(diskEnd) })) {
+        const index = decodeIndexKey(key);
+        if (index !== expected) break;
+        if (!take(decodeEntryValue(value, index, this.file))) return out;
+        expected++;
+      }
+      if (expected !== diskEnd) {
+        throw new LoomError('CORRUPT', `log in ${this.file} is missing entry ${expected}`, { index: expected, file: this.file });
+      }
+    }
+    for (let index = expected; index < hi; index++) {
+      const entry = this.pending.get(index);
+      assert(entry !== undefined, `entry ${index} is neither on disk nor pending`);
+      if (!take(entry)) break;
+    }
+    return out;
+  }
+
+  private pendingStart(): number {
+    let start = this.last + 1;
+    for (const index of this.pending.keys()) if (index < start) start = index;
+    return start;
+  }
+
+  term(i: number): number {
+    this.checkOpen();
+    checkIndex(i, 'term');
+    if (i === this.snapshot.index) return this.snapshot.term;
+    if (i === this.last) return this.lastTerm;
+    if (i < this.firstIndex() || i > this.last) {
+      throw new LoomError('NOT_FOUND', `log has no entry ${i} (first ${this.firstIndex()}, last ${this.last})`, { index: i });
+    }
+    return this.entries(i, i + 1)[0].term;
+  }
+
+  firstIndex(): number {
+    return this.snapshot.index + 1;
+  }
+
+  lastIndex(): number {
+    return this.last;
+  }
+
+  async truncateSuffix(i: number): Promise<void> {
+    this.checkWritable();
+    checkIndex(i, 'truncateSuffix');
+    assert(i > this.hard.commit, `truncateSuffix(${i}) would remove committed entries (commit ${this.hard.commit})`);
+    if (i > this.last) return;
+    assert(i > this.snapshot.index, `truncateSuffix(${i}) reaches into the snapshot at ${this.snapshot.index}`);
+    const oldLast = this.last;
+    this.last = i - 1;
+    this.lastTerm = this.term(i - 1);
+    for (let index = i; index <= oldLast; index++) this.pending.delete(index);
+    await this.write(() => {
+      for (let index = i; index <= oldLast; index++) this.entriesDb.removeSync(encodeIndexKey(index));
+    });
+  }
+
+  async compactPrefix(i: number): Promise<void> {
+    this.checkWritable();
+    checkIndex(i, 'compactPrefix');
+    if (i <= this.snapshot.index) return;
+    assert(i <= this.last, `compactPrefix(${i}) beyond last index ${this.last}`);
+    const oldFirst = this.firstIndex();
+    const snapshot = { index: i, term: this.term(i) };
+    this.snapshot = snapshot;
+    for (let index = oldFirst; index <= i; index++) this.pending.delete(index);
+    await this.write(() => {
+      for (let index = oldFirst; index <= i; index++) this.entriesDb.removeSync(encodeIndexKey(index));
+      this.metaDb.putSync(snapshotKey, snapshot);
+    });
+  }
+
+  hardState(): HardState {
+    return { ...this.hard };
+  }
+
+  async setHardState(state: HardState): Promise<void> {
+    this.checkWritable();
+    this.hard = { ...state };
+    const hard = this.hard;
+    await this.write(() => this.metaDb.putSync(hardStateKey, hard));
+  }
+
+  snapshotMeta(): SnapshotMeta {
+    return { ...this.snapshot };
+  }
+
+  async resetToSnapshot(meta: SnapshotMeta): Promise<void> {
+    this.checkWritable();
+    const oldFirst = this.firstIndex();
+    const oldLast = this.last;
+    this.snapshot = { ...meta };
+    this.last = meta.index;
+    this.lastTerm = meta.term;
+    this.pending.clear();
+    const snapshot = this.snapshot;
+    await this.write(() => {
+      for (let index = oldFirst; index <= oldLast; index++) this.entriesDb.removeSync(encodeIndexKey(index));
+      this.metaDb.putSync(snapshotKey, snapshot);
+    });
+  }
+
+  stats(): LogStats {
+    this.checkOpen();
+    let sizeBytes = 0;
+    try {
+      sizeBytes = statSync(this.file).size;
+    } catch {
+      sizeBytes = 0;
+    }
+    return { firstIndex: this.firstIndex(), lastIndex: this.last, lastTerm: this.lastTerm, sizeBytes };
+  }
+
+  /**
+   * Reads every stored entry in order, checking its CRC, that indexes are dense and that terms
+   * never decrease. Stops at the first bad entry. `onProgress` is called every `progressEvery` entries.
+   */
+  verify(onProgress?: (checked: number, total: number) => void, progressEvery = 100_000): VerifyReport {
+    this.checkOpen();
+    const first = this.firstIndex();
+    const total = this.last - first + 1;
+    let expected = first;
+    let previousTerm = this.snapshot.term;
+    let checked = 0;
+    const report = (bad?: { index: number; reason: string }): VerifyReport => ({
+      ok: bad === undefined,
+      checked,
+      firstIndex: first,
+      lastIndex: this.last,
+      ...(bad ? { bad } : {}),
+    });
+    for (const { key, value } of this.entriesDb.getRange({})) {
+      const index = decodeIndexKey(key);
+      if (index !== expected) return report({ index: expected, reason: `entry ${expected} is missing (next stored is ${index})` });
+      let entry: LogEntry;
+      try {
+        entry = decodeEntryValue(value, index, this.file);
+      } catch (err) {
+        return report({ index, reason: (err as Error).message });
+      }
+      if (entry.term < previousTerm) return report({ index, reason: `term ${entry.term} is below the previous term ${previousTerm}` });
+      previousTerm = entry.term;
+      expected++;
+      checked++;
+      if (onProgress && checked % progressEvery === 0) onProgress(checked, total);
+    }
+    if (expected !== this.last + 1) return report({ index: expected, reason: `entry ${expected} is missing (log should end at ${this.last})` });
+    return report();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.env.close();
+  }
+
+  private loadTail(): void {
+    const lastKeys = [...this.entriesDb.getKeys({ reverse: true, limit: 1 })];
+    if (lastKeys.length === 0) return;
+    const lastIndex = decodeIndexKey(lastKeys[0]);
+    const firstKeys = [...this.entriesDb.getKeys({ limit: 1 })];
+    const firstIndex = decodeIndexKey(firstKeys[0]);
+    if (firstIndex !== this.snapshot.index + 1) {
+      throw new LoomError('CORRUPT', `log in ${this.file} starts at entry ${firstIndex}, expected ${this.snapshot.index + 1}`, {
+        index: firstIndex,
+        file: this.file,
+      });
+    }
+    const value = this.entriesDb.getBinary(lastKeys[0]);
+    assert(value !== undefined, 'last key has no value');
+    const entry = decodeEntryValue(value, lastIndex, this.file);
+    this.last = lastIndex;
+    this.lastTerm = entry.term;
+  }
+
+  /**
+   * Group commit: queues a write and resolves once it is committed and fsynced. Every write queued
+   * in the same event-loop turn runs, in queue order, inside one LMDB transaction with one fsync.
+   */
+  private write(op: () => void): Promise<void> {
+    this.queuedWrites.push(op);
+    if (this.nextCommit === undefined) {
+      this.nextCommit = new Promise<void>((resolve, reject) => {
+        setImmediate(() => this.commitQueued().then(resolve, reject));
+      });
+    }
+    return this.nextCommit;
+  }
+
+  private async commitQueued(): Promise<void> {
+    const ops = this.queuedWrites;
+    this.queuedWrites = [];
+    this.nextCommit = undefined;
+    try {
+      await this.env.transaction(() => {
+        for (const op of ops) op();
+      });
+      await this.env.flushed;
+    } catch (err) {
+      // A write that failed leaves memory ahead of the disk; nothing more may be written.
+      this.failure = err as Error;
+      throw new LoomError('UNAVAILABLE', `log write to ${this.file} failed: ${(err as Error).message}`, { file: this.file });
+    }
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new LoomError('UNAVAILABLE', 'the log is closed');
+  }
+
+  private checkWritable(): void {
+    this.checkOpen();
+    if (this.failure) {
+      throw new LoomError('UNAVAILABLE', `the log stopped accepting writes after a failed write: ${this.failure.message}`, { file: this.file });
+    }
+  }
+}
