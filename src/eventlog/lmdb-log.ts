@@ -83,10 +83,10 @@ export class LmdbLog implements LogStore {
     return new LmdbLog(options);
   }
 
-  async append(entries: LogEntry[]): Promise<void> {
+  append(entries: LogEntry[]): Promise<void> {
     this.checkWritable();
     checkAppend(entries, this.last, this.lastTerm, this.entryBytesMax);
-    if (entries.length === 0) return;
+    if (entries.length === 0) return Promise.resolve();
     // Encode everything before queueing anything, so a bad entry writes nothing.
     const values = entries.map(encodeEntryValue);
     for (const entry of entries) this.pending.set(entry.index, entry);
@@ -96,10 +96,11 @@ export class LmdbLog implements LogStore {
     const lastEntry = entries[entries.length - 1];
     this.last = lastEntry.index;
     this.lastTerm = lastEntry.term;
-    await done;
-    for (const entry of entries) {
-      if (this.pending.get(entry.index) === entry) this.pending.delete(entry.index);
-    }
+    return done.then(() => {
+      for (const entry of entries) {
+        if (this.pending.get(entry.index) === entry) this.pending.delete(entry.index);
+      }
+    });
   }
 
   entries(lo: number, hi: number, bytesMax = readBytesMaxDefault): LogEntry[] {

@@ -21,10 +21,11 @@ export class MemoryLog implements LogStore {
     this.entryBytesMax = options.entryBytesMax ?? entryBytesMaxDefault;
   }
 
-  async append(entries: LogEntry[]): Promise<void> {
+  append(entries: LogEntry[]): Promise<void> {
     this.checkOpen();
     checkAppend(entries, this.lastIndex(), this.term(this.lastIndex()), this.entryBytesMax);
     for (const entry of entries) this.log.push(copyEntry(entry));
+    return Promise.resolve();
   }
 
   entries(lo: number, hi: number, bytesMax = readBytesMaxDefault): LogEntry[] {

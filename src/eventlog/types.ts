@@ -40,7 +40,11 @@ export interface LogStats {
  * an empty log has lastIndex = firstIndex - 1.
  */
 export interface LogStore {
-  /** Appends entries whose indexes continue lastIndex() densely; resolves once durable. */
+  /**
+   * Appends entries whose indexes continue lastIndex() densely; resolves once durable. Invalid
+   * input (gap, term going back, over a limit) and a closed log throw synchronously, writing
+   * nothing, so a caller knows at once that no index was taken. lastIndex() moves at once.
+   */
   append(entries: LogEntry[]): Promise<void>;
   /** Entries with lo <= index < hi, stopping early once bytesMax is passed (at least one entry is returned). */
   entries(lo: number, hi: number, bytesMax?: number): LogEntry[];

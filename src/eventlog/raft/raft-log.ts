@@ -118,7 +118,8 @@ export class RaftLog {
    * already present, and advances commit. Returns the last index now known to match, or undefined.
    */
   maybeAppend(prevIndex: number, prevTerm: number, commit: number, entries: LogEntry[], checkPrevTerm = true): number | undefined {
-    if (checkPrevTerm && !this.matchTerm(prevIndex, prevTerm)) return undefined;
+    // checkPrevTerm is false only under the acceptMismatchedPrevTerm mutation.
+    if (checkPrevTerm ? !this.matchTerm(prevIndex, prevTerm) : prevIndex > this.lastIndex()) return undefined;
     const lastNew = prevIndex + entries.length;
     const conflict = this.findConflict(entries);
     if (conflict !== 0) {
@@ -159,17 +160,13 @@ export class RaftLog {
 
   appliedTo(index: number): void {
     if (index === 0) return;
-    assert(index <= this.committed || index === this.appliedCeiling(), `applied ${index} beyond committed ${this.committed}`);
+    assert(index <= this.applyCeiling(), `applied ${index} beyond committed ${this.committed}`);
     assert(index >= this.applied, `applied goes back from ${this.applied} to ${index}`);
     this.applied = index;
   }
 
-  /** Overridable ceiling for the applyBeforeCommit mutation; equals committed otherwise. */
+  /** How far entries may be handed out for apply: the commit index (the applyBeforeCommit mutation widens it). */
   applyCeiling = (): number => this.committed;
-
-  private appliedCeiling(): number {
-    return this.applyCeiling();
-  }
 
   /** Entries to hand out for apply: after applied, up to the apply ceiling, within bytesMax. */
   nextCommittedEntries(bytesMax: number): LogEntry[] {

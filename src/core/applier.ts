@@ -1,0 +1,162 @@
+// Hands committed entries to the registered consumers, strictly in log order and exactly once per
+// node, in batches. Consumers (projections) keep their own checkpoints; the applier starts each
+// from where it left off and never moves `applied` past an entry every consumer has taken.
+
+import type { LogEntry, LogStore } from '../eventlog';
+import { LoomError, assert, type Logger } from '../util';
+
+export interface EntryConsumer {
+  name: string;
+  /** The last index this consumer has durably applied (its checkpoint); 0 if none. */
+  appliedIndex(): number;
+  /**
+   * Applies a batch of committed entries, all with index > appliedIndex(), in order. May return
+   * one outcome per entry (same order); the first consumer to return outcomes for an entry wins.
+   */
+  apply(entries: LogEntry[]): Promise<unknown[] | void> | unknown[] | void;
+}
+
+export interface ApplierOptions {
+  log: LogStore;
+  logger: Logger;
+  /** Most entries handed to consumers in one batch. */
+  batchEntriesMax?: number;
+  /** Byte budget of one batch read from the log. */
+  batchBytesMax?: number;
+}
+
+interface Waiter {
+  index: number;
+  resolve: (outcome: unknown) => void;
+  reject: (err: Error) => void;
+}
+
+export class Applier {
+  private readonly log: LogStore;
+  private readonly logger: Logger;
+  private readonly consumers: EntryConsumer[] = [];
+  private readonly batchEntriesMax: number;
+  private readonly batchBytesMax: number;
+  private applied = 0;
+  private commit = 0;
+  private running: Promise<void> | undefined;
+  private failure: Error | undefined;
+  private readonly waiters: Waiter[] = [];
+  private readonly appliedListeners: Array<(applied: number, entries: LogEntry[]) => void> = [];
+
+  constructor(options: ApplierOptions) {
+    this.log = options.log;
+    this.logger = options.logger;
+    this.batchEntriesMax = options.batchEntriesMax ?? 1024;
+    this.batchBytesMax = options.batchBytesMax ?? 8 * 1024 * 1024;
+  }
+
+  /** Registers a consumer before start; the applier begins at the lowest checkpoint of them all. */
+  addConsumer(consumer: EntryConsumer): void {
+    assert(this.running === undefined && this.commit === 0, 'consumers are added before the applier starts');
+    this.consumers.push(consumer);
+  }
+
+  /** Listeners hear about every applied batch, after all consumers have taken it. */
+  onApplied(listener: (applied: number, entries: LogEntry[]) => void): void {
+    this.appliedListeners.push(listener);
+  }
+
+  start(commitIndex: number): void {
+    const checkpoints = this.consumers.map((c) => c.appliedIndex());
+    this.applied = checkpoints.length > 0 ? Math.min(...checkpoints) : Math.max(0, this.log.firstIndex() - 1);
+    // Entries a consumer needs may have been compacted away only if a snapshot restored it.
+    this.applied = Math.max(this.applied, this.log.firstIndex() - 1);
+    this.advance(commitIndex);
+  }
+
+  appliedIndex(): number {
+    return this.applied;
+  }
+
+  commitIndex(): number {
+    return this.commit;
+  }
+
+  /** The commit index moved: apply up to it in the background. */
+  advance(commitIndex: number): void {
+    if (commitIndex <= this.commit) return;
+    this.commit = commitIndex;
+    if (this.running === undefined) {
+      this.running = this.run().finally(() => {
+        this.running = undefined;
+      });
+    }
+  }
+
+  /**
+   * Resolves once `index` has been applied, with the entry's outcome when the wait began before
+   * the entry was applied (the proposer's case); a late waiter gets undefined.
+   */
+  waitApplied(index: number): Promise<unknown> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (index <= this.applied) return Promise.resolve(undefined);
+    return new Promise((resolve, reject) => this.waiters.push({ index, resolve, reject }));
+  }
+
+  /** Rejects the waiters of an index whose entry will never be applied as proposed. */
+  cancelWait(index: number, reason: Error): void {
+    let kept = 0;
+    for (const waiter of this.waiters) {
+      if (waiter.index === index) waiter.reject(reason);
+      else this.waiters[kept++] = waiter;
+    }
+    this.waiters.length = kept;
+  }
+
+  /** Resolves once everything committed so far has been applied. */
+  async idle(): Promise<void> {
+    while (this.running) await this.running;
+    if (this.failure) throw this.failure;
+  }
+
+  failed(): Error | undefined {
+    return this.failure;
+  }
+
+  private async run(): Promise<void> {
+    try {
+      while (this.applied < this.commit && !this.failure) {
+        const hi = Math.min(this.commit, this.applied + this.batchEntriesMax) + 1;
+        const batch = this.log.entries(this.applied + 1, hi, this.batchBytesMax);
+        assert(batch.length > 0 && batch[0].index === this.applied + 1, `applier read a batch not starting at ${this.applied + 1}`);
+        const outcomes: unknown[] = new Array(batch.length);
+        for (const consumer of this.consumers) {
+          const from = consumer.appliedIndex();
+          const fresh = from >= batch[0].index ? batch.filter((e) => e.index > from) : batch;
+          if (fresh.length === 0) continue;
+          const result = await consumer.apply(fresh);
+          if (!result) continue;
+          const offset = batch.length - fresh.length;
+          for (let i = 0; i < result.length; i++) if (outcomes[offset + i] === undefined) outcomes[offset + i] = result[i];
+        }
+        this.applied = batch[batch.length - 1].index;
+        this.settle(batch, outcomes);
+        for (const listener of this.appliedListeners) listener(this.applied, batch);
+      }
+    } catch (err) {
+      this.failure = err instanceof LoomError ? err : new LoomError('INTERNAL', `applying entry ${this.applied + 1} failed: ${(err as Error).message}`, { index: this.applied + 1 });
+      this.logger.error({ err, index: this.applied + 1 }, 'applier stopped: an entry could not be applied');
+      for (const waiter of this.waiters.splice(0)) waiter.reject(this.failure);
+    }
+  }
+
+  private settle(batch: LogEntry[], outcomes: unknown[]): void {
+    const waiting = this.waiters.length;
+    if (waiting === 0) return;
+    const byIndex = new Map<number, unknown>();
+    batch.forEach((e, i) => byIndex.set(e.index, outcomes[i]));
+    let kept = 0;
+    for (let i = 0; i < waiting; i++) {
+      const waiter = this.waiters[i];
+      if (waiter.index <= this.applied) waiter.resolve(byIndex.get(waiter.index));
+      else this.waiters[kept++] = waiter;
+    }
+    this.waiters.length = kept;
+  }
+}

@@ -1,0 +1,131 @@
+// The database's operations, shared by every door and by embedders: propose a mutation and wait
+// until it is applied, wait for an index (read-your-writes), report status. Owns the applier.
+
+import type { LogEntry, LogStore } from '../eventlog';
+import { LoomError, type Logger } from '../util';
+import { Applier, type EntryConsumer } from './applier';
+import { SingleNodeReplicator, type ProposedEntry, type Replicator } from './replicator';
+
+export interface CoreOptions {
+  log: LogStore;
+  logger: Logger;
+  /** Wall clock for entry timestamps, read only by the proposer (the leader). */
+  now?: () => number;
+  consumers?: EntryConsumer[];
+  /** Longest a read may wait for `atLeast(seq)` before TIMEOUT. */
+  waitTimeoutMsMax?: number;
+}
+
+export interface Proposed {
+  seq: number;
+  outcome: unknown;
+}
+
+export interface CoreStatus {
+  lastIndex: number;
+  commitIndex: number;
+  appliedIndex: number;
+  leader: boolean;
+  failed?: string;
+}
+
+export class Core {
+  readonly log: LogStore;
+  private readonly logger: Logger;
+  private readonly replicator: Replicator;
+  private readonly applier: Applier;
+  private readonly waitTimeoutMsMax: number;
+  private closed = false;
+
+  private constructor(options: CoreOptions, replicator: Replicator) {
+    this.log = options.log;
+    this.logger = options.logger;
+    this.replicator = replicator;
+    this.waitTimeoutMsMax = options.waitTimeoutMsMax ?? 30_000;
+    this.applier = new Applier({ log: options.log, logger: options.logger });
+    for (const consumer of options.consumers ?? []) this.applier.addConsumer(consumer);
+    replicator.onCommit((commit) => this.applier.advance(commit));
+  }
+
+  /** Opens a single-node core over `log` and starts applying what the log already holds. */
+  static async open(options: CoreOptions): Promise<Core> {
+    const replicator = new SingleNodeReplicator({ log: options.log, now: options.now ?? Date.now });
+    await replicator.start();
+    const core = new Core(options, replicator);
+    core.applier.start(replicator.commitIndex());
+    return core;
+  }
+
+  /** Proposes one entry; resolves once it is committed and applied on this node. */
+  async propose(entry: ProposedEntry): Promise<Proposed> {
+    this.checkOpen();
+    const { indexes, committed } = this.replicator.propose([entry]);
+    const seq = indexes[0];
+    // Wait before the commit can land, so the proposer is sure to receive its entry's outcome.
+    const applied = this.applier.waitApplied(seq);
+    try {
+      await committed;
+    } catch (err) {
+      this.applier.cancelWait(seq, err as Error);
+      throw err;
+    }
+    return { seq, outcome: await applied };
+  }
+
+  /** Waits until this node has applied `seq` (read-your-writes), or fails with TIMEOUT. */
+  async waitApplied(seq: number, timeoutMs = this.waitTimeoutMsMax): Promise<void> {
+    this.checkOpen();
+    if (seq <= this.applier.appliedIndex()) return;
+    const wait = Math.min(timeoutMs, this.waitTimeoutMsMax);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new LoomError('TIMEOUT', `this node has applied up to ${this.applier.appliedIndex()}, not ${seq}, after ${wait} ms`, { seq, applied: this.applier.appliedIndex() })),
+        wait,
+      );
+    });
+    try {
+      await Promise.race([this.applier.waitApplied(seq), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Listens to every applied batch, after all consumers (projections) have taken it. */
+  onApplied(listener: (applied: number, entries: LogEntry[]) => void): void {
+    this.applier.onApplied(listener);
+  }
+
+  /** Ready once everything committed at start has been applied and the applier has not failed. */
+  ready(): boolean {
+    return !this.closed && this.applier.failed() === undefined && this.applier.appliedIndex() >= this.applier.commitIndex();
+  }
+
+  status(): CoreStatus {
+    const status: CoreStatus = {
+      lastIndex: this.log.lastIndex(),
+      commitIndex: this.replicator.commitIndex(),
+      appliedIndex: this.applier.appliedIndex(),
+      leader: this.replicator.isLeader(),
+    };
+    const failure = this.applier.failed();
+    if (failure) status.failed = failure.message;
+    return status;
+  }
+
+  /** Resolves once everything committed so far is applied. */
+  idle(): Promise<void> {
+    return this.applier.idle();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.replicator.close();
+    await this.applier.idle().catch((err) => this.logger.warn({ err }, 'applier had failed before close'));
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new LoomError('UNAVAILABLE', 'the node is closed');
+  }
+}

@@ -1,0 +1,93 @@
+// The seam between the core and consensus. The core proposes entries; a Replicator makes them
+// durable and decides when they are committed. A single node commits what it has fsynced; the Raft
+// replicator (replication issue) commits what a quorum has, behind the same interface.
+
+import type { LogEntry, LogStore } from '../eventlog';
+import { LoomError } from '../util';
+
+export interface ProposedEntry {
+  type: string;
+  data: Uint8Array;
+  meta?: Record<string, unknown>;
+}
+
+export interface Replicator {
+  /**
+   * Assigns the entries their indexes at once and starts replicating them; `committed` resolves
+   * once they are committed. Invalid entries throw synchronously, taking no index.
+   */
+  propose(entries: ProposedEntry[]): { indexes: number[]; committed: Promise<void> };
+  commitIndex(): number;
+  /** Called with the new commit index whenever it advances. */
+  onCommit(listener: (commitIndex: number) => void): void;
+  isLeader(): boolean;
+  close(): Promise<void>;
+}
+
+export interface SingleNodeReplicatorOptions {
+  log: LogStore;
+  /** Milliseconds since the epoch: the timestamp the leader stamps on each entry. */
+  now: () => number;
+}
+
+/** A one-voter group: an entry is committed as soon as it is durable in the local log. */
+export class SingleNodeReplicator implements Replicator {
+  private readonly log: LogStore;
+  private readonly now: () => number;
+  private readonly term: number;
+  private commit: number;
+  private readonly listeners: Array<(commitIndex: number) => void> = [];
+  private closed = false;
+
+  constructor(options: SingleNodeReplicatorOptions) {
+    this.log = options.log;
+    this.now = options.now;
+    // A single voter is always its own leader; its term only has to be stable and at least 1.
+    this.term = Math.max(1, options.log.hardState().term, options.log.term(options.log.lastIndex()));
+    // Everything in the log of a single voter was durable before it was acknowledged, so it is committed.
+    this.commit = options.log.lastIndex();
+  }
+
+  async start(): Promise<void> {
+    const hard = this.log.hardState();
+    if (hard.term !== this.term || hard.commit !== this.commit) {
+      await this.log.setHardState({ term: this.term, vote: hard.vote, commit: this.commit });
+    }
+  }
+
+  propose(proposed: ProposedEntry[]): { indexes: number[]; committed: Promise<void> } {
+    if (this.closed) throw new LoomError('UNAVAILABLE', 'the node is closing');
+    const first = this.log.lastIndex() + 1;
+    const ts = this.now();
+    const entries: LogEntry[] = proposed.map((p, i) => {
+      const entry: LogEntry = { index: first + i, term: this.term, type: p.type, data: p.data, ts };
+      if (p.meta !== undefined) entry.meta = p.meta;
+      return entry;
+    });
+    const last = first + entries.length - 1;
+    const committed = this.log.append(entries).then(() => {
+      // Group commits resolve in log order, and an fsync covers every earlier transaction too.
+      if (last > this.commit) {
+        this.commit = last;
+        for (const listener of this.listeners) listener(last);
+      }
+    });
+    return { indexes: entries.map((e) => e.index), committed };
+  }
+
+  commitIndex(): number {
+    return this.commit;
+  }
+
+  onCommit(listener: (commitIndex: number) => void): void {
+    this.listeners.push(listener);
+  }
+
+  isLeader(): boolean {
+    return true;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+}
