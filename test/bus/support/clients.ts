@@ -82,7 +82,8 @@ export const clientFlavours: ClientFlavour[] = [
   {
     name: '@nats-io/transport-node 3.x',
     connect: async (o) => (await natsV3.connect(natsOptions(o) as natsV3.NodeConnectionOptions)) as unknown as ClientConnection,
-    headers: () => natsV3.headers() as unknown as ClientHeaders,
+    // The 3.x typings re-export nats-core through a path TypeScript does not resolve; runtime has it.
+    headers: () => (natsV3 as unknown as { headers(): ClientHeaders }).headers(),
   },
 ];
 
