@@ -5,4 +5,4 @@ export { MemoryLog } from './memory-log';
 export type { MemoryLogOptions } from './memory-log';
 export * from './limits';
 export { LmdbLog } from './lmdb-log';
-export type { LmdbLogOptions, SyncMode, VerifyReport } from './lmdb-log';
+export type { LmdbLogOptions, LogObserver, SyncMode, VerifyReport } from './lmdb-log';

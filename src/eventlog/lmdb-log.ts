@@ -26,6 +26,15 @@ export interface LmdbLogOptions {
   /** Largest size the memory map (and so the log) may grow to. */
   mapSizeBytes?: number;
   readOnly?: boolean;
+  /** Told about every durable append and every fsync, for metrics. */
+  observer?: LogObserver;
+}
+
+export interface LogObserver {
+  /** An append became durable, `seconds` after it was issued. */
+  appended(entries: number, seconds: number): void;
+  /** One group commit reached the disk (one fsync). */
+  synced(): void;
 }
 
 export interface VerifyReport {
@@ -47,6 +56,7 @@ export class LmdbLog implements LogStore {
   private readonly entriesDb: Database<Buffer, Buffer>;
   private readonly metaDb: Database<unknown, string>;
   private readonly entryBytesMax: number;
+  private readonly observer: LogObserver | undefined;
   private snapshot: SnapshotMeta;
   private hard: HardState;
   private last: number;
@@ -61,6 +71,7 @@ export class LmdbLog implements LogStore {
   private constructor(options: LmdbLogOptions) {
     this.file = path.join(options.path, 'data.mdb');
     this.entryBytesMax = options.entryBytesMax ?? entryBytesMaxDefault;
+    this.observer = options.observer;
     this.env = open({
       path: options.path,
       maxDbs: 4,
@@ -89,6 +100,7 @@ export class LmdbLog implements LogStore {
     if (entries.length === 0) return Promise.resolve();
     // Encode everything before queueing anything, so a bad entry writes nothing.
     const values = entries.map(encodeEntryValue);
+    const started = process.hrtime.bigint();
     for (const entry of entries) this.pending.set(entry.index, entry);
     const done = this.write(() => {
       for (let i = 0; i < entries.length; i++) this.entriesDb.putSync(encodeIndexKey(entries[i].index), values[i]);
@@ -97,6 +109,7 @@ export class LmdbLog implements LogStore {
     this.last = lastEntry.index;
     this.lastTerm = lastEntry.term;
     return done.then(() => {
+      this.observer?.appended(entries.length, Number(process.hrtime.bigint() - started) / 1e9);
       for (const entry of entries) {
         if (this.pending.get(entry.index) === entry) this.pending.delete(entry.index);
       }
@@ -319,6 +332,7 @@ export class LmdbLog implements LogStore {
         for (const op of ops) op();
       });
       await this.env.flushed;
+      this.observer?.synced();
     } catch (err) {
       // A write that failed leaves memory ahead of the disk; nothing more may be written.
       this.failure = err as Error;

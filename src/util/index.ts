@@ -5,3 +5,5 @@ export type { ErrorCode, ErrorDetails } from './errors';
 export { assert } from './assert';
 export { createLogger, silentLogger } from './logger';
 export type { Logger, LoggerOptions } from './logger';
+export { dirLockHolder, lockDir } from './dir-lock';
+export type { DirLock } from './dir-lock';

@@ -26,7 +26,7 @@ export class Progress {
   recentActive = false;
   readonly inflights: Inflights;
 
-  constructor(next: number, messagesMax: number, bytesMax: number, readonly isLearner: boolean) {
+  constructor(next: number, messagesMax: number, bytesMax: number) {
     this.next = next;
     this.inflights = new Inflights(messagesMax, bytesMax);
   }

@@ -1,0 +1,84 @@
+// The node's HTTP door (fastify): health, readiness and Prometheus metrics for now; the doors
+// issue adds the /v1 routes. Errors leave as the JSON body of a LoomError with its HTTP status.
+
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Registry } from 'prom-client';
+import type { Core } from '../../core';
+import { LoomError, type Logger } from '../../util';
+
+export interface HttpServerOptions {
+  host: string;
+  port: number;
+  core: Core;
+  registry: Registry;
+  logger: Logger;
+}
+
+export interface HttpServer {
+  readonly app: FastifyInstance;
+  listen(): Promise<number>;
+  close(): Promise<void>;
+}
+
+export function createHttpServer(options: HttpServerOptions): HttpServer {
+  const app: FastifyInstance = Fastify({
+    loggerInstance: options.logger.child({ door: 'http' }) as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+  });
+  const { core, registry } = options;
+
+  app.setErrorHandler((err, _request, reply) => {
+    if (err instanceof LoomError) {
+      void reply.status(err.httpStatus).send(err.toJSON());
+      return;
+    }
+    const status = (err as { statusCode?: number }).statusCode ?? 500;
+    const code = status === 413 ? 'TOO_LARGE' : status < 500 ? 'INVALID_ARGUMENT' : 'INTERNAL';
+    if (status >= 500) options.logger.error({ err }, 'http request failed');
+    void reply.status(status).send({ code, message: (err as Error).message, details: {} });
+  });
+
+  app.get('/healthz', async () => ({ ok: true }));
+  app.get('/readyz', async (_request, reply) => {
+    const status = core.status();
+    const ready = core.ready();
+    return reply.status(ready ? 200 : 503).send({ ready, ...status });
+  });
+  app.get('/metrics', async (_request, reply) => {
+    const body = await registry.metrics();
+    return reply.header('content-type', registry.contentType).send(body);
+  });
+
+  return {
+    app,
+    async listen() {
+      try {
+        await app.listen({ host: options.host, port: options.port });
+      } catch (err) {
+        throw listenError(err, 'http', options.host, options.port);
+      }
+      const address = app.server.address();
+      return typeof address === 'object' && address !== null ? address.port : options.port;
+    },
+    async close() {
+      await app.close();
+    },
+  };
+}
+
+/** Turns a listen failure into a LoomError that names the door, address and flag. */
+export function listenError(err: unknown, door: string, host: string, port: number): LoomError {
+  const code = (err as NodeJS.ErrnoException).code;
+  const flag = `--${door}-port`;
+  if (code === 'EADDRINUSE') {
+    return new LoomError('UNAVAILABLE', `${door} port ${port} on ${host} is already in use; choose another with ${flag} (0 picks a free one)`, {
+      door,
+      host,
+      port,
+    });
+  }
+  if (code === 'EACCES') {
+    return new LoomError('UNAVAILABLE', `not allowed to listen on ${host}:${port} for ${door} (${flag})`, { door, host, port });
+  }
+  return new LoomError('UNAVAILABLE', `cannot listen on ${host}:${port} for ${door}: ${(err as Error).message}`, { door, host, port });
+}

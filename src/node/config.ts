@@ -1,0 +1,131 @@
+// One zod schema for a node's configuration, merged from defaults, an optional JSON file, LOOM_*
+// environment variables and command-line flags (later wins). A bad value names its field and source.
+
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { entryBytesMaxDefault } from '../eventlog';
+import { LoomError } from '../util';
+
+const port = z.coerce.number({ error: 'expected a port number 0-65535 (0 picks a free port)' }).int().min(0).max(65535);
+const nameRule = /^[A-Za-z0-9_-]{1,64}$/;
+
+const peerForm = 'expected ID=HOST:PORT,… (e.g. 1=127.0.0.1:7000,2=127.0.0.1:7001)';
+export const peerSchema = z.object(
+  { id: z.number().int().min(1), host: z.string().min(1), port: z.number().int().min(1).max(65535) },
+  { error: peerForm },
+);
+export type Peer = z.infer<typeof peerSchema>;
+
+/** `1=host:7000,2=host:7001` → peers; also accepts an already-parsed array (config file). */
+const peers = z.preprocess((value) => {
+  if (typeof value !== 'string') return value;
+  if (value.trim() === '') return [];
+  return value.split(',').map((part) => {
+    const match = /^(\d+)=([^:]+):(\d+)$/.exec(part.trim());
+    if (!match) return part;
+    return { id: Number(match[1]), host: match[2], port: Number(match[3]) };
+  });
+}, z.array(peerSchema, { error: peerForm }));
+
+export const configSchema = z
+  .object({
+    data: z.string().min(1).default('./data'),
+    host: z.string().min(1).default('127.0.0.1'),
+    natsPort: port.default(4222),
+    grpcPort: port.default(50051),
+    httpPort: port.default(8080),
+    service: z.string().regex(nameRule, 'expected 1-64 of A-Z a-z 0-9 _ -').default('default'),
+    id: z.string().regex(nameRule, 'expected 1-64 of A-Z a-z 0-9 _ -').default('001'),
+    channel: z.enum(['alpha', 'beta', 'stable']).default('alpha'),
+    nodeId: z.coerce.number().int().min(1).default(1),
+    raftPort: port.default(7000),
+    peers: peers.default([]),
+    clusterSecret: z.string().min(8, 'expected at least 8 characters').optional(),
+    authToken: z.string().min(1).optional(),
+    sync: z.enum(['full', 'none']).default('full'),
+    role: z.enum(['db', 'disco']).default('db'),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    entryBytesMax: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(entryBytesMaxDefault),
+  })
+  .strict();
+
+export type Config = z.infer<typeof configSchema>;
+export type ConfigInput = z.input<typeof configSchema>;
+
+export const configKeys = Object.keys(configSchema.shape) as Array<keyof Config>;
+
+/** `http-port` → `httpPort`. */
+export function flagToKey(flag: string): string {
+  return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+}
+
+/** `httpPort` → `--http-port`. */
+export function keyToFlag(key: string): string {
+  return `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+}
+
+/** `httpPort` → `LOOM_HTTP_PORT`. */
+export function keyToEnv(key: string): string {
+  return `LOOM_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
+}
+
+export interface ConfigSources {
+  /** Flags already split into `{ 'http-port': '8080' }` (kebab-case names, string values). */
+  flags?: Record<string, string | undefined>;
+  env?: NodeJS.ProcessEnv;
+  /** Path of a JSON config file, if any (flag --config or LOOM_CONFIG). */
+  file?: string;
+}
+
+export function loadConfig(sources: ConfigSources): Config {
+  const merged: Record<string, unknown> = {};
+  const origin: Record<string, string> = {};
+
+  if (sources.file) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(readFileSync(sources.file, 'utf8'));
+    } catch (err) {
+      throw new LoomError('INVALID_ARGUMENT', `cannot read config file ${sources.file}: ${(err as Error).message}`, { field: 'config' });
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      throw new LoomError('INVALID_ARGUMENT', `config file ${sources.file} must hold a JSON object`, { field: 'config' });
+    }
+    for (const [key, value] of Object.entries(parsed)) {
+      merged[key] = value;
+      origin[key] = `config file ${sources.file}`;
+    }
+  }
+  for (const key of configKeys) {
+    const value = sources.env?.[keyToEnv(key)];
+    if (value !== undefined && value !== '') {
+      merged[key] = value;
+      origin[key] = `environment ${keyToEnv(key)}`;
+    }
+  }
+  for (const [flag, value] of Object.entries(sources.flags ?? {})) {
+    if (value === undefined) continue;
+    const key = flagToKey(flag);
+    merged[key] = value;
+    origin[key] = `flag --${flag}`;
+  }
+
+  const result = configSchema.safeParse(merged);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    if (issue.code === 'unrecognized_keys') {
+      const key = issue.keys[0];
+      throw new LoomError('INVALID_ARGUMENT', `unknown configuration field "${key}" (from ${origin[key] ?? 'input'}); known fields: ${configKeys.join(', ')}`, {
+        field: key,
+      });
+    }
+    const key = String(issue.path[0] ?? 'config');
+    const given = merged[key];
+    throw new LoomError(
+      'INVALID_ARGUMENT',
+      `invalid configuration ${key} = ${JSON.stringify(given)} (from ${origin[key] ?? 'default'}): ${issue.message}`,
+      { field: key },
+    );
+  }
+  return result.data;
+}

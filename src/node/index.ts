@@ -1,0 +1,6 @@
+// Building and running a node: configuration, composition, metrics.
+
+export { configSchema, keyToEnv, keyToFlag, flagToKey, loadConfig } from './config';
+export type { Config, ConfigInput, ConfigSources, Peer } from './config';
+export { startNode } from './node';
+export type { LoomNode, Ports, StartNodeOptions } from './node';

@@ -1,0 +1,86 @@
+// The composition root: builds a running node from a validated config — data-directory lock, log,
+// core, doors — and takes it down again in reverse order. Used by `loom serve` and by embedders.
+
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { createHttpServer, type HttpServer } from '../api';
+import { Core } from '../core';
+import { LmdbLog } from '../eventlog';
+import { LoomError, createLogger, lockDir, type DirLock, type Logger } from '../util';
+import type { Config } from './config';
+import { createMetrics } from './metrics';
+
+export interface Ports {
+  http: number;
+}
+
+export interface LoomNode {
+  readonly config: Config;
+  readonly core: Core;
+  readonly log: LmdbLog;
+  readonly ports: Ports;
+  readonly logger: Logger;
+  close(): Promise<void>;
+}
+
+export interface StartNodeOptions {
+  logger?: Logger;
+}
+
+export async function startNode(config: Config, options: StartNodeOptions = {}): Promise<LoomNode> {
+  const logger = options.logger ?? createLogger({ level: config.logLevel });
+  if (config.role === 'disco') {
+    throw new LoomError('UNAVAILABLE', '--role disco is not available in this version of loom yet; run --role db', { field: 'role' });
+  }
+  const dataDir = path.resolve(config.data);
+  mkdirSync(dataDir, { recursive: true });
+  // Undo stack: whatever has been opened is closed again if a later step fails.
+  const undo: Array<() => Promise<void> | void> = [];
+  const unwind = async (): Promise<void> => {
+    for (const step of undo.reverse()) await step();
+  };
+  try {
+    const lock: DirLock = lockDir(dataDir);
+    undo.push(() => lock.release());
+    if (config.sync === 'none') logger.warn('--sync none: the log does not fsync; acknowledged writes can be lost in a crash (tests and benchmarks only)');
+
+    const metrics = createMetrics();
+    const log = LmdbLog.open({ path: path.join(dataDir, 'log'), sync: config.sync, entryBytesMax: config.entryBytesMax, observer: metrics.logObserver });
+    undo.push(() => log.close());
+    const core = await Core.open({ log, logger: logger.child({ part: 'core' }) });
+    undo.push(() => core.close());
+    metrics.watchCore(core);
+
+    const http: HttpServer = createHttpServer({ host: config.host, port: config.httpPort, core, registry: metrics.registry, logger });
+    const httpPort = await http.listen();
+    undo.push(() => http.close());
+
+    const ports: Ports = { http: httpPort };
+    writePortsFile(dataDir, ports);
+    logger.info({ data: dataDir, host: config.host, ports, lastIndex: log.lastIndex() }, 'loom node is serving');
+
+    let closing: Promise<void> | undefined;
+    return {
+      config,
+      core,
+      log,
+      ports,
+      logger,
+      close: () => {
+        closing ??= unwind().then(() => logger.info('loom node stopped'));
+        return closing;
+      },
+    };
+  } catch (err) {
+    await unwind();
+    throw err;
+  }
+}
+
+/** Writes `<data>/ports.json` atomically, so a script polling for it never reads half a file. */
+function writePortsFile(dataDir: string, ports: Ports): void {
+  const file = path.join(dataDir, 'ports.json');
+  const tmp = `${file}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify(ports)}\n`);
+  renameSync(tmp, file);
+}

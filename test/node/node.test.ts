@@ -1,0 +1,76 @@
+import { existsSync, readFileSync } from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { loadConfig, startNode } from '../../src/node';
+import { silentLogger } from '../../src/util';
+import { makeTempDir, removeDir } from '../support/tmp';
+
+const freePorts = { 'http-port': '0', 'nats-port': '0', 'grpc-port': '0', 'raft-port': '0' };
+
+describe('a node started in-process', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = makeTempDir();
+  });
+  afterEach(() => removeDir(dir));
+
+  it('serves health, readiness and metrics, and writes ports.json once listening', async () => {
+    const node = await startNode(loadConfig({ flags: { data: dir, ...freePorts } }), { logger: silentLogger() });
+    try {
+      const ports = JSON.parse(readFileSync(path.join(dir, 'ports.json'), 'utf8'));
+      expect(ports.http).toBe(node.ports.http);
+      const base = `http://127.0.0.1:${ports.http}`;
+      expect((await fetch(`${base}/healthz`)).status).toBe(200);
+      await node.core.propose({ type: 'test.put', data: Buffer.from('x') });
+      const ready = await fetch(`${base}/readyz`);
+      expect(ready.status).toBe(200);
+      expect(await ready.json()).toMatchObject({ ready: true, lastIndex: 1, commitIndex: 1, appliedIndex: 1 });
+      const metrics = await (await fetch(`${base}/metrics`)).text();
+      expect(metrics).toMatch(/^loom_log_last_index 1$/m);
+      expect(metrics).toMatch(/^loom_log_append_seconds_count 1$/m);
+      expect(metrics).toMatch(/^loom_log_fsyncs_total [1-9]/m);
+    } finally {
+      await node.close();
+    }
+    expect(existsSync(path.join(dir, 'LOCK'))).toBe(false);
+  });
+
+  it('refuses a second node on the same data directory', async () => {
+    const node = await startNode(loadConfig({ flags: { data: dir, ...freePorts } }), { logger: silentLogger() });
+    try {
+      await expect(startNode(loadConfig({ flags: { data: dir, ...freePorts } }), { logger: silentLogger() })).rejects.toMatchObject({
+        code: 'UNAVAILABLE',
+        message: expect.stringMatching(/data directory .* is already open/),
+      });
+    } finally {
+      await node.close();
+    }
+  });
+
+  it('refuses a port already in use, naming it, and leaves the data directory free', async () => {
+    const blocker = net.createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    const taken = (blocker.address() as net.AddressInfo).port;
+    try {
+      await expect(
+        startNode(loadConfig({ flags: { data: dir, ...freePorts, 'http-port': String(taken) } }), { logger: silentLogger() }),
+      ).rejects.toMatchObject({ code: 'UNAVAILABLE', message: expect.stringMatching(new RegExp(`http port ${taken} .* already in use`)) });
+      expect(existsSync(path.join(dir, 'LOCK'))).toBe(false);
+    } finally {
+      blocker.close();
+    }
+  });
+
+  it('keeps what it acknowledged across a restart', async () => {
+    let node = await startNode(loadConfig({ flags: { data: dir, ...freePorts } }), { logger: silentLogger() });
+    for (let i = 0; i < 10; i++) await node.core.propose({ type: 'test.put', data: Buffer.from(`v${i}`) });
+    await node.close();
+    node = await startNode(loadConfig({ flags: { data: dir, ...freePorts } }), { logger: silentLogger() });
+    try {
+      expect(node.core.status()).toMatchObject({ lastIndex: 10, commitIndex: 10, appliedIndex: 10 });
+      expect((await node.core.propose({ type: 'test.put', data: Buffer.from('next') })).seq).toBe(11);
+    } finally {
+      await node.close();
+    }
+  });
+});
