@@ -6,7 +6,7 @@ import { LoomError, assert, silentLogger } from '../util';
 import type { Logger } from '../util';
 import { MsgHeaders, STATUS_NO_RESPONDERS, statusBlock } from './headers';
 import { isValidLiteralSubject, isValidSubject } from './subject';
-import { Sublist } from './sublist';
+import { EMPTY_MATCH, Sublist } from './sublist';
 import type { BusClient, Subscriber } from './sublist';
 
 export const BUS_DEFAULTS = {
@@ -327,6 +327,11 @@ export class Bus {
   removeSubscriber(sub: Subscriber): void {
     if (!this.members.delete(sub)) return;
     this.sublist.remove(sub);
+  }
+
+  /** True when some subscription matches: lets a caller skip building a message nobody gets. */
+  hasInterest(subject: string): boolean {
+    return this.sublist.match(subject) !== EMPTY_MATCH;
   }
 
   hasSubscriber(sub: Subscriber): boolean {

@@ -78,6 +78,8 @@ export class Connection implements BusClient, ClientOpHandler {
   private out: Buffer | undefined;
   private outLength = 0;
   private flushScheduled = false;
+  /** The subject of the previous PUB, already validated: a publisher rarely changes subject. */
+  private lastValidSubject = '';
 
   constructor(
     private readonly transport: Transport,
@@ -155,19 +157,32 @@ export class Connection implements BusClient, ClientOpHandler {
     this.ok_();
   }
 
-  pub(subject: string, reply: string | undefined, headerBlock: Buffer | undefined, payload: Buffer): void {
+  pub(subject: string, reply: string | undefined, source: Buffer, start: number, headerBytes: number, end: number): void {
     if (!this.admitted()) return;
-    if (headerBlock !== undefined && !this.headersSupported) {
+    if (headerBytes >= 0 && !this.headersSupported) {
       this.fail(PROTOCOL_ERRORS.unknownOperation, 'HPUB without headers in CONNECT');
       return;
     }
-    if (!isValidLiteralSubject(subject) || (reply !== undefined && !isValidLiteralSubject(reply))) {
-      // nats-server only complains in pedantic mode; either way the message goes nowhere.
+    if (subject !== this.lastValidSubject) {
+      if (!isValidLiteralSubject(subject)) {
+        // nats-server only complains in pedantic mode; either way the message goes nowhere.
+        if (this.pedantic) this.sendErr(PROTOCOL_ERRORS.invalidPublishSubject);
+        else this.ok_();
+        return;
+      }
+      this.lastValidSubject = subject;
+    }
+    if (reply !== undefined && !isValidLiteralSubject(reply)) {
       if (this.pedantic) this.sendErr(PROTOCOL_ERRORS.invalidPublishSubject);
       else this.ok_();
       return;
     }
-    const delivered = this.bus.route(this, subject, reply, headerBlock, payload);
+    let delivered = 0;
+    if (this.bus.hasInterest(subject)) {
+      const payloadStart = headerBytes >= 0 ? start + headerBytes : start;
+      const headerBlock = headerBytes >= 0 ? source.subarray(start, payloadStart) : undefined;
+      delivered = this.bus.route(this, subject, reply, headerBlock, source.subarray(payloadStart, end));
+    }
     if (delivered === 0 && reply !== undefined && this.noResponders) this.bus.sendNoResponders(this, reply);
     this.ok_();
   }

@@ -22,8 +22,12 @@ export const PROTOCOL_ERRORS = {
 
 export interface ClientOpHandler {
   connect(json: string): void;
-  /** `payload` (and `headerBlock`) may be views into the fed chunk: copy before keeping them long. */
-  pub(subject: string, reply: string | undefined, headerBlock: Buffer | undefined, payload: Buffer): void;
+  /**
+   * A message: its bytes are `source[start, end)`, the first `headerBytes` of them the header block
+   * (-1 for PUB, which has none). Offsets, not slices, so that a message nobody wants costs no
+   * allocation; `source` may be the fed chunk itself: copy what you keep past the call.
+   */
+  pub(subject: string, reply: string | undefined, source: Buffer, start: number, headerBytes: number, end: number): void;
   sub(subject: string, queue: string | undefined, sid: string): void;
   unsub(sid: string, max: number | undefined): void;
   ping(): void;
@@ -104,6 +108,9 @@ export class ClientParser {
   private body: Buffer | undefined;
   private bodyFilled = 0;
   private halted = false;
+  private readonly lastSubjectBytes = Buffer.alloc(256);
+  private lastSubjectLength = -1;
+  private lastSubject = '';
 
   constructor(
     private readonly handler: ClientOpHandler,
@@ -163,10 +170,10 @@ export class ClientParser {
             if (chunk[end] !== CR || chunk[end + 1] !== LF) {
               throw protocolViolation(PROTOCOL_ERRORS.unknownOperation, 'message payload not followed by CRLF');
             }
-            const body = chunk.subarray(i, end);
+            const bodyStart = i;
             i = end + 2;
             this.state = State.OpStart;
-            this.dispatchMessage(body);
+            this.dispatchMessage(chunk, bodyStart, end);
             break;
           }
           this.body ??= this.bodyBytes === 0 ? EMPTY : Buffer.allocUnsafe(this.bodyBytes);
@@ -189,7 +196,7 @@ export class ClientParser {
           const body = this.body ?? EMPTY;
           this.body = undefined;
           this.bodyFilled = 0;
-          this.dispatchMessage(body);
+          this.dispatchMessage(body, 0, body.length);
           break;
         }
       }
@@ -237,22 +244,23 @@ export class ClientParser {
       this.argPieces.push(Buffer.from(chunk.subarray(i, n)));
       return n;
     }
-    let line: Buffer;
+    let line = chunk;
+    let start = i;
+    let end = lf;
     if (this.argPieces.length > 0) {
       this.argPieces.push(chunk.subarray(i, lf));
       line = Buffer.concat(this.argPieces);
       this.argPieces = [];
       this.argPendingBytes = 0;
-    } else {
-      line = chunk.subarray(i, lf);
+      start = 0;
+      end = line.length;
     }
-    if (line.length > this.limits.maxControlLineBytes) {
+    if (end - start > this.limits.maxControlLineBytes) {
       throw protocolViolation(PROTOCOL_ERRORS.controlLineExceeded, 'control line too long');
     }
-    let end = line.length;
-    if (end > 0 && line[end - 1] === CR) end--;
+    if (end > start && line[end - 1] === CR) end--;
     this.state = State.OpStart;
-    this.dispatchArgs(line, end);
+    this.dispatchArgs(line, start, end);
     return lf + 1;
   }
 
@@ -262,23 +270,23 @@ export class ClientParser {
     else this.handler.ok();
   }
 
-  private dispatchArgs(line: Buffer, end: number): void {
+  private dispatchArgs(line: Buffer, start: number, end: number): void {
     switch (this.op) {
       case Op.Connect: {
-        const json = line.toString('utf8', 0, end).trim();
+        const json = line.toString('utf8', start, end).trim();
         if (json.length === 0) throw protocolViolation(PROTOCOL_ERRORS.unknownOperation, 'CONNECT without arguments');
         this.handler.connect(json);
         return;
       }
       case Op.Err:
-        this.handler.err(line.toString('utf8', 0, end).trim());
+        this.handler.err(line.toString('utf8', start, end).trim());
         return;
       case Op.Pub:
       case Op.Hpub:
-        this.startMessage(line, end);
+        this.startMessage(line, start, end);
         return;
       case Op.Sub: {
-        const count = this.splitArgs(line, end);
+        const count = this.splitArgs(line, start, end);
         if (count !== 2 && count !== 3) throw protocolViolation(PROTOCOL_ERRORS.unknownOperation, 'SUB needs subject [queue] sid');
         const b = this.argBounds;
         this.handler.sub(
@@ -289,7 +297,7 @@ export class ClientParser {
         return;
       }
       case Op.Unsub: {
-        const count = this.splitArgs(line, end);
+        const count = this.splitArgs(line, start, end);
         if (count !== 1 && count !== 2) throw protocolViolation(PROTOCOL_ERRORS.unknownOperation, 'UNSUB needs sid [max]');
         const b = this.argBounds;
         let max: number | undefined;
@@ -305,8 +313,8 @@ export class ClientParser {
     }
   }
 
-  private startMessage(line: Buffer, end: number): void {
-    const count = this.splitArgs(line, end);
+  private startMessage(line: Buffer, start: number, end: number): void {
+    const count = this.splitArgs(line, start, end);
     const withHeaders = this.op === Op.Hpub;
     const sizes = withHeaders ? 2 : 1;
     if (count !== sizes + 1 && count !== sizes + 2) {
@@ -320,7 +328,7 @@ export class ClientParser {
       throw protocolViolation(PROTOCOL_ERRORS.payloadViolation, `message of ${total} bytes over ${this.limits.maxPayloadBytes}`);
     }
     if (headerBytes > total) throw protocolViolation(PROTOCOL_ERRORS.unknownOperation, 'header size larger than message size');
-    this.subject = line.toString('utf8', b[0], b[1]);
+    this.subject = this.subjectText(line, b[0], b[1]);
     this.reply = count === sizes + 2 ? line.toString('utf8', b[2], b[3]) : undefined;
     this.headerBytes = headerBytes;
     this.bodyBytes = total;
@@ -330,19 +338,38 @@ export class ClientParser {
     // An empty body still needs its CRLF; the Payload state's fast path handles that too.
   }
 
-  private dispatchMessage(body: Buffer): void {
-    if (this.op === Op.Hpub) {
-      this.handler.pub(this.subject, this.reply, body.subarray(0, this.headerBytes), body.subarray(this.headerBytes));
-    } else {
-      this.handler.pub(this.subject, this.reply, undefined, body);
+  private dispatchMessage(source: Buffer, start: number, end: number): void {
+    this.handler.pub(this.subject, this.reply, source, start, this.op === Op.Hpub ? this.headerBytes : -1, end);
+  }
+
+  // Publishers mostly repeat a few subjects: reusing the last string saves a decode per message.
+  private subjectText(line: Buffer, start: number, end: number): string {
+    const length = end - start;
+    const last = this.lastSubjectBytes;
+    if (length === this.lastSubjectLength && length <= last.length) {
+      let same = true;
+      for (let k = 0; k < length; k++) {
+        if (line[start + k] !== last[k]) {
+          same = false;
+          break;
+        }
+      }
+      if (same) return this.lastSubject;
     }
+    const text = line.toString('utf8', start, end);
+    if (length <= last.length) {
+      line.copy(last, 0, start, end);
+      this.lastSubjectLength = length;
+      this.lastSubject = text;
+    }
+    return text;
   }
 
   /** Splits on runs of spaces and tabs into argBounds; returns the count, or ARGS_MAX + 1 if more. */
-  private splitArgs(line: Buffer, end: number): number {
+  private splitArgs(line: Buffer, start: number, end: number): number {
     const bounds = this.argBounds;
     let count = 0;
-    let i = 0;
+    let i = start;
     while (i < end) {
       while (i < end && (line[i] === SPACE || line[i] === TAB)) i++;
       if (i >= end) break;
