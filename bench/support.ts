@@ -1,0 +1,36 @@
+// Shared helpers for benchmarks: latency percentiles, temp dirs, machine description, tables.
+
+import { execSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import * as path from 'node:path';
+
+export function percentile(sortedMs: number[], p: number): number {
+  if (sortedMs.length === 0) return 0;
+  const i = Math.min(sortedMs.length - 1, Math.floor((p / 100) * sortedMs.length));
+  return sortedMs[i];
+}
+
+export function benchDir(name: string): { dir: string; remove(): void } {
+  // Benchmarks write to the project's disk (not tmpfs) so fsync costs are real.
+  const base = path.resolve(process.env.LOOM_BENCH_DIR ?? path.join(__dirname, '../../../.bench-tmp'));
+  execSync(`mkdir -p ${JSON.stringify(base)}`);
+  const dir = mkdtempSync(path.join(base, `${name}-`));
+  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+export function machine(): string {
+  const cpu = cpus()[0]?.model ?? 'unknown cpu';
+  return `${cpus().length} cores, ${cpu}, node ${process.version}, ${new Date().toISOString().slice(0, 10)}`;
+}
+
+export function table(headers: string[], rows: Array<Array<string | number>>): string {
+  const cells = [headers, ...rows.map((r) => r.map(String))];
+  const widths = headers.map((_, i) => Math.max(...cells.map((r) => r[i].length)));
+  const line = (r: string[]): string => `| ${r.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`;
+  return [line(cells[0]), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...cells.slice(1).map(line)].join('\n');
+}
+
+export function fmt(n: number, digits = 0): string {
+  return n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+}
