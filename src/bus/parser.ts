@@ -12,7 +12,7 @@ export const PROTOCOL_ERRORS = {
   authenticationTimeout: 'Authentication Timeout',
   invalidSubject: 'Invalid Subject',
   invalidPublishSubject: 'Invalid Publish Subject',
-  subscriptionsExceeded: 'Maximum Subscriptions Exceeded',
+  subscriptionsExceeded: 'maximum subscriptions exceeded',
   connectionsExceeded: 'maximum connections exceeded',
   slowConsumer: 'Slow Consumer',
   staleConnection: 'Stale Connection',
