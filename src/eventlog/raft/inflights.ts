@@ -36,6 +36,10 @@ export class Inflights {
     this.sizesBytes.splice(0, n);
   }
 
+  freeFirstOne(): void {
+    if (this.lastIndexes.length > 0) this.freeLE(this.lastIndexes[0]);
+  }
+
   full(): boolean {
     return this.lastIndexes.length >= this.messagesMax || this.bytes >= this.bytesMax;
   }

@@ -283,6 +283,7 @@ export class Raft {
       }
       // A transfer that did not finish within an election timeout is abandoned.
       if (this.leadTransferee !== 0) this.leadTransferee = 0;
+      this.handOverIfRemoved();
     }
     if (this.heartbeatElapsed >= this.limits.heartbeatTimeoutTicks) {
       this.heartbeatElapsed = 0;
@@ -459,7 +460,13 @@ export class Raft {
   }
 
   private promotable(): boolean {
-    return this.conf.voters.includes(this.id);
+    if (this.conf.voters.includes(this.id)) return true;
+    // A node removed from the group may hold entries that the remaining voters, still counting
+    // it under the previous membership, need: going from two voters to one, the survivor cannot
+    // win without the removed node's vote, which it refuses while its log is longer. So a removed
+    // node with uncommitted entries may still campaign (counting votes of the new membership),
+    // lead long enough to spread the commit point, and hand over (handOverIfRemoved).
+    return !this.conf.learners.includes(this.id) && this.confIndex > 0 && this.log.lastIndex() > this.log.committed;
   }
 
   private quorum(): number {
@@ -624,6 +631,9 @@ export class Raft {
       case 'heartbeatResp':
         pr.recentActive = true;
         pr.probeSent = false;
+        // If the whole window was lost, no acknowledgement will ever free it: let one more
+        // message out per heartbeat; a gap it reveals is rejected and sends us back to probing.
+        if (pr.state === 'replicate' && pr.inflights.full()) pr.inflights.freeFirstOne();
         if (pr.state === 'snapshot') this.sendSnapshotChunk(m.from, pr);
         else if (pr.match < this.log.lastIndex()) this.sendAppend(m.from, true);
         if (m.context !== '' && this.isVoter(m.from)) {
@@ -841,11 +851,6 @@ export class Raft {
       if (!this.promotable() && (this.role === 'candidate' || this.role === 'preCandidate')) this.becomeFollower(this.term, 0);
       return;
     }
-    if (!this.isVoter(this.id)) {
-      // A leader removed from the voters hands over by stepping down; a voter times out and wins.
-      this.becomeFollower(this.term, 0);
-      return;
-    }
     for (const id of [...this.progress.keys()]) {
       if (!this.isVoter(id) && !conf.learners.includes(id)) this.progress.delete(id);
     }
@@ -856,6 +861,27 @@ export class Raft {
     // The quorum changed: the commit point may move, and new members need the log.
     this.maybeCommit();
     this.bcastAppend();
+    this.handOverIfRemoved();
+  }
+
+  /**
+   * A leader removed from the voters keeps replicating (without counting itself) so the others
+   * learn the commit point, and hands leadership to the most up-to-date voter. Stepping down at
+   * once could strand the group: its log may be the only one holding the latest entries, and as a
+   * non-voter it may not campaign, so no voter could win an election.
+   */
+  private handOverIfRemoved(): void {
+    if (this.role !== 'leader' || this.isVoter(this.id) || this.leadTransferee !== 0) return;
+    let best = 0;
+    let bestMatch = -1;
+    for (const voter of this.conf.voters) {
+      const match = this.progress.get(voter)?.match ?? 0;
+      if (match > bestMatch) {
+        best = voter;
+        bestMatch = match;
+      }
+    }
+    if (best !== 0) this.handleTransfer(best);
   }
 
   private send(m: Message): void {
