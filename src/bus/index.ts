@@ -6,5 +6,5 @@ export type { BusOptions, PublishOptions, SubscribeOptions, RequestOptions, Payl
 export { MsgHeaders, STATUS_NO_RESPONDERS } from './headers';
 export { NatsServer, SERVER_DEFAULTS, NATS_COMPATIBLE_VERSION } from './server';
 export type { NatsServerOptions } from './server';
-export { isValidSubject, isValidLiteralSubject } from './subject';
+export { isValidSubject, isValidLiteralSubject, subjectMatchesFilter } from './subject';
 export { PROTOCOL_ERRORS } from './parser';

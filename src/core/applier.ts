@@ -42,7 +42,7 @@ export class Applier {
   private running: Promise<void> | undefined;
   private failure: Error | undefined;
   private readonly waiters: Waiter[] = [];
-  private readonly appliedListeners: Array<(applied: number, entries: LogEntry[]) => void> = [];
+  private readonly appliedListeners: Array<(entries: LogEntry[], outcomes: unknown[]) => void> = [];
 
   constructor(options: ApplierOptions) {
     this.log = options.log;
@@ -57,8 +57,11 @@ export class Applier {
     this.consumers.push(consumer);
   }
 
-  /** Listeners hear about every applied batch, after all consumers have taken it. */
-  onApplied(listener: (applied: number, entries: LogEntry[]) => void): void {
+  /**
+   * Listeners hear about every applied batch, with each entry's outcome, after all consumers have
+   * taken it and before the next batch: they are called synchronously right after `applied` moves.
+   */
+  onApplied(listener: (entries: LogEntry[], outcomes: unknown[]) => void): void {
     this.appliedListeners.push(listener);
   }
 
@@ -137,7 +140,7 @@ export class Applier {
         }
         this.applied = batch[batch.length - 1].index;
         this.settle(batch, outcomes);
-        for (const listener of this.appliedListeners) listener(this.applied, batch);
+        for (const listener of this.appliedListeners) listener(batch, outcomes);
       }
     } catch (err) {
       this.failure = err instanceof LoomError ? err : new LoomError('INTERNAL', `applying entry ${this.applied + 1} failed: ${(err as Error).message}`, { index: this.applied + 1 });

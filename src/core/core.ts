@@ -92,7 +92,7 @@ export class Core {
   }
 
   /** Listens to every applied batch, after all consumers (projections) have taken it. */
-  onApplied(listener: (applied: number, entries: LogEntry[]) => void): void {
+  onApplied(listener: (entries: LogEntry[], outcomes: unknown[]) => void): void {
     this.applier.onApplied(listener);
   }
 

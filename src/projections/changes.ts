@@ -1,0 +1,69 @@
+// Change events: what a committed entry changed, as published on the bus and delivered by watch.
+// A live change is built from an entry and its outcome; a replayed one from the entry and the
+// views (which remember conflicts and event versions), so both paths yield the same changes.
+
+import type { LogEntry } from '../eventlog';
+import type { Outcome } from './decide';
+import { decodeMutation } from './entries';
+import type { KvReader } from './kv/kv-read';
+
+export type Change =
+  | { kind: 'kv'; seq: number; subject: string; op: 'PUT' | 'DEL'; bucket: string; key: string; value: Uint8Array; ts: number }
+  | { kind: 'event'; seq: number; subject: string; stream: string; type: string; version: number; data: unknown; ts: number };
+
+export function kvSubject(bucket: string, key: string): string {
+  return `$KV.${bucket}.${key}`;
+}
+
+export function eventSubject(stream: string, type: string): string {
+  return `$EV.${stream}.${type}`;
+}
+
+const empty = new Uint8Array(0);
+
+/** The change an applied entry made, given its outcome; undefined when it changed nothing visible. */
+export function changeOf(entry: LogEntry, outcome: Outcome | undefined): Change | undefined {
+  if (!outcome || !outcome.ok) return undefined;
+  const mutation = decodeMutation(entry);
+  if (!mutation) return undefined;
+  switch (mutation.type) {
+    case 'kv.put': {
+      const { bucket, key, value } = mutation.body;
+      return { kind: 'kv', seq: entry.index, subject: kvSubject(bucket, key), op: 'PUT', bucket, key, value, ts: entry.ts };
+    }
+    case 'kv.del': {
+      const { bucket, key } = mutation.body;
+      return { kind: 'kv', seq: entry.index, subject: kvSubject(bucket, key), op: 'DEL', bucket, key, value: empty, ts: entry.ts };
+    }
+    case 'event.append': {
+      const { stream, type, data } = mutation.body;
+      return { kind: 'event', seq: entry.index, subject: eventSubject(stream, type), stream, type, version: outcome.version ?? 0, data, ts: entry.ts };
+    }
+    default:
+      return undefined;
+  }
+}
+
+/** The same change, rebuilt from the log and the views for a replay (watch from an old seq). */
+export function replayedChangeOf(entry: LogEntry, reader: KvReader): Change | undefined {
+  if (reader.isConflict(entry.index)) return undefined;
+  const mutation = decodeMutation(entry);
+  if (!mutation) return undefined;
+  if (mutation.type === 'event.append') {
+    const stored = reader.event(entry.index);
+    return changeOf(entry, { ok: true, seq: entry.index, version: stored?.version ?? 0 });
+  }
+  return changeOf(entry, { ok: true, seq: entry.index });
+}
+
+/** Header and payload form of a change on the bus (CONTRACT.md "Change subjects"). */
+export function changeMessage(change: Change): { subject: string; payload: Uint8Array; headers: Record<string, string> } {
+  if (change.kind === 'kv') {
+    return { subject: change.subject, payload: change.value, headers: { 'Loom-Rev': String(change.seq), 'Loom-Op': change.op, 'Loom-Seq': String(change.seq) } };
+  }
+  return {
+    subject: change.subject,
+    payload: Buffer.from(JSON.stringify(change.data)),
+    headers: { 'Loom-Seq': String(change.seq), 'Loom-Version': String(change.version) },
+  };
+}

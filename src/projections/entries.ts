@@ -1,0 +1,171 @@
+// The mutation entries loom appends to the log, as versioned zod schemas with a binary encoding.
+// Commands are validated in full at the door (`encodeMutation`); on apply, entries come from the
+// log and are only decoded (`decodeMutation`), which keeps replay fast.
+
+import { Packr } from 'msgpackr';
+import { z } from 'zod';
+import type { LogEntry } from '../eventlog';
+import { LoomError } from '../util';
+import {
+  checkBucket,
+  checkEventType,
+  checkKey,
+  checkStream,
+  eventDataBytesMax,
+  historyMax,
+  ttlMsMax,
+  valueBytesMax,
+} from './names';
+
+const revision = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const bytes = z.instanceof(Uint8Array, { message: 'expected bytes' });
+
+export const kvPutSchema = z
+  .object({
+    v: z.literal(1).default(1),
+    bucket: z.string(),
+    key: z.string(),
+    value: bytes,
+    expectRev: revision.optional(),
+    create: z.boolean().optional(),
+    ttlMs: z.number().int().min(1).max(ttlMsMax).optional(),
+  })
+  .strict();
+
+export const kvDelSchema = z
+  .object({
+    v: z.literal(1).default(1),
+    bucket: z.string(),
+    key: z.string(),
+    expectRev: revision.optional(),
+    /** Set when the leader deletes a key whose TTL ran out. */
+    expired: z.boolean().optional(),
+  })
+  .strict();
+
+export const kvBucketSchema = z
+  .object({
+    v: z.literal(1).default(1),
+    bucket: z.string(),
+    /** How many revisions of each key to keep, the current one included. */
+    history: z.number().int().min(1).max(historyMax),
+  })
+  .strict();
+
+export const eventAppendSchema = z
+  .object({
+    v: z.literal(1).default(1),
+    stream: z.string(),
+    type: z.string(),
+    data: z.unknown(),
+    expectVersion: revision.optional(),
+  })
+  .strict();
+
+export type KvPut = z.infer<typeof kvPutSchema>;
+export type KvDel = z.infer<typeof kvDelSchema>;
+export type KvBucket = z.infer<typeof kvBucketSchema>;
+export type EventAppend = z.infer<typeof eventAppendSchema>;
+
+export interface MutationByType {
+  'kv.put': KvPut;
+  'kv.del': KvDel;
+  'kv.bucket': KvBucket;
+  'event.append': EventAppend;
+}
+export type MutationType = keyof MutationByType;
+export type Mutation = { [T in MutationType]: { type: T; body: MutationByType[T] } }[MutationType];
+
+const schemas: { [T in MutationType]: z.ZodType<MutationByType[T]> } = {
+  'kv.put': kvPutSchema as z.ZodType<KvPut>,
+  'kv.del': kvDelSchema as z.ZodType<KvDel>,
+  'kv.bucket': kvBucketSchema as z.ZodType<KvBucket>,
+  'event.append': eventAppendSchema as z.ZodType<EventAppend>,
+};
+
+export const mutationTypes = Object.keys(schemas) as MutationType[];
+
+// Plain msgpack, no record extension, so entries decode the same in any process and on replay.
+const packr = new Packr({ useRecords: false, moreTypes: false });
+
+/** Validates a command fully (schema, names, sizes) and encodes it as a log entry body. */
+export function encodeMutation<T extends MutationType>(type: T, input: unknown): { type: T; data: Uint8Array; body: MutationByType[T] } {
+  const schema = schemas[type];
+  if (!schema) throw new LoomError('INVALID_ARGUMENT', `unknown mutation type ${JSON.stringify(type)}`, { field: 'type' });
+  const parsed = schema.safeParse(input);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const field = issue.path.join('.') || 'body';
+    throw new LoomError('INVALID_ARGUMENT', `${type}: ${field}: ${issue.message}`, { field });
+  }
+  const body = parsed.data;
+  checkNames(type, body);
+  return { type, data: packr.pack(body), body };
+}
+
+function checkNames(type: MutationType, body: MutationByType[MutationType]): void {
+  switch (type) {
+    case 'kv.put': {
+      const put = body as KvPut;
+      checkBucket(put.bucket);
+      checkKey(put.key);
+      if (put.value.byteLength > valueBytesMax) {
+        throw new LoomError('TOO_LARGE', `value is ${put.value.byteLength} bytes; valueBytesMax is ${valueBytesMax}`, {
+          field: 'value',
+          limit: 'valueBytesMax',
+          max: valueBytesMax,
+        });
+      }
+      if (put.create && put.expectRev !== undefined && put.expectRev !== 0) {
+        throw new LoomError('INVALID_ARGUMENT', 'create and expectRev contradict each other; create means expectRev 0', { field: 'create' });
+      }
+      return;
+    }
+    case 'kv.del':
+      checkBucket((body as KvDel).bucket);
+      checkKey((body as KvDel).key);
+      return;
+    case 'kv.bucket':
+      checkBucket((body as KvBucket).bucket);
+      return;
+    case 'event.append': {
+      const append = body as EventAppend;
+      checkStream(append.stream);
+      checkEventType(append.type);
+      if (append.data === undefined) throw new LoomError('INVALID_ARGUMENT', 'event data is required (any JSON value)', { field: 'data' });
+      let json: string;
+      try {
+        json = JSON.stringify(append.data);
+      } catch (err) {
+        throw new LoomError('INVALID_ARGUMENT', `event data is not JSON-serialisable: ${(err as Error).message}`, { field: 'data' });
+      }
+      if (json === undefined) throw new LoomError('INVALID_ARGUMENT', 'event data must be a JSON value', { field: 'data' });
+      const size = Buffer.byteLength(json);
+      if (size > eventDataBytesMax) {
+        throw new LoomError('TOO_LARGE', `event data is ${size} bytes as JSON; eventDataBytesMax is ${eventDataBytesMax}`, {
+          field: 'data',
+          limit: 'eventDataBytesMax',
+          max: eventDataBytesMax,
+        });
+      }
+      // Keep exactly the JSON form, so every replica and every replay sees the same value.
+      append.data = JSON.parse(json) as unknown;
+      return;
+    }
+  }
+}
+
+/** Decodes a mutation entry from the log; undefined for entries that are not mutations (e.g. raft.noop). */
+export function decodeMutation(entry: LogEntry): Mutation | undefined {
+  if (!(entry.type in schemas)) return undefined;
+  let body: unknown;
+  try {
+    body = packr.unpack(entry.data);
+  } catch (err) {
+    throw new LoomError('CORRUPT', `entry ${entry.index} (${entry.type}) does not decode: ${(err as Error).message}`, { index: entry.index });
+  }
+  if (typeof body !== 'object' || body === null || (body as { v?: unknown }).v !== 1) {
+    throw new LoomError('CORRUPT', `entry ${entry.index} (${entry.type}) has an unknown version`, { index: entry.index });
+  }
+  return { type: entry.type, body } as Mutation;
+}

@@ -1,0 +1,106 @@
+// Reads over the built-in LMDB views: keys, revisions, prefix listings with cursors, event streams.
+// Reads never write; they see the latest applied batch (each batch commits as one transaction).
+
+import { LoomError } from '../../util';
+import type { HistoryRecord, KvRecord, StoredEvent, ViewStore } from './kv-view';
+
+export interface KvListItem {
+  key: string;
+  rev: number;
+}
+
+export interface KvListPage {
+  items: KvListItem[];
+  cursor?: string;
+}
+
+export class KvReader {
+  constructor(private readonly store: ViewStore) {}
+
+  get(bucket: string, key: string): KvRecord | undefined {
+    return this.store.kv.get([bucket, key]);
+  }
+
+  /** The value of a key at one revision, while the bucket's history still keeps it. */
+  getRevision(bucket: string, key: string, rev: number): HistoryRecord | undefined {
+    const current = this.store.kv.get([bucket, key]);
+    if (current && current.rev === rev) return { rev, op: 'PUT', value: current.value, updatedAt: current.updatedAt };
+    return this.store.history.get([bucket, key, rev]);
+  }
+
+  /**
+   * Keys of a bucket in key order, from after `cursor`. The cursor is the last key returned, so a
+   * listing is stable under concurrent writes: every key that exists throughout shows up exactly once.
+   */
+  list(bucket: string, prefix: string, limit: number, cursor?: string): KvListPage {
+    const after = cursor === undefined ? undefined : decodeCursor(cursor);
+    if (after !== undefined && !after.startsWith(prefix)) {
+      throw new LoomError('INVALID_ARGUMENT', 'cursor does not belong to this prefix', { field: 'cursor' });
+    }
+    const items: KvListItem[] = [];
+    let more = false;
+    for (const { key, value } of this.store.kv.getRange({ start: [bucket, after ?? prefix], end: [bucket, `${prefix}\uffff`] })) {
+      const name = key[1];
+      if (name === after) continue;
+      if (!name.startsWith(prefix)) break;
+      if (items.length === limit) {
+        more = true;
+        break;
+      }
+      items.push({ key: name, rev: value.rev });
+    }
+    const page: KvListPage = { items };
+    if (more) page.cursor = encodeCursor(items[items.length - 1].key);
+    return page;
+  }
+
+  streamVersion(stream: string): number {
+    return this.store.streams.get(stream)?.version ?? 0;
+  }
+
+  /** Events of one stream from `fromVersion` (inclusive), in order. */
+  readStream(stream: string, fromVersion: number, limit: number): StoredEvent[] {
+    const out: StoredEvent[] = [];
+    for (const { value: seq } of this.store.streamEvents.getRange({ start: [stream, Math.max(1, fromVersion)], end: [stream, Number.MAX_SAFE_INTEGER], limit })) {
+      const event = this.store.events.get(seq);
+      if (event) out.push(event);
+    }
+    return out;
+  }
+
+  /** Events of every stream with seq >= fromSeq, in log order. */
+  readAll(fromSeq: number, limit: number): StoredEvent[] {
+    const out: StoredEvent[] = [];
+    for (const { value } of this.store.events.getRange({ start: fromSeq, limit })) out.push(value);
+    return out;
+  }
+
+  event(seq: number): StoredEvent | undefined {
+    return this.store.events.get(seq);
+  }
+
+  /** Whether the entry at `seq` had a CONFLICT outcome (and so changed nothing). */
+  isConflict(seq: number): boolean {
+    return this.store.conflicts.get(seq) === true;
+  }
+
+  /** Keys whose TTL ran out at or before `now`, oldest first, with the revision that set the TTL. */
+  expired(now: number, limit: number): Array<{ bucket: string; key: string; rev: number }> {
+    const out: Array<{ bucket: string; key: string; rev: number }> = [];
+    for (const { key, value } of this.store.ttl.getRange({ start: [0, '', ''], end: [now, '\uffff', '\uffff'], limit })) {
+      out.push({ bucket: key[1], key: key[2], rev: value });
+    }
+    return out;
+  }
+}
+
+function encodeCursor(key: string): string {
+  return Buffer.from(key).toString('base64url');
+}
+
+function decodeCursor(cursor: string): string {
+  if (typeof cursor !== 'string' || !/^[A-Za-z0-9_-]*$/.test(cursor) || cursor.length === 0) {
+    throw new LoomError('INVALID_ARGUMENT', 'cursor is not one this server issued', { field: 'cursor' });
+  }
+  return Buffer.from(cursor, 'base64url').toString();
+}

@@ -1,0 +1,190 @@
+// The built-in LMDB views: KV buckets (current value, optional history, TTL index) and event
+// streams, plus the set of entries whose outcome was CONFLICT (so replays of the change feed skip
+// them). One projection, one checkpoint, one LMDB transaction per applied batch.
+
+import { open, type Database, type RootDatabase } from 'lmdb';
+import * as path from 'node:path';
+import type { LogEntry } from '../../eventlog';
+import { decideEventAppend, decideKvDel, decideKvPut, type Outcome } from '../decide';
+import { decodeMutation, type EventAppend, type KvDel, type KvPut } from '../entries';
+import type { Projection, ProjectionStore } from '../projection';
+
+export interface KvRecord {
+  value: Uint8Array;
+  rev: number;
+  createRev: number;
+  updatedAt: number;
+  expiresAt?: number;
+}
+
+export interface HistoryRecord {
+  rev: number;
+  op: 'PUT' | 'DEL';
+  value?: Uint8Array;
+  updatedAt: number;
+}
+
+export interface StoredEvent {
+  seq: number;
+  stream: string;
+  version: number;
+  type: string;
+  data: unknown;
+  ts: number;
+}
+
+interface BucketSettings {
+  history: number;
+}
+
+type Key = [string, string];
+
+export const kvProjectionName = 'kv';
+export const kvProjectionVersion = 1;
+
+/** The LMDB environment that holds the built-in views; a view may skip fsync since the log can rebuild it. */
+export class ViewStore implements ProjectionStore<void> {
+  readonly env: RootDatabase;
+  readonly kv: Database<KvRecord, Key>;
+  readonly history: Database<HistoryRecord, [string, string, number]>;
+  readonly buckets: Database<BucketSettings, string>;
+  readonly ttl: Database<number, [number, string, string]>;
+  readonly streams: Database<{ version: number }, string>;
+  readonly events: Database<StoredEvent, number>;
+  readonly streamEvents: Database<number, [string, number]>;
+  readonly conflicts: Database<true, number>;
+  private readonly checkpoints: Database<{ index: number; version: number }, string>;
+
+  constructor(dir: string, options: { sync?: boolean } = {}) {
+    this.env = open({ path: path.resolve(dir), maxDbs: 16, noSync: !options.sync, compression: false, cache: false, mapSize: 64 * 1024 ** 3 });
+    const db = <V, K extends import('lmdb').Key>(name: string): Database<V, K> =>
+      this.env.openDB<V, K>({ name, encoding: 'msgpack', cache: false });
+    this.kv = db('kv');
+    this.history = db('kv-history');
+    this.buckets = db('buckets');
+    this.ttl = db('ttl');
+    this.streams = db('streams');
+    this.events = db('events');
+    this.streamEvents = db('stream-events');
+    this.conflicts = db('conflicts');
+    this.checkpoints = db('checkpoints');
+  }
+
+  transaction<T>(fn: (tx: void) => T): T {
+    return this.env.transactionSync(() => fn(undefined));
+  }
+
+  readCheckpoint(name: string): { index: number; version: number } | undefined {
+    return this.checkpoints.get(name);
+  }
+
+  writeCheckpoint(_tx: void, name: string, index: number, version: number): void {
+    this.checkpoints.putSync(name, { index, version });
+  }
+
+  /** Every key/value pair of every view database, in order: for comparing two replicas byte for byte. */
+  *dump(): Generator<[string, Buffer, Buffer]> {
+    for (const name of ['kv', 'kv-history', 'buckets', 'ttl', 'streams', 'events', 'stream-events', 'conflicts']) {
+      const raw = this.env.openDB<Buffer, Buffer>({ name, encoding: 'binary', keyEncoding: 'binary' });
+      for (const { key, value } of raw.getRange({})) yield [name, Buffer.from(key), Buffer.from(value)];
+    }
+  }
+
+  close(): Promise<void> {
+    return this.env.close();
+  }
+}
+
+/** The KV and event-stream projection over a ViewStore. */
+export class KvProjection implements Projection<void> {
+  readonly name = kvProjectionName;
+  readonly version = kvProjectionVersion;
+  readonly handles = ['kv.put', 'kv.del', 'kv.bucket', 'event.append'];
+
+  constructor(private readonly store: ViewStore) {}
+
+  reset(): void {
+    const s = this.store;
+    for (const db of [s.kv, s.history, s.buckets, s.ttl, s.streams, s.events, s.streamEvents, s.conflicts] as Array<Database<unknown, import('lmdb').Key>>) {
+      db.clearSync();
+    }
+  }
+
+  apply(entries: LogEntry[]): Array<Outcome | undefined> {
+    const outcomes: Array<Outcome | undefined> = new Array(entries.length);
+    for (let i = 0; i < entries.length; i++) {
+      const entry = entries[i];
+      const mutation = decodeMutation(entry);
+      if (!mutation) continue;
+      switch (mutation.type) {
+        case 'kv.put':
+          outcomes[i] = this.put(entry, mutation.body);
+          break;
+        case 'kv.del':
+          outcomes[i] = this.del(entry, mutation.body);
+          break;
+        case 'kv.bucket':
+          this.store.buckets.putSync(mutation.body.bucket, { history: mutation.body.history });
+          outcomes[i] = { ok: true, seq: entry.index };
+          break;
+        case 'event.append':
+          outcomes[i] = this.append(entry, mutation.body);
+          break;
+      }
+      if (outcomes[i] && !outcomes[i]?.ok) this.store.conflicts.putSync(entry.index, true);
+    }
+    return outcomes;
+  }
+
+  private put(entry: LogEntry, put: KvPut): Outcome {
+    const s = this.store;
+    const key: Key = [put.bucket, put.key];
+    const current = s.kv.get(key);
+    const outcome = decideKvPut(entry.index, current, put);
+    if (!outcome.ok) return outcome;
+    if (current?.expiresAt !== undefined) s.ttl.removeSync([current.expiresAt, put.bucket, put.key]);
+    const record: KvRecord = { value: put.value, rev: entry.index, createRev: current?.createRev ?? entry.index, updatedAt: entry.ts };
+    if (put.ttlMs !== undefined) {
+      record.expiresAt = entry.ts + put.ttlMs;
+      s.ttl.putSync([record.expiresAt, put.bucket, put.key], entry.index);
+    }
+    s.kv.putSync(key, record);
+    this.remember(put.bucket, put.key, { rev: entry.index, op: 'PUT', value: put.value, updatedAt: entry.ts });
+    return outcome;
+  }
+
+  private del(entry: LogEntry, del: KvDel): Outcome {
+    const s = this.store;
+    const key: Key = [del.bucket, del.key];
+    const current = s.kv.get(key);
+    const outcome = decideKvDel(entry.index, current, del);
+    if (!outcome.ok || !current) return outcome;
+    if (current.expiresAt !== undefined) s.ttl.removeSync([current.expiresAt, del.bucket, del.key]);
+    s.kv.removeSync(key);
+    this.remember(del.bucket, del.key, { rev: entry.index, op: 'DEL', updatedAt: entry.ts });
+    return outcome;
+  }
+
+  private append(entry: LogEntry, append: EventAppend): Outcome {
+    const s = this.store;
+    const version = s.streams.get(append.stream)?.version ?? 0;
+    const outcome = decideEventAppend(entry.index, version, append);
+    if (!outcome.ok) return outcome;
+    const next = version + 1;
+    s.streams.putSync(append.stream, { version: next });
+    s.events.putSync(entry.index, { seq: entry.index, stream: append.stream, version: next, type: append.type, data: append.data, ts: entry.ts });
+    s.streamEvents.putSync([append.stream, next], entry.index);
+    return outcome;
+  }
+
+  /** Keeps the last `history` revisions of a key when its bucket asks for more than the current one. */
+  private remember(bucket: string, key: string, record: HistoryRecord): void {
+    const s = this.store;
+    const history = s.buckets.get(bucket)?.history ?? 1;
+    if (history <= 1) return;
+    s.history.putSync([bucket, key, record.rev], record);
+    const revs: number[] = [];
+    for (const k of s.history.getKeys({ start: [bucket, key, 0], end: [bucket, key, Number.MAX_SAFE_INTEGER] })) revs.push(k[2]);
+    for (let i = 0; i < revs.length - history; i++) s.history.removeSync([bucket, key, revs[i]]);
+  }
+}
