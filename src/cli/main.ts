@@ -4,7 +4,7 @@
 import { parseArgs } from 'node:util';
 import * as path from 'node:path';
 import { LmdbLog, type LogEntry } from '../eventlog';
-import { configSchema, keyToFlag, loadConfig, startNode, type LoomNode } from '../node';
+import { configSchema, keyToFlag, loadConfig, replayProjection, startNode, type LoomNode } from '../node';
 import { LoomError, createLogger } from '../util';
 
 const usage = `loom — an embeddable, replicated, event-sourced database
@@ -17,6 +17,7 @@ usage:
   loom log stat   [--data DIR]
   loom log tail   [--data DIR] [--from N] [--follow]
   loom log verify [--data DIR]
+  loom replay  --projection NAME [--data DIR]     drop one view (kv, sql) and rebuild it from the log
   loom status  [--http URL]
 
 Every serve flag also reads from LOOM_<FLAG> (e.g. LOOM_HTTP_PORT). A port of 0 picks a free one;
@@ -130,6 +131,29 @@ async function logCommand(args: string[]): Promise<number> {
   }
 }
 
+async function replay(args: string[]): Promise<number> {
+  const flags = parse(args, { data: { type: 'string' }, projection: { type: 'string' } });
+  if (flags.help) {
+    process.stdout.write(usage);
+    return 0;
+  }
+  const name = flags.projection as string | undefined;
+  if (!name) throw new UsageError('replay needs --projection NAME');
+  const dataDir = path.resolve((flags.data as string | undefined) ?? process.env.LOOM_DATA ?? './data');
+  const width = 30;
+  const summary = await replayProjection(dataDir, name, ({ applied, total, elapsedMs }) => {
+    const done = total === 0 ? 1 : applied / total;
+    const bar = '#'.repeat(Math.round(done * width)).padEnd(width, '.');
+    const rate = Math.round(applied / Math.max(elapsedMs / 1000, 0.001));
+    process.stderr.write(`\rreplay ${name} [${bar}] ${applied}/${total} entries, ${rate}/s`);
+  });
+  process.stderr.write('\n');
+  process.stdout.write(
+    `replayed ${summary.projection}: ${summary.entries} entries up to ${summary.lastIndex} in ${(summary.elapsedMs / 1000).toFixed(2)} s (${Math.round(summary.entriesPerSecond)} entries/s)\n`,
+  );
+  return 0;
+}
+
 async function status(args: string[]): Promise<number> {
   const flags = parse(args, { http: { type: 'string' } });
   const base = (flags.http as string | undefined) ?? process.env.LOOM_HTTP ?? 'http://127.0.0.1:8080';
@@ -146,6 +170,8 @@ async function main(argv: string[]): Promise<number> {
       return -1; // keeps running until a signal
     case 'log':
       return logCommand(args);
+    case 'replay':
+      return replay(args);
     case 'status':
       return status(args);
     case undefined:

@@ -141,6 +141,9 @@ export class Applier {
         this.applied = batch[batch.length - 1].index;
         this.settle(batch, outcomes);
         for (const listener of this.appliedListeners) listener(batch, outcomes);
+        // Consumers apply synchronously; yield to the event loop between batches so that a long
+        // catch-up (start-up, a rebuild) never stops the node from serving.
+        if (this.applied < this.commit) await new Promise<void>((resolve) => setImmediate(resolve));
       }
     } catch (err) {
       this.failure = err instanceof LoomError ? err : new LoomError('INTERNAL', `applying entry ${this.applied + 1} failed: ${(err as Error).message}`, { index: this.applied + 1 });

@@ -4,3 +4,5 @@ export { configSchema, keyToEnv, keyToFlag, flagToKey, loadConfig } from './conf
 export type { Config, ConfigInput, ConfigSources, Peer } from './config';
 export { startNode } from './node';
 export type { LoomNode, Ports, StartNodeOptions } from './node';
+export { replayProjection, replayableProjections } from './replay';
+export type { ReplayProgress, ReplaySummary } from './replay';

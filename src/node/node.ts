@@ -3,20 +3,24 @@
 
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { createHttpServer, type HttpServer } from '../api';
-import { Core } from '../core';
+import { createHttpServer, listenError, type HttpServer } from '../api';
+import { Bus, NatsServer } from '../bus';
+import { openDatabase, type Database, type OpenDatabase } from '../core';
 import { LmdbLog } from '../eventlog';
 import { LoomError, createLogger, lockDir, type DirLock, type Logger } from '../util';
 import type { Config } from './config';
 import { createMetrics } from './metrics';
 
 export interface Ports {
+  nats: number;
   http: number;
 }
 
 export interface LoomNode {
   readonly config: Config;
-  readonly core: Core;
+  readonly db: Database;
+  readonly opened: OpenDatabase;
+  readonly bus: Bus;
   readonly log: LmdbLog;
   readonly ports: Ports;
   readonly logger: Logger;
@@ -47,22 +51,34 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
     const metrics = createMetrics();
     const log = LmdbLog.open({ path: path.join(dataDir, 'log'), sync: config.sync, entryBytesMax: config.entryBytesMax, observer: metrics.logObserver });
     undo.push(() => log.close());
-    const core = await Core.open({ log, logger: logger.child({ part: 'core' }) });
-    undo.push(() => core.close());
-    metrics.watchCore(core);
+    const bus = new Bus({ logger: logger.child({ part: 'bus' }) });
+    const opened = await openDatabase({ log, viewsDir: path.join(dataDir, 'views'), logger: logger.child({ part: 'core' }), bus });
+    undo.push(() => opened.close());
+    metrics.watchCore(opened.core);
 
-    const http: HttpServer = createHttpServer({ host: config.host, port: config.httpPort, core, registry: metrics.registry, logger });
+    const nats = new NatsServer(bus, { host: config.host, port: config.natsPort, authToken: config.authToken, logger });
+    let natsPort: number;
+    try {
+      natsPort = (await nats.listen()).port;
+    } catch (err) {
+      throw listenError(err, 'nats', config.host, config.natsPort);
+    }
+    undo.push(() => nats.close());
+
+    const http: HttpServer = createHttpServer({ host: config.host, port: config.httpPort, core: opened.core, registry: metrics.registry, logger });
     const httpPort = await http.listen();
     undo.push(() => http.close());
 
-    const ports: Ports = { http: httpPort };
+    const ports: Ports = { nats: natsPort, http: httpPort };
     writePortsFile(dataDir, ports);
     logger.info({ data: dataDir, host: config.host, ports, lastIndex: log.lastIndex() }, 'loom node is serving');
 
     let closing: Promise<void> | undefined;
     return {
       config,
-      core,
+      db: opened.db,
+      opened,
+      bus,
       log,
       ports,
       logger,

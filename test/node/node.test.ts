@@ -21,7 +21,7 @@ describe('a node started in-process', () => {
       expect(ports.http).toBe(node.ports.http);
       const base = `http://127.0.0.1:${ports.http}`;
       expect((await fetch(`${base}/healthz`)).status).toBe(200);
-      await node.core.propose({ type: 'test.put', data: Buffer.from('x') });
+      await node.opened.core.propose({ type: 'test.put', data: Buffer.from('x') });
       const ready = await fetch(`${base}/readyz`);
       expect(ready.status).toBe(200);
       expect(await ready.json()).toMatchObject({ ready: true, lastIndex: 1, commitIndex: 1, appliedIndex: 1 });
@@ -63,12 +63,12 @@ describe('a node started in-process', () => {
 
   it('keeps what it acknowledged across a restart', async () => {
     let node = await startNode(loadConfig({ flags: { data: dir, ...freePorts } }), { logger: silentLogger() });
-    for (let i = 0; i < 10; i++) await node.core.propose({ type: 'test.put', data: Buffer.from(`v${i}`) });
+    for (let i = 0; i < 10; i++) await node.opened.core.propose({ type: 'test.put', data: Buffer.from(`v${i}`) });
     await node.close();
     node = await startNode(loadConfig({ flags: { data: dir, ...freePorts } }), { logger: silentLogger() });
     try {
-      expect(node.core.status()).toMatchObject({ lastIndex: 10, commitIndex: 10, appliedIndex: 10 });
-      expect((await node.core.propose({ type: 'test.put', data: Buffer.from('next') })).seq).toBe(11);
+      expect(node.opened.core.status()).toMatchObject({ lastIndex: 10, commitIndex: 10, appliedIndex: 10 });
+      expect((await node.opened.core.propose({ type: 'test.put', data: Buffer.from('next') })).seq).toBe(11);
     } finally {
       await node.close();
     }
