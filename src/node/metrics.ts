@@ -2,20 +2,21 @@
 // process do not mix. Gauges are read at scrape time from the parts that own the numbers.
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { Core } from '../core';
+import type { Core, OpenDatabase } from '../core';
 import type { LogObserver } from '../eventlog';
 
 export interface NodeMetrics {
   registry: Registry;
   logObserver: LogObserver;
-  /** Starts reading gauges from the core, once it exists. */
-  watchCore(core: Core): void;
+  /** Starts reading gauges from the database, once it exists. */
+  watchDatabase(opened: OpenDatabase): void;
 }
 
 export function createMetrics(): NodeMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'loom_' });
   let core: Core | undefined;
+  let opened: OpenDatabase | undefined;
 
   const appendSeconds = new Histogram({
     name: 'loom_log_append_seconds',
@@ -39,6 +40,18 @@ export function createMetrics(): NodeMetrics {
   gauge('loom_log_first_index', 'Index of the first entry still in the log (after compaction).', (c) => c.log.firstIndex());
   gauge('loom_commit_index', 'Highest log index known to be committed.', (c) => c.status().commitIndex);
   gauge('loom_applied_index', 'Highest log index applied on this node.', (c) => c.status().appliedIndex);
+  new Gauge({
+    name: 'loom_projection_lag_entries',
+    help: 'Committed entries a projection has not applied yet (commit index minus its checkpoint).',
+    labelNames: ['projection', 'state'],
+    registers: [registry],
+    collect() {
+      if (!opened) return;
+      this.reset();
+      const commit = opened.core.status().commitIndex;
+      for (const p of opened.projections()) this.set({ projection: p.name, state: p.state }, Math.max(0, commit - p.appliedIndex));
+    },
+  });
 
   return {
     registry,
@@ -51,8 +64,9 @@ export function createMetrics(): NodeMetrics {
         fsyncs.inc();
       },
     },
-    watchCore(c) {
-      core = c;
+    watchDatabase(o) {
+      opened = o;
+      core = o.core;
     },
   };
 }

@@ -54,7 +54,7 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
     const bus = new Bus({ logger: logger.child({ part: 'bus' }) });
     const opened = await openDatabase({ log, viewsDir: path.join(dataDir, 'views'), logger: logger.child({ part: 'core' }), bus });
     undo.push(() => opened.close());
-    metrics.watchCore(opened.core);
+    metrics.watchDatabase(opened);
 
     const nats = new NatsServer(bus, { host: config.host, port: config.natsPort, authToken: config.authToken, logger });
     let natsPort: number;
@@ -65,7 +65,7 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
     }
     undo.push(() => nats.close());
 
-    const http: HttpServer = createHttpServer({ host: config.host, port: config.httpPort, core: opened.core, registry: metrics.registry, logger });
+    const http: HttpServer = createHttpServer({ host: config.host, port: config.httpPort, opened, registry: metrics.registry, logger });
     const httpPort = await http.listen();
     undo.push(() => http.close());
 

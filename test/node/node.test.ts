@@ -29,6 +29,7 @@ describe('a node started in-process', () => {
       expect(metrics).toMatch(/^loom_log_last_index 1$/m);
       expect(metrics).toMatch(/^loom_log_append_seconds_count 1$/m);
       expect(metrics).toMatch(/^loom_log_fsyncs_total [1-9]/m);
+      expect(metrics).toMatch(/^loom_projection_lag_entries\{projection="kv",state="RUNNING"\} 0$/m);
     } finally {
       await node.close();
     }

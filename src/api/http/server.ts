@@ -3,13 +3,13 @@
 
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Registry } from 'prom-client';
-import type { Core } from '../../core';
+import type { OpenDatabase } from '../../core';
 import { LoomError, type Logger } from '../../util';
 
 export interface HttpServerOptions {
   host: string;
   port: number;
-  core: Core;
+  opened: OpenDatabase;
   registry: Registry;
   logger: Logger;
 }
@@ -25,7 +25,8 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
     loggerInstance: options.logger.child({ door: 'http' }) as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
   });
-  const { core, registry } = options;
+  const { opened, registry } = options;
+  const core = opened.core;
 
   app.setErrorHandler((err, _request, reply) => {
     if (err instanceof LoomError) {
@@ -42,7 +43,7 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
   app.get('/readyz', async (_request, reply) => {
     const status = core.status();
     const ready = core.ready();
-    return reply.status(ready ? 200 : 503).send({ ready, ...status });
+    return reply.status(ready ? 200 : 503).send({ ready, ...status, projections: opened.projections() });
   });
   app.get('/metrics', async (_request, reply) => {
     const body = await registry.metrics();
