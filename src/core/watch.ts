@@ -63,7 +63,7 @@ export function watchChanges(filter: string, options: WatchOptions, sources: Wat
   const replayMax = options.replayEntriesMax ?? 1_000;
   let closed = false;
   let wake: (() => void) | undefined;
-  const matches = (change: Change): boolean => subjectMatchesFilter(change.subject, filter);
+  const matches = compileFilter(filter);
 
   async function* run(): AsyncGenerator<Change> {
     let last = options.fromSeq;
@@ -75,9 +75,10 @@ export function watchChanges(filter: string, options: WatchOptions, sources: Wat
           throw new LoomError('NOT_FOUND', `cannot watch from seq ${last}: the log now starts at ${first} (compacted)`, { firstSeq: first });
         }
         const hi = Math.min(sources.appliedIndex(), last + replayMax) + 1;
+        const conflicts = sources.reader.conflictsIn(last + 1, hi);
         for (const entry of sources.log.entries(last + 1, hi)) {
           last = entry.index;
-          const change = replayedChangeOf(entry, sources.reader);
+          const change = replayedChangeOf(entry, sources.reader, conflicts);
           if (change && matches(change)) yield change;
           if (closed) return;
         }
@@ -124,4 +125,14 @@ export function watchChanges(filter: string, options: WatchOptions, sources: Wat
       void iterator.return(undefined);
     },
   });
+}
+
+/** A matcher for one subject filter, split once; `prefix.>` filters become a string prefix test. */
+function compileFilter(filter: string): (change: Change) => boolean {
+  if (filter === '>') return () => true;
+  if (filter.endsWith('.>') && !filter.includes('*')) {
+    const prefix = filter.slice(0, -1);
+    return (change) => change.subject.startsWith(prefix);
+  }
+  return (change) => subjectMatchesFilter(change.subject, filter);
 }

@@ -16,12 +16,16 @@ const packr = new Packr({ useRecords: false, moreTypes: false });
 /** The key of entry `index`: 8 bytes, big-endian, so LMDB's byte order is numeric order. */
 export function encodeIndexKey(index: number): Buffer {
   const key = Buffer.allocUnsafe(keyBytes);
-  key.writeBigUInt64BE(BigInt(index));
+  // Two 32-bit halves: indexes are safe integers (< 2^53), and this avoids a BigInt per key.
+  key.writeUInt32BE(Math.floor(index / 0x1_0000_0000), 0);
+  key.writeUInt32BE(index >>> 0, 4);
   return key;
 }
 
 export function decodeIndexKey(key: Uint8Array): number {
-  return Number(Buffer.from(key.buffer, key.byteOffset, key.byteLength).readBigUInt64BE(0));
+  const high = ((key[0] << 24) | (key[1] << 16) | (key[2] << 8) | key[3]) >>> 0;
+  const low = ((key[4] << 24) | (key[5] << 16) | (key[6] << 8) | key[7]) >>> 0;
+  return high * 0x1_0000_0000 + low;
 }
 
 export function encodeEntryValue(entry: LogEntry): Buffer {
@@ -41,7 +45,7 @@ export function encodeEntryValue(entry: LogEntry): Buffer {
  * naming the entry and the file: a damaged entry is never returned as data.
  */
 export function decodeEntryValue(value: Uint8Array, index: number, file: string): LogEntry {
-  const buf = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+  const buf = Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
   const corrupt = (why: string): LoomError =>
     new LoomError('CORRUPT', `log entry ${index} in ${file} is corrupt: ${why}`, { index, file });
   if (buf.length < crcBytes + 1) throw corrupt(`value is ${buf.length} bytes, shorter than its frame`);

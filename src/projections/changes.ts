@@ -44,12 +44,13 @@ export function changeOf(entry: LogEntry, outcome: Outcome | undefined): Change 
   }
 }
 
-/** The same change, rebuilt from the log and the views for a replay (watch from an old seq). */
-export function replayedChangeOf(entry: LogEntry, reader: KvReader): Change | undefined {
-  if (reader.isConflict(entry.index)) return undefined;
-  const mutation = decodeMutation(entry);
-  if (!mutation) return undefined;
-  if (mutation.type === 'event.append') {
+/**
+ * The same change, rebuilt from the log and the views for a replay (watch from an old seq).
+ * `conflicts` holds the seqs of the batch whose outcome was CONFLICT (KvReader.conflictsIn).
+ */
+export function replayedChangeOf(entry: LogEntry, reader: KvReader, conflicts: Set<number>): Change | undefined {
+  if (conflicts.has(entry.index)) return undefined;
+  if (entry.type === 'event.append') {
     const stored = reader.event(entry.index);
     return changeOf(entry, { ok: true, seq: entry.index, version: stored?.version ?? 0 });
   }

@@ -2,7 +2,7 @@
 // Reads never write; they see the latest applied batch (each batch commits as one transaction).
 
 import { LoomError } from '../../util';
-import type { HistoryRecord, KvRecord, StoredEvent, ViewStore } from './kv-view';
+import { kvRecordRev, type HistoryRecord, type KvRecord, type StoredEvent, type ViewStore } from './kv-view';
 
 export interface KvListItem {
   key: string;
@@ -18,12 +18,12 @@ export class KvReader {
   constructor(private readonly store: ViewStore) {}
 
   get(bucket: string, key: string): KvRecord | undefined {
-    return this.store.kv.get([bucket, key]);
+    return this.store.getKv(bucket, key);
   }
 
   /** The value of a key at one revision, while the bucket's history still keeps it. */
   getRevision(bucket: string, key: string, rev: number): HistoryRecord | undefined {
-    const current = this.store.kv.get([bucket, key]);
+    const current = this.store.getKv(bucket, key);
     if (current && current.rev === rev) return { rev, op: 'PUT', value: current.value, updatedAt: current.updatedAt };
     return this.store.history.get([bucket, key, rev]);
   }
@@ -39,7 +39,7 @@ export class KvReader {
     }
     const items: KvListItem[] = [];
     let more = false;
-    for (const { key, value } of this.store.kv.getRange({ start: [bucket, after ?? prefix], end: [bucket, `${prefix}\uffff`] })) {
+    for (const { key, value } of this.store.kvRaw.getRange({ start: [bucket, after ?? prefix], end: [bucket, `${prefix}\uffff`] })) {
       const name = key[1];
       if (name === after) continue;
       if (!name.startsWith(prefix)) break;
@@ -47,7 +47,7 @@ export class KvReader {
         more = true;
         break;
       }
-      items.push({ key: name, rev: value.rev });
+      items.push({ key: name, rev: kvRecordRev(value) });
     }
     const page: KvListPage = { items };
     if (more) page.cursor = encodeCursor(items[items.length - 1].key);
@@ -82,6 +82,13 @@ export class KvReader {
   /** Whether the entry at `seq` had a CONFLICT outcome (and so changed nothing). */
   isConflict(seq: number): boolean {
     return this.store.conflicts.get(seq) === true;
+  }
+
+  /** The seqs in [lo, hi) whose outcome was CONFLICT: one range read for a whole replay batch. */
+  conflictsIn(lo: number, hi: number): Set<number> {
+    const out = new Set<number>();
+    for (const key of this.store.conflicts.getKeys({ start: lo, end: hi })) out.add(key);
+    return out;
   }
 
   /** Keys whose TTL ran out at or before `now`, oldest first, with the revision that set the TTL. */

@@ -45,7 +45,8 @@ export const kvProjectionVersion = 1;
 /** The LMDB environment that holds the built-in views; a view may skip fsync since the log can rebuild it. */
 export class ViewStore implements ProjectionStore<void> {
   readonly env: RootDatabase;
-  readonly kv: Database<KvRecord, Key>;
+  /** Current values, as binary records (see encodeKvRecord): msgpack per record costs too much on replay. */
+  readonly kvRaw: Database<Buffer, Key>;
   readonly history: Database<HistoryRecord, [string, string, number]>;
   readonly buckets: Database<BucketSettings, string>;
   readonly ttl: Database<number, [number, string, string]>;
@@ -59,7 +60,7 @@ export class ViewStore implements ProjectionStore<void> {
     this.env = open({ path: path.resolve(dir), maxDbs: 16, noSync: !options.sync, compression: false, cache: false, mapSize: 64 * 1024 ** 3 });
     const db = <V, K extends import('lmdb').Key>(name: string): Database<V, K> =>
       this.env.openDB<V, K>({ name, encoding: 'msgpack', cache: false });
-    this.kv = db('kv');
+    this.kvRaw = this.env.openDB<Buffer, Key>({ name: 'kv', encoding: 'binary', cache: false });
     this.history = db('kv-history');
     this.buckets = db('buckets');
     this.ttl = db('ttl');
@@ -68,6 +69,11 @@ export class ViewStore implements ProjectionStore<void> {
     this.streamEvents = db('stream-events');
     this.conflicts = db('conflicts');
     this.checkpoints = db('checkpoints');
+  }
+
+  getKv(bucket: string, key: string): KvRecord | undefined {
+    const raw = this.kvRaw.getBinary([bucket, key]);
+    return raw === undefined ? undefined : decodeKvRecord(raw);
   }
 
   transaction<T>(fn: (tx: void) => T): T {
@@ -105,7 +111,7 @@ export class KvProjection implements Projection<void> {
 
   reset(): void {
     const s = this.store;
-    for (const db of [s.kv, s.history, s.buckets, s.ttl, s.streams, s.events, s.streamEvents, s.conflicts] as Array<Database<unknown, import('lmdb').Key>>) {
+    for (const db of [s.kvRaw, s.history, s.buckets, s.ttl, s.streams, s.events, s.streamEvents, s.conflicts] as Array<Database<unknown, import('lmdb').Key>>) {
       db.clearSync();
     }
   }
@@ -139,16 +145,16 @@ export class KvProjection implements Projection<void> {
   private put(entry: LogEntry, put: KvPut): Outcome {
     const s = this.store;
     const key: Key = [put.bucket, put.key];
-    const current = s.kv.get(key);
+    const current = readKvHeader(s.kvRaw.getBinaryFast(key));
     const outcome = decideKvPut(entry.index, current, put);
     if (!outcome.ok) return outcome;
     if (current?.expiresAt !== undefined) s.ttl.removeSync([current.expiresAt, put.bucket, put.key]);
-    const record: KvRecord = { value: put.value, rev: entry.index, createRev: current?.createRev ?? entry.index, updatedAt: entry.ts };
+    let expiresAt: number | undefined;
     if (put.ttlMs !== undefined) {
-      record.expiresAt = entry.ts + put.ttlMs;
-      s.ttl.putSync([record.expiresAt, put.bucket, put.key], entry.index);
+      expiresAt = entry.ts + put.ttlMs;
+      s.ttl.putSync([expiresAt, put.bucket, put.key], entry.index);
     }
-    s.kv.putSync(key, record);
+    s.kvRaw.putSync(key, encodeKvRecord(entry.index, current?.createRev ?? entry.index, entry.ts, expiresAt, put.value));
     this.remember(put.bucket, put.key, { rev: entry.index, op: 'PUT', value: put.value, updatedAt: entry.ts });
     return outcome;
   }
@@ -156,11 +162,11 @@ export class KvProjection implements Projection<void> {
   private del(entry: LogEntry, del: KvDel): Outcome {
     const s = this.store;
     const key: Key = [del.bucket, del.key];
-    const current = s.kv.get(key);
+    const current = readKvHeader(s.kvRaw.getBinaryFast(key));
     const outcome = decideKvDel(entry.index, current, del);
     if (!outcome.ok || !current) return outcome;
     if (current.expiresAt !== undefined) s.ttl.removeSync([current.expiresAt, del.bucket, del.key]);
-    s.kv.removeSync(key);
+    s.kvRaw.removeSync(key);
     this.remember(del.bucket, del.key, { rev: entry.index, op: 'DEL', updatedAt: entry.ts });
     return outcome;
   }
@@ -187,4 +193,50 @@ export class KvProjection implements Projection<void> {
     for (const k of s.history.getKeys({ start: [bucket, key, 0], end: [bucket, key, Number.MAX_SAFE_INTEGER] })) revs.push(k[2]);
     for (let i = 0; i < revs.length - history; i++) s.history.removeSync([bucket, key, revs[i]]);
   }
+}
+
+// Binary layout of a KV record: [u8 layout version][u8 flags][f64 rev][f64 createRev]
+// [f64 updatedAt][f64 expiresAt, when flag 1][value bytes]. Numbers are safe integers as doubles.
+const recordLayoutVersion = 1;
+const hasExpiry = 1;
+const headerBytes = 2 + 8 * 3;
+
+export function encodeKvRecord(rev: number, createRev: number, updatedAt: number, expiresAt: number | undefined, value: Uint8Array): Buffer {
+  const extra = expiresAt === undefined ? 0 : 8;
+  const out = Buffer.allocUnsafe(headerBytes + extra + value.byteLength);
+  out[0] = recordLayoutVersion;
+  out[1] = expiresAt === undefined ? 0 : hasExpiry;
+  out.writeDoubleBE(rev, 2);
+  out.writeDoubleBE(createRev, 10);
+  out.writeDoubleBE(updatedAt, 18);
+  if (expiresAt !== undefined) out.writeDoubleBE(expiresAt, headerBytes);
+  out.set(value, headerBytes + extra);
+  return out;
+}
+
+/** Decodes a whole record; `raw` must be a buffer the caller owns (its value is a view into it). */
+export function decodeKvRecord(raw: Buffer): KvRecord {
+  const header = readKvHeader(raw);
+  if (!header) throw new Error('empty KV record');
+  const record: KvRecord = {
+    value: raw.subarray(headerBytes + (header.expiresAt === undefined ? 0 : 8)),
+    rev: header.rev,
+    createRev: header.createRev,
+    updatedAt: header.updatedAt,
+  };
+  if (header.expiresAt !== undefined) record.expiresAt = header.expiresAt;
+  return record;
+}
+
+/** The revision of a stored record, without decoding the rest. */
+export function kvRecordRev(raw: Buffer): number {
+  return raw.readDoubleBE(2);
+}
+
+function readKvHeader(raw: Buffer | undefined): Omit<KvRecord, 'value'> | undefined {
+  if (raw === undefined) return undefined;
+  if (raw[0] !== recordLayoutVersion) throw new Error(`KV record has unknown layout ${raw[0]}`);
+  const header: Omit<KvRecord, 'value'> = { rev: raw.readDoubleBE(2), createRev: raw.readDoubleBE(10), updatedAt: raw.readDoubleBE(18) };
+  if (raw[1] & hasExpiry) header.expiresAt = raw.readDoubleBE(headerBytes);
+  return header;
 }

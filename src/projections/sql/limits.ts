@@ -1,0 +1,23 @@
+// Named limits of the SQL view and its query service, unit last (STYLE.md rule 4). Adapters and
+// tests import them rather than repeating the numbers.
+
+/** Rows in one page of a query result when the caller names no limit. */
+export const queryLimitDefault = 1_000;
+/** Most rows a caller may ask for in one page. */
+export const queryLimitMax = 10_000;
+/** A query still running after this long is stopped (its process is killed). */
+export const queryTimeoutMsDefault = 5_000;
+/** Budget for one page of results, counted as the cells' encoded size; a page ends early to stay under it. */
+export const queryResultBytesMaxDefault = 4 * 1024 * 1024;
+/** Longest SQL text accepted. */
+export const querySqlBytesMax = 64 * 1024;
+/** Most bound parameters in one query. */
+export const queryParamsMax = 1_000;
+/** Queries waiting for the query process; more are refused with UNAVAILABLE rather than queued without bound. */
+export const queryQueueLengthMax = 256;
+/** SQLite heap of the query process; a query that needs more fails with TOO_LARGE instead of exhausting memory. */
+export const queryHeapBytesMax = 256 * 1024 * 1024;
+/** A developer projection's table or view name (unquoted SQL identifier). */
+export const tableNamePattern = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
+/** A developer projection's name: also its checkpoint's name. */
+export const projectionNamePattern = /^[A-Za-z0-9_-]{1,64}$/;
