@@ -40,7 +40,7 @@ interface BucketSettings {
 type Key = [string, string];
 
 export const kvProjectionName = 'kv';
-export const kvProjectionVersion = 1;
+export const kvProjectionVersion = 2;
 
 /** The LMDB environment that holds the built-in views; a view may skip fsync since the log can rebuild it. */
 export class ViewStore implements ProjectionStore<void> {
