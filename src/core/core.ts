@@ -22,6 +22,7 @@ export interface Proposed {
 }
 
 export interface CoreStatus {
+  term: number;
   lastIndex: number;
   commitIndex: number;
   appliedIndex: number;
@@ -103,6 +104,7 @@ export class Core {
 
   status(): CoreStatus {
     const status: CoreStatus = {
+      term: this.log.hardState().term,
       lastIndex: this.log.lastIndex(),
       commitIndex: this.replicator.commitIndex(),
       appliedIndex: this.applier.appliedIndex(),

@@ -1,0 +1,128 @@
+// Every operation of the public API, once: an input schema and a function over the Database. The
+// doors (NATS request/reply, HTTP, gRPC) only translate their wire format to these inputs and the
+// results back, so the semantics and error codes are the same whichever door a client uses.
+
+import { z } from 'zod';
+import type { Database, EventRecord, KvEntry } from '../core';
+import type { KvListPage } from '../projections';
+import { LoomError } from '../util';
+
+const seq = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const bytes = z.instanceof(Uint8Array, { message: 'expected bytes' });
+const consistency = z.enum(['local', 'linearizable']);
+const readOptions = { consistency: consistency.optional(), atLeast: seq.optional(), timeoutMs: z.number().int().min(1).max(60_000).optional() };
+
+export const operationSchemas = {
+  'kv.put': z
+    .object({ bucket: z.string(), key: z.string(), value: bytes, expectRev: seq.optional(), create: z.boolean().optional(), ttlMs: z.number().int().min(1).optional() })
+    .strict(),
+  'kv.get': z.object({ bucket: z.string(), key: z.string(), ...readOptions }).strict(),
+  'kv.del': z.object({ bucket: z.string(), key: z.string(), expectRev: seq.optional() }).strict(),
+  'kv.list': z
+    .object({ bucket: z.string(), prefix: z.string().optional(), limit: z.number().int().optional(), cursor: z.string().optional(), ...readOptions })
+    .strict(),
+  'ev.append': z.object({ stream: z.string(), type: z.string(), data: z.unknown(), expectVersion: seq.optional() }).strict(),
+  'ev.read': z.object({ stream: z.string(), fromVersion: seq.optional(), limit: z.number().int().optional(), ...readOptions }).strict(),
+  'sql.query': z
+    .object({
+      sql: z.string(),
+      params: z.union([z.array(z.unknown()), z.record(z.string(), z.unknown())]).optional(),
+      limit: z.number().int().optional(),
+      cursor: z.string().optional(),
+      ...readOptions,
+    })
+    .strict(),
+  'cluster.status': z.object({}).strict(),
+} as const;
+
+export type OperationName = keyof typeof operationSchemas;
+export type OperationInput<N extends OperationName> = z.infer<(typeof operationSchemas)[N]>;
+
+export interface ClusterStatus {
+  nodeId: number;
+  role: 'leader' | 'follower' | 'candidate' | 'learner';
+  leader: number | null;
+  term: number;
+  commit: number;
+  applied: number;
+  members: Array<{ id: number; role: string }>;
+}
+
+export interface OperationOutputs {
+  'kv.put': { rev: number };
+  'kv.get': KvEntry;
+  'kv.del': { rev: number };
+  'kv.list': KvListPage;
+  'ev.append': { seq: number; version: number };
+  'ev.read': { events: EventRecord[] };
+  'sql.query': { columns: string[]; rows: unknown[][]; cursor?: string };
+  'cluster.status': ClusterStatus;
+}
+
+/** Validates a door's input against the operation's schema: INVALID_ARGUMENT names the field. */
+export function parseInput<N extends OperationName>(name: N, input: unknown): OperationInput<N> {
+  const result = operationSchemas[name].safeParse(input);
+  if (result.success) return result.data as OperationInput<N>;
+  const issue = result.error.issues[0];
+  if (issue.code === 'unrecognized_keys') {
+    throw new LoomError('INVALID_ARGUMENT', `${name}: unknown field ${JSON.stringify(issue.keys[0])}`, { field: issue.keys[0] });
+  }
+  const field = issue.path.join('.') || 'body';
+  throw new LoomError('INVALID_ARGUMENT', `${name}: ${field}: ${issue.message}`, { field });
+}
+
+export interface OperationContext {
+  db: Database;
+  nodeId: number;
+}
+
+/** Runs one operation on already-parsed input. */
+export async function runOperation<N extends OperationName>(ctx: OperationContext, name: N, input: OperationInput<N>): Promise<OperationOutputs[N]> {
+  const { db } = ctx;
+  const run = async (): Promise<unknown> => {
+    switch (name) {
+      case 'kv.put': {
+        const i = input as OperationInput<'kv.put'>;
+        return db.kv.put(i.bucket, i.key, i.value, { expectRev: i.expectRev, create: i.create, ttlMs: i.ttlMs });
+      }
+      case 'kv.get': {
+        const i = input as OperationInput<'kv.get'>;
+        return db.kv.get(i.bucket, i.key, i);
+      }
+      case 'kv.del': {
+        const i = input as OperationInput<'kv.del'>;
+        return db.kv.delete(i.bucket, i.key, { expectRev: i.expectRev });
+      }
+      case 'kv.list': {
+        const i = input as OperationInput<'kv.list'>;
+        return db.kv.list(i.bucket, i);
+      }
+      case 'ev.append': {
+        const i = input as OperationInput<'ev.append'>;
+        return db.events.append(i.stream, { type: i.type, data: i.data, expectVersion: i.expectVersion });
+      }
+      case 'ev.read': {
+        const i = input as OperationInput<'ev.read'>;
+        return { events: await db.events.read(i.stream, i) };
+      }
+      case 'sql.query': {
+        const { consistency: c, atLeast, timeoutMs, ...query } = input as OperationInput<'sql.query'>;
+        return db.sqlQuery(query, { consistency: c, atLeast, timeoutMs });
+      }
+      case 'cluster.status': {
+        const status = db.core.status();
+        return {
+          nodeId: ctx.nodeId,
+          role: status.leader ? 'leader' : 'follower',
+          leader: status.leader ? ctx.nodeId : null,
+          term: status.term,
+          commit: status.commitIndex,
+          applied: status.appliedIndex,
+          members: [{ id: ctx.nodeId, role: 'voter' }],
+        } satisfies ClusterStatus;
+      }
+    }
+    throw new LoomError('INVALID_ARGUMENT', `unknown operation ${String(name)}`);
+  };
+  return (await run()) as OperationOutputs[N];
+}
