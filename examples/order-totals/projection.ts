@@ -2,6 +2,7 @@
 // SQL tables and a view, rebuilt from the log whenever `version` changes.
 
 import type { Statement } from 'better-sqlite3';
+import type { Projection } from '../../src/projections/projection';
 import { defineSqlProjection, type SqlDatabase, type SqlProjectionDefinition, type SqlProjectionEntry } from '../../src/projections/sql';
 
 // The events this projection reads (any stream), as the application appends them:
@@ -80,7 +81,7 @@ export const orderTotalsDefinition: SqlProjectionDefinition = {
 };
 
 /** Register it after the built-in SqlProjection: `new ProjectionRunner(orderTotals, sqlStore, logger)`. */
-export const orderTotals = defineSqlProjection(orderTotalsDefinition);
+export const orderTotals: Projection<SqlDatabase> = defineSqlProjection(orderTotalsDefinition);
 
 function applyEvent(s: Statements, entry: SqlProjectionEntry): void {
   if (entry.mutation.type !== 'event.append') return;
