@@ -63,7 +63,7 @@ export interface OperationOutputs {
 export function parseInput<N extends OperationName>(name: N, input: unknown): OperationInput<N> {
   const result = operationSchemas[name].safeParse(input);
   if (result.success) return result.data as OperationInput<N>;
-  const issue = result.error.issues[0];
+  const issue = result.error.issues.find((i) => i.code === 'unrecognized_keys') ?? result.error.issues[0];
   if (issue.code === 'unrecognized_keys') {
     throw new LoomError('INVALID_ARGUMENT', `${name}: unknown field ${JSON.stringify(issue.keys[0])}`, { field: issue.keys[0] });
   }

@@ -3,7 +3,7 @@
 
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { createHttpServer, listenError, type HttpServer } from '../api';
+import { NatsApi, createHttpServer, listenError, type HttpServer } from '../api';
 import { Bus, NatsServer } from '../bus';
 import { openDatabase, type Database, type OpenDatabase } from '../core';
 import { LmdbLog } from '../eventlog';
@@ -65,7 +65,19 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
     }
     undo.push(() => nats.close());
 
-    const http: HttpServer = createHttpServer({ host: config.host, port: config.httpPort, opened, registry: metrics.registry, logger });
+    const api = new NatsApi({ bus, db: opened.db, nodeId: config.nodeId, logger: logger.child({ door: 'nats-api' }) });
+    api.start();
+    undo.push(() => api.stop());
+
+    const http: HttpServer = createHttpServer({
+      host: config.host,
+      port: config.httpPort,
+      opened,
+      registry: metrics.registry,
+      logger,
+      nodeId: config.nodeId,
+      authToken: config.authToken,
+    });
     const httpPort = await http.listen();
     undo.push(() => http.close());
 

@@ -5,6 +5,8 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import type { Registry } from 'prom-client';
 import type { OpenDatabase } from '../../core';
 import { LoomError, type Logger } from '../../util';
+import { openApiDocument } from './openapi';
+import { registerRoutes } from './routes';
 
 export interface HttpServerOptions {
   host: string;
@@ -12,7 +14,16 @@ export interface HttpServerOptions {
   opened: OpenDatabase;
   registry: Registry;
   logger: Logger;
+  nodeId: number;
+  /** With a token, every route but /healthz and /readyz needs `Authorization: Bearer <token>`. */
+  authToken?: string;
+  /** Largest request body, bytes. */
+  bodyBytesMax?: number;
+  /** A request not answered within this time is cut off. */
+  requestTimeoutMs?: number;
 }
+
+const openPaths = new Set(['/healthz', '/readyz']);
 
 export interface HttpServer {
   readonly app: FastifyInstance;
@@ -21,10 +32,22 @@ export interface HttpServer {
 }
 
 export function createHttpServer(options: HttpServerOptions): HttpServer {
+  const bodyBytesMax = options.bodyBytesMax ?? 1024 * 1024 + 64 * 1024;
   const app: FastifyInstance = Fastify({
     loggerInstance: options.logger.child({ door: 'http' }) as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: bodyBytesMax,
+    requestTimeout: options.requestTimeoutMs ?? 60_000,
   });
+  if (options.authToken !== undefined) {
+    const expected = `Bearer ${options.authToken}`;
+    app.addHook('onRequest', async (request) => {
+      if (openPaths.has(request.url.split('?')[0])) return;
+      if (request.headers.authorization !== expected) {
+        throw new LoomError('UNAUTHENTICATED', 'this node needs Authorization: Bearer <token> (--auth-token)');
+      }
+    });
+  }
   const { opened, registry } = options;
   const core = opened.core;
 
@@ -34,7 +57,7 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
       return;
     }
     const status = (err as { statusCode?: number }).statusCode ?? 500;
-    const code = status === 413 ? 'TOO_LARGE' : status < 500 ? 'INVALID_ARGUMENT' : 'INTERNAL';
+    const code = status === 413 ? 'TOO_LARGE' : status === 404 ? 'NOT_FOUND' : status < 500 ? 'INVALID_ARGUMENT' : 'INTERNAL';
     if (status >= 500) options.logger.error({ err }, 'http request failed');
     void reply.status(status).send({ code, message: (err as Error).message, details: {} });
   });
@@ -49,6 +72,9 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
     const body = await registry.metrics();
     return reply.header('content-type', registry.contentType).send(body);
   });
+
+  app.get('/openapi.json', async () => openApiDocument());
+  registerRoutes(app, { db: opened.db, nodeId: options.nodeId, bodyBytesMax });
 
   return {
     app,
