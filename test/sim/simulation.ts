@@ -48,6 +48,9 @@ type SimEvent =
   | { kind: 'nemesis' }
   | { kind: 'client'; client: number }
   | { kind: 'clientTimeout'; client: number; op: number }
+  | { kind: 'leaderFault'; node: number; term: number }
+  | { kind: 'rejoin'; node: number }
+  | { kind: 'flapLeader' }
   | { kind: 'heal' }
   | { kind: 'liveness' };
 
@@ -104,6 +107,10 @@ interface Knobs {
   diskLatencyMax: number;
   tornWriteChance: number;
   nemesisIntervalMax: number;
+  /** Chance that a newly elected leader is crashed or cut off within a few message delays. */
+  newLeaderFaultChance: number;
+  /** If not 0: about this often, cut the current leader off for a while (leaders flapping). */
+  flapLeaderUnits: number;
   snapshotIntervalEntries: number;
   snapshotChunkBytesMax: number;
   appendEntriesBytesMax: number;
@@ -131,11 +138,13 @@ function drawKnobs(rng: Rng): Knobs {
     lossChanceMax: rng.pick([0, 0.1, 0.3]),
     diskLatencyMax: rng.int(1, 10),
     tornWriteChance: rng.pick([0, 0.5]),
-    nemesisIntervalMax: rng.int(60, 400),
+    nemesisIntervalMax: rng.pick([40, 80, 150, 400]),
+    newLeaderFaultChance: rng.pick([0, 0.3, 0.9]),
+    flapLeaderUnits: rng.pick([0, 0, 10, 30]),
     snapshotIntervalEntries: rng.pick([5, 10, 30, 1000]),
     snapshotChunkBytesMax: rng.pick([16, 64, 1024]),
-    appendEntriesBytesMax: rng.pick([64, 256, 4096]),
-    inflightMessagesMax: rng.pick([1, 4, 64]),
+    appendEntriesBytesMax: rng.pick([64, 64, 256, 4096]),
+    inflightMessagesMax: rng.pick([1, 1, 4, 64]),
     clients: 3,
     keys: ['a', 'b', 'c'],
     opTimeoutUnits: 400,
@@ -231,6 +240,7 @@ export class Simulation {
     }
     this.queue.push(this.rng.int(50, this.k.nemesisIntervalMax), { kind: 'nemesis' });
     this.queue.push(this.k.faultUnits, { kind: 'heal' });
+    if (this.k.flapLeaderUnits > 0) this.queue.push(this.k.flapLeaderUnits, { kind: 'flapLeader' });
   }
 
   private boot(node: SimNode): void {
@@ -323,6 +333,34 @@ export class Simulation {
         return;
       case 'liveness':
         this.livenessProbe();
+        return;
+      case 'leaderFault': {
+        const node = this.nodes.get(ev.node)!;
+        if (this.faultsOver || node.raw === undefined || node.raw.raft.role !== 'leader' || node.raw.raft.term !== ev.term) return;
+        this.trace(`t${this.now} leaderFault n${node.id}`);
+        if (this.rng.chance(0.25)) this.crash(node);
+        else {
+          for (const b of this.nodes.keys()) if (b !== node.id) this.cut.add(`${node.id}>${b}`).add(`${b}>${node.id}`);
+          this.queue.push(this.now + this.rng.int(20, 300), { kind: 'rejoin', node: node.id });
+        }
+        return;
+      }
+      case 'flapLeader': {
+        if (this.faultsOver) return;
+        this.queue.push(this.now + this.rng.int(1, 2 * this.k.flapLeaderUnits), { kind: 'flapLeader' });
+        const leader = this.currentLeader();
+        if (leader === undefined || this.rng.chance(0.5)) return;
+        this.trace(`t${this.now} flap: cut off n${leader.id}`);
+        for (const b of this.nodes.keys()) if (b !== leader.id) this.cut.add(`${leader.id}>${b}`).add(`${b}>${leader.id}`);
+        this.queue.push(this.now + this.rng.int(20, 200), { kind: 'rejoin', node: leader.id });
+        return;
+      }
+      case 'rejoin':
+        this.trace(`t${this.now} rejoin n${ev.node}`);
+        for (const b of this.nodes.keys()) {
+          this.cut.delete(`${ev.node}>${b}`);
+          this.cut.delete(`${b}>${ev.node}`);
+        }
         return;
     }
   }
@@ -436,6 +474,8 @@ export class Simulation {
       'heal',
       'crash',
       'crash',
+      'crashLeader',
+      'crashLeader',
       'loss',
       'confChange',
       'confChange',
@@ -475,6 +515,13 @@ export class Simulation {
         this.crash(this.rng.pick(up));
         return;
       }
+      case 'crashLeader': {
+        // Leaders that die right after being elected, with entries half replicated, are where
+        // commit rules go wrong (figure 8); aim at them.
+        const leader = this.currentLeader();
+        if (leader !== undefined) this.crash(leader);
+        return;
+      }
       case 'loss':
         this.lossChance = this.rng.float() * this.k.lossChanceMax;
         return;
@@ -502,7 +549,7 @@ export class Simulation {
     node.pendingPuts.clear();
     node.pendingReads = [];
     node.recordedCommit = 0;
-    this.queue.push(this.now + this.rng.int(20, 400), { kind: 'restart', node: node.id });
+    this.queue.push(this.now + this.rng.int(10, this.k.nemesisIntervalMax * 2), { kind: 'restart', node: node.id });
   }
 
   private randomConfChange(): void {
@@ -679,6 +726,11 @@ export class Simulation {
     if (rd.softState?.role === 'leader') {
       this.stats.elections++;
       this.checkLeaderCompleteness(node);
+      // A new leader is where half-replicated entries of older terms meet a new commit rule
+      // (Raft figure 8): sometimes cut it down before its own entries spread.
+      if (!this.faultsOver && this.rng.chance(this.k.newLeaderFaultChance)) {
+        this.queue.push(this.now + this.rng.int(0, 6 * this.k.latencyMax), { kind: 'leaderFault', node: node.id, term: raw.raft.term });
+      }
     }
     // Commits: a committed index never changes its entry, on any node, ever.
     const commit = raw.raft.log.committed;

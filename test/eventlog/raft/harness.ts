@@ -52,7 +52,6 @@ export class Harness {
     };
     node.raw = new RawNode(
       {
-        voters: this.voters,
         random: () => 0,
         preVote: false,
         checkQuorum: false,
