@@ -70,6 +70,8 @@ export function keyToEnv(key: string): string {
 }
 
 export interface ConfigSources {
+  /** Values below every other source (embedders' options). */
+  defaults?: ConfigInput;
   /** Flags already split into `{ 'http-port': '8080' }` (kebab-case names, string values). */
   flags?: Record<string, string | undefined>;
   env?: NodeJS.ProcessEnv;
@@ -80,6 +82,11 @@ export interface ConfigSources {
 export function loadConfig(sources: ConfigSources): Config {
   const merged: Record<string, unknown> = {};
   const origin: Record<string, string> = {};
+  for (const [key, value] of Object.entries(sources.defaults ?? {})) {
+    if (value === undefined) continue;
+    merged[key] = value;
+    origin[key] = 'options';
+  }
 
   if (sources.file) {
     let parsed: unknown;

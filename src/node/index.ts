@@ -6,3 +6,5 @@ export { startNode } from './node';
 export type { LoomNode, Ports, StartNodeOptions } from './node';
 export { replayProjection, replayableProjections } from './replay';
 export type { ReplayProgress, ReplaySummary } from './replay';
+export { openNode } from './embed';
+export type { EmbeddedNode, OpenNodeOptions } from './embed';

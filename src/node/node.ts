@@ -5,15 +5,16 @@ import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { NatsApi, createHttpServer, listenError, type HttpServer } from '../api';
 import { Bus, NatsServer } from '../bus';
-import { openDatabase, type Database, type OpenDatabase } from '../core';
-import { LmdbLog } from '../eventlog';
+import { openDatabase, type Database, type OpenDatabase, type ViewPlugin } from '../core';
+import { LmdbLog, MemoryLog, type LogStore } from '../eventlog';
 import { LoomError, createLogger, lockDir, type DirLock, type Logger } from '../util';
 import type { Config } from './config';
 import { createMetrics } from './metrics';
 
+/** The ports a node listens on; empty for an embedded node without network doors. */
 export interface Ports {
-  nats: number;
-  http: number;
+  nats?: number;
+  http?: number;
 }
 
 export interface LoomNode {
@@ -21,7 +22,7 @@ export interface LoomNode {
   readonly db: Database;
   readonly opened: OpenDatabase;
   readonly bus: Bus;
-  readonly log: LmdbLog;
+  readonly log: LogStore;
   readonly ports: Ports;
   readonly logger: Logger;
   close(): Promise<void>;
@@ -29,6 +30,12 @@ export interface LoomNode {
 
 export interface StartNodeOptions {
   logger?: Logger;
+  /** Listen on the network doors (NATS, HTTP); false runs the node inside the caller's process only. */
+  doors?: boolean;
+  /** Keep the log in memory: nothing survives close (tests, throwaway embedded nodes). */
+  memoryLog?: boolean;
+  /** Extra view families (the SQL view, developer projections). */
+  plugins?: Array<(viewsDir: string) => ViewPlugin>;
 }
 
 export async function startNode(config: Config, options: StartNodeOptions = {}): Promise<LoomNode> {
@@ -49,12 +56,34 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
     if (config.sync === 'none') logger.warn('--sync none: the log does not fsync; acknowledged writes can be lost in a crash (tests and benchmarks only)');
 
     const metrics = createMetrics();
-    const log = LmdbLog.open({ path: path.join(dataDir, 'log'), sync: config.sync, entryBytesMax: config.entryBytesMax, observer: metrics.logObserver });
+    const log: LogStore = options.memoryLog
+      ? new MemoryLog({ entryBytesMax: config.entryBytesMax })
+      : LmdbLog.open({ path: path.join(dataDir, 'log'), sync: config.sync, entryBytesMax: config.entryBytesMax, observer: metrics.logObserver });
     undo.push(() => log.close());
     const bus = new Bus({ logger: logger.child({ part: 'bus' }) });
-    const opened = await openDatabase({ log, viewsDir: path.join(dataDir, 'views'), logger: logger.child({ part: 'core' }), bus });
+    const opened = await openDatabase({ log, viewsDir: path.join(dataDir, 'views'), logger: logger.child({ part: 'core' }), bus, plugins: options.plugins });
     undo.push(() => opened.close());
     metrics.watchDatabase(opened);
+
+    const api = new NatsApi({ bus, db: opened.db, nodeId: config.nodeId, logger: logger.child({ door: 'nats-api' }) });
+    api.start();
+    undo.push(() => api.stop());
+
+    let closing: Promise<void> | undefined;
+    const node = (ports: Ports): LoomNode => ({
+      config,
+      db: opened.db,
+      opened,
+      bus,
+      log,
+      ports,
+      logger,
+      close: () => {
+        closing ??= unwind().then(() => logger.info('loom node stopped'));
+        return closing;
+      },
+    });
+    if (options.doors === false) return node({});
 
     const nats = new NatsServer(bus, { host: config.host, port: config.natsPort, authToken: config.authToken, logger });
     let natsPort: number;
@@ -64,10 +93,6 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
       throw listenError(err, 'nats', config.host, config.natsPort);
     }
     undo.push(() => nats.close());
-
-    const api = new NatsApi({ bus, db: opened.db, nodeId: config.nodeId, logger: logger.child({ door: 'nats-api' }) });
-    api.start();
-    undo.push(() => api.stop());
 
     const http: HttpServer = createHttpServer({
       host: config.host,
@@ -84,21 +109,7 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
     const ports: Ports = { nats: natsPort, http: httpPort };
     writePortsFile(dataDir, ports);
     logger.info({ data: dataDir, host: config.host, ports, lastIndex: log.lastIndex() }, 'loom node is serving');
-
-    let closing: Promise<void> | undefined;
-    return {
-      config,
-      db: opened.db,
-      opened,
-      bus,
-      log,
-      ports,
-      logger,
-      close: () => {
-        closing ??= unwind().then(() => logger.info('loom node stopped'));
-        return closing;
-      },
-    };
+    return node(ports);
   } catch (err) {
     await unwind();
     throw err;

@@ -1,0 +1,74 @@
+// Embedding: `openNode(options)` runs a loom node inside the caller's process — with or without
+// network doors — and returns the same API the doors use. Options are validated by the same zod
+// schema as `loom serve`'s configuration.
+
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import type { Bus } from '../bus';
+import type { Database, EventsApi, KvApi, ReadOptions, SqlQueryInput, SqlResult, ViewPlugin, Watch } from '../core';
+import { silentLogger, type Logger } from '../util';
+import { loadConfig, type ConfigInput } from './config';
+import { startNode, type LoomNode, type Ports } from './node';
+
+export interface OpenNodeOptions {
+  /** Data directory; omit with `memory: true` for a throwaway node. */
+  data?: string;
+  /** Keep everything in memory and a temporary directory, removed on close. */
+  memory?: boolean;
+  /** Network doors: false (default) runs with none; true or ports to listen (0 = free port). */
+  doors?: boolean | { host?: string; natsPort?: number; httpPort?: number };
+  authToken?: string;
+  sync?: 'full' | 'none';
+  logger?: Logger;
+  plugins?: Array<(viewsDir: string) => ViewPlugin>;
+}
+
+export interface EmbeddedNode {
+  readonly kv: KvApi;
+  readonly events: EventsApi;
+  readonly sql: { query(input: SqlQueryInput, options?: ReadOptions): Promise<SqlResult> };
+  readonly bus: Bus;
+  readonly db: Database;
+  readonly ports: Ports;
+  watch(subject: string, options?: { fromSeq?: number }): Watch;
+  close(): Promise<void>;
+}
+
+export async function openNode(options: OpenNodeOptions = {}): Promise<EmbeddedNode> {
+  const temporary = options.memory || options.data === undefined ? mkdtempSync(path.join(tmpdir(), 'loom-embedded-')) : undefined;
+  const doors = typeof options.doors === 'object' ? options.doors : options.doors ? {} : undefined;
+  const input: ConfigInput = {
+    data: options.data ?? temporary,
+    ...(options.sync ? { sync: options.sync } : {}),
+    ...(options.authToken ? { authToken: options.authToken } : {}),
+    ...(doors ? { host: doors.host ?? '127.0.0.1', natsPort: doors.natsPort ?? 0, httpPort: doors.httpPort ?? 0 } : {}),
+  };
+  const config = loadConfig({ defaults: input });
+  let node: LoomNode;
+  try {
+    node = await startNode(config, {
+      logger: options.logger ?? silentLogger(),
+      doors: doors !== undefined,
+      memoryLog: options.memory === true,
+      plugins: options.plugins,
+    });
+  } catch (err) {
+    if (temporary) rmSync(temporary, { recursive: true, force: true });
+    throw err;
+  }
+  const db = node.db;
+  return {
+    kv: db.kv,
+    events: db.events,
+    sql: { query: (q, o) => db.sqlQuery(q, o) },
+    bus: node.bus,
+    db,
+    ports: node.ports,
+    watch: (subject, o) => db.watch(subject, o),
+    async close() {
+      await node.close();
+      if (temporary) rmSync(temporary, { recursive: true, force: true });
+    },
+  };
+}

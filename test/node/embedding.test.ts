@@ -1,0 +1,50 @@
+// Runs the README's embedding example exactly as written, as a user would: `require('loomdb')`
+// from a separate Node process (the package resolves itself through its `exports`).
+
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { openNode } from '../../src/node';
+
+const root = path.join(__dirname, '../..');
+
+function readmeExample(): string {
+  const readme = readFileSync(path.join(root, 'README.md'), 'utf8');
+  const section = readme.slice(readme.indexOf('## Embedding'));
+  const match = /```js\n([\s\S]*?)```/.exec(section);
+  if (!match) throw new Error('README has no embedding example');
+  return match[1];
+}
+
+describe('embedding', () => {
+  it('runs the README example as written', () => {
+    const example = readmeExample();
+    expect(example.split('\n').filter((l) => l.trim() !== '').length).toBeLessThanOrEqual(12);
+    const result = spawnSync(process.execPath, ['-e', example], { cwd: root, encoding: 'utf8', timeout: 30_000 });
+    expect(result.stderr).toBe('');
+    expect(result.stdout).toBe('2 $EV.orders.order.created\n1 {"name":"Alice"}\n');
+    expect(result.status).toBe(0);
+  });
+
+  it('opens a persistent node with network doors on free ports and reopens it', async () => {
+    const data = path.join(require('node:os').tmpdir(), `loom-embed-${process.pid}`);
+    let node = await openNode({ data, doors: true });
+    try {
+      expect(node.ports.http).toBeGreaterThan(0);
+      expect(node.ports.nats).toBeGreaterThan(0);
+      await node.kv.put('b', 'k', 'v');
+      const response = await fetch(`http://127.0.0.1:${node.ports.http}/v1/kv/b/k`);
+      expect(await response.text()).toBe('v');
+    } finally {
+      await node.close();
+    }
+    node = await openNode({ data });
+    try {
+      expect(node.ports).toEqual({});
+      expect(Buffer.from((await node.kv.get('b', 'k')).value).toString()).toBe('v');
+    } finally {
+      await node.close();
+      require('node:fs').rmSync(data, { recursive: true, force: true });
+    }
+  });
+});
