@@ -1,0 +1,211 @@
+// The node's gRPC door (@grpc/grpc-js over proto/loom.proto): each rpc is one shared operation from
+// operations.ts, translated by codec.ts; errors leave as gRPC statuses with loom trailers (status.ts).
+
+import { createHash, timingSafeEqual } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import type { Database, Watch } from '../../core';
+import { LoomError, type Logger } from '../../util';
+import { listenError } from '../http/server';
+import { parseInput, runOperation, type OperationContext, type OperationName } from '../operations';
+import { decodeRequest, decodeWatchRequest, encodeResponse, type ProtoRequest } from './codec';
+import { callsPerConnectionMaxDefault, messageBytesMaxDefault, readTimeoutMsMax, shutdownGraceMsMax } from './limits';
+import { loadLoomProto } from './proto';
+import { toServiceError } from './status';
+import { pumpWatch } from './watch-pump';
+
+export interface GrpcServerLimits {
+  /** Largest request message, in bytes (grpc.max_receive_message_length). */
+  messageBytesMax?: number;
+  /** Concurrent calls per client connection (grpc.max_concurrent_streams). */
+  callsPerConnectionMax?: number;
+}
+
+export interface GrpcServerOptions {
+  host: string;
+  /** 0 picks a free port; listen() returns the one chosen. */
+  port: number;
+  db: Database;
+  nodeId: number;
+  logger: Logger;
+  /** When set, every call must carry metadata `authorization: Bearer <authToken>`. */
+  authToken?: string;
+  limits?: GrpcServerLimits;
+}
+
+export interface GrpcServer {
+  /** Binds and starts serving; resolves with the bound port. */
+  listen(): Promise<number>;
+  /** Ends open watches (UNAVAILABLE: resume elsewhere), lets unary calls finish, then stops. */
+  close(): Promise<void>;
+}
+
+/** Which rpc runs which operation, per service of loom.v1. */
+const unaryRoutes: Record<string, Record<string, OperationName>> = {
+  KV: { Put: 'kv.put', Get: 'kv.get', Delete: 'kv.del', List: 'kv.list' },
+  Events: { Append: 'ev.append', Read: 'ev.read' },
+  SQL: { Query: 'sql.query' },
+  Cluster: { Status: 'cluster.status' },
+};
+
+/** Operations whose schema takes `timeoutMs`: the call's remaining deadline is passed to them. */
+const takesTimeout = new Set<OperationName>(['kv.get', 'kv.list', 'ev.read', 'sql.query']);
+
+/** A request whose bytes did not decode: answered INVALID_ARGUMENT by the handler, not INTERNAL by grpc-js. */
+class MalformedRequest {
+  constructor(readonly reason: string) {}
+}
+
+export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
+  const logger = options.logger.child({ door: 'grpc' });
+  const messageBytesMax = positive(options.limits?.messageBytesMax, 'messageBytesMax', messageBytesMaxDefault);
+  const callsPerConnectionMax = positive(options.limits?.callsPerConnectionMax, 'callsPerConnectionMax', callsPerConnectionMaxDefault);
+  const authorize = authorizer(options.authToken);
+  const ctx: OperationContext = { db: options.db, nodeId: options.nodeId };
+  const watches = new Map<grpc.ServerWritableStream<unknown, unknown>, Watch>();
+  let closing = false;
+
+  const server = new grpc.Server({
+    'grpc.max_receive_message_length': messageBytesMax,
+    'grpc.max_concurrent_streams': callsPerConnectionMax,
+  });
+  const definitions = loadLoomProto();
+
+  /** Checks what every call needs before its operation runs; returns the decoded request. */
+  function admit(call: { metadata: grpc.Metadata; request: unknown }): ProtoRequest {
+    authorize(call.metadata);
+    if (call.request instanceof MalformedRequest) {
+      throw new LoomError('INVALID_ARGUMENT', `the request is not a valid protobuf message: ${call.request.reason}`, { field: 'body' });
+    }
+    return call.request as ProtoRequest;
+  }
+
+  function unary(name: OperationName): grpc.handleUnaryCall<unknown, unknown> {
+    return (call, callback) => {
+      const run = async (): Promise<unknown> => {
+        const request = admit(call);
+        const raw = decodeRequest[name](request);
+        const remainingMs = remainingMsOf(call.getDeadline());
+        // A write that arrives after its deadline must not reach the log: the client has given up.
+        if (remainingMs <= 0) throw new LoomError('TIMEOUT', `${name}: the call's deadline passed before it started`);
+        if (takesTimeout.has(name) && Number.isFinite(remainingMs)) raw.timeoutMs = Math.min(Math.max(1, Math.floor(remainingMs)), readTimeoutMsMax);
+        const output = await runOperation(ctx, name, parseInput(name, raw));
+        return (encodeResponse[name] as (o: unknown) => unknown)(output);
+      };
+      run().then(
+        (response) => callback(null, response),
+        (err: unknown) => callback(toServiceError(err, logger)),
+      );
+    };
+  }
+
+  function watch(call: grpc.ServerWritableStream<unknown, unknown>): void {
+    let opened: Watch;
+    try {
+      if (closing) throw new LoomError('UNAVAILABLE', 'the gRPC server is shutting down');
+      const { subject, fromSeq } = decodeWatchRequest(admit(call));
+      opened = options.db.watch(subject as string, fromSeq === undefined ? {} : { fromSeq: fromSeq as number });
+    } catch (err) {
+      call.emit('error', toServiceError(err, logger));
+      return;
+    }
+    watches.set(call, opened);
+    pumpWatch(opened, call).then(
+      () => {
+        watches.delete(call);
+        if (!call.cancelled && !call.destroyed) call.end();
+      },
+      (err: unknown) => {
+        watches.delete(call);
+        if (!call.cancelled && !call.destroyed) call.emit('error', toServiceError(err, logger));
+      },
+    );
+  }
+
+  for (const [service, routes] of Object.entries(unaryRoutes)) {
+    const implementation: grpc.UntypedServiceImplementation = {};
+    for (const [method, operation] of Object.entries(routes)) implementation[method] = unary(operation);
+    server.addService(tolerant(serviceDefinition(definitions, service)), implementation);
+  }
+  server.addService(tolerant(serviceDefinition(definitions, 'Watch')), { Watch: watch });
+
+  return {
+    async listen() {
+      const host = options.host.includes(':') && !options.host.startsWith('[') ? `[${options.host}]` : options.host;
+      const port = await new Promise<number>((resolve, reject) => {
+        server.bindAsync(`${host}:${options.port}`, grpc.ServerCredentials.createInsecure(), (err, bound) => (err ? reject(err) : resolve(bound)));
+      }).catch((err: unknown) => {
+        throw listenError(err, 'grpc', options.host, options.port);
+      });
+      logger.info({ host: options.host, port, messageBytesMax, callsPerConnectionMax, auth: options.authToken !== undefined }, 'grpc listening');
+      return port;
+    },
+    async close() {
+      closing = true;
+      // Watches never end on their own; tell their clients to resume (from their last seq) elsewhere.
+      for (const [call, opened] of watches) {
+        opened.close();
+        call.emit('error', toServiceError(new LoomError('UNAVAILABLE', 'the gRPC server is shutting down; resume the watch from the last seq received'), logger));
+      }
+      watches.clear();
+      let timer: NodeJS.Timeout | undefined;
+      const graceful = new Promise<boolean>((resolve) => server.tryShutdown(() => resolve(true)));
+      const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), shutdownGraceMsMax)));
+      const finished = await Promise.race([graceful, timedOut]);
+      clearTimeout(timer);
+      if (!finished) {
+        logger.warn({ shutdownGraceMsMax }, 'grpc calls still running at shutdown; closing their connections');
+        server.forceShutdown();
+      }
+    },
+  };
+}
+
+function serviceDefinition(definitions: ReturnType<typeof loadLoomProto>, service: string): grpc.ServiceDefinition {
+  const definition = definitions[`loom.v1.${service}`];
+  // Message types carry a `format`; services are plain maps of methods.
+  if (!definition || 'format' in definition) throw new LoomError('INTERNAL', `proto/loom.proto has no service loom.v1.${service}`);
+  return definition as unknown as grpc.ServiceDefinition;
+}
+
+/** The same service with request decoding that reports bad bytes to the handler instead of throwing. */
+function tolerant(service: grpc.ServiceDefinition): grpc.ServiceDefinition {
+  const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+  for (const [name, method] of Object.entries(service)) {
+    out[name] = {
+      ...method,
+      requestDeserialize: (bytes: Buffer) => {
+        try {
+          return method.requestDeserialize(bytes) as unknown;
+        } catch (err) {
+          return new MalformedRequest((err as Error).message);
+        }
+      },
+    };
+  }
+  return out as grpc.ServiceDefinition;
+}
+
+/** A check of the `authorization` metadata, or a no-op without a token. */
+function authorizer(token: string | undefined): (metadata: grpc.Metadata) => void {
+  if (token === undefined) return () => undefined;
+  if (token === '') throw new LoomError('INVALID_ARGUMENT', 'authToken must not be empty (omit it to serve without auth)', { field: 'authToken' });
+  // Compare digests, so the comparison takes the same time whatever the length of the guess.
+  const expected = createHash('sha256').update(`Bearer ${token}`).digest();
+  return (metadata) => {
+    const given = metadata.get('authorization')[0];
+    if (given === undefined) throw new LoomError('UNAUTHENTICATED', 'this server needs metadata "authorization: Bearer <token>"');
+    const digest = createHash('sha256').update(typeof given === 'string' ? given : given.toString()).digest();
+    if (!timingSafeEqual(digest, expected)) throw new LoomError('UNAUTHENTICATED', 'the bearer token is wrong');
+  };
+}
+
+function remainingMsOf(deadline: grpc.Deadline): number {
+  const at = deadline instanceof Date ? deadline.getTime() : deadline;
+  return at === Infinity ? Infinity : at - Date.now();
+}
+
+function positive(value: number | undefined, name: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isSafeInteger(value) || value < 1) throw new LoomError('INVALID_ARGUMENT', `${name} must be a positive integer, got ${value}`, { field: name });
+  return value;
+}
