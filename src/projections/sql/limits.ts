@@ -21,3 +21,10 @@ export const queryHeapBytesMax = 256 * 1024 * 1024;
 export const tableNamePattern = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
 /** A developer projection's name: also its checkpoint's name. */
 export const projectionNamePattern = /^[A-Za-z0-9_-]{1,64}$/;
+/** SQLite page cache of the write connection: batches touch pages all over the b-trees, and a cache
+ * smaller than the hot part of the tables turns every upsert into page reads (measured: ~1.3x apply rate). */
+export const storeCacheBytesMax = 64 * 1024 * 1024;
+/** WAL pages written before SQLite checkpoints them into the database file (each checkpoint fsyncs). */
+export const storeWalCheckpointPages = 10_000;
+/** Size the WAL file is truncated back to after a checkpoint, so a burst does not leave it huge. */
+export const storeWalBytesMax = 64 * 1024 * 1024;
