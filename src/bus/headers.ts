@@ -82,6 +82,8 @@ export class MsgHeaders {
 
   /** Parses a header block as sent by any NATS client or server; malformed blocks are refused. */
   static decode(block: Uint8Array): MsgHeaders {
+    // nats.js sends `HPUB … 0 <size>` for an empty headers object: no block means no headers.
+    if (block.byteLength === 0) return new MsgHeaders();
     const text = Buffer.from(block.buffer, block.byteOffset, block.byteLength).toString('utf8');
     const lines = text.split(CRLF);
     const first = lines[0];
