@@ -1,0 +1,187 @@
+// Watch over gRPC: replay from a seq then live, resume without gap or duplicate, cancel and
+// deadlines that close the server's watch, shutdown, and flow control against a slow client.
+
+import { EventEmitter } from 'node:events';
+import * as grpc from '@grpc/grpc-js';
+import { pumpWatch } from '../../../src/api/grpc/watch-pump';
+import type { Watch } from '../../../src/core';
+import type { Change } from '../../../src/projections';
+import { grpcDoor, type DoorWatch } from './adapter';
+import { failure, startGrpc, type GrpcHarness } from './harness';
+
+/** Takes `count` changes from a watch, failing after `ms`. */
+async function take(watch: DoorWatch, count: number, ms = 10_000): Promise<Change[]> {
+  const out: Change[] = [];
+  const iterator = watch[Symbol.asyncIterator]();
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`only ${out.length} of ${count} changes in ${ms} ms`)), ms)));
+  try {
+    while (out.length < count) {
+      const next = await Promise.race([iterator.next(), timeout]);
+      if (next.done) break;
+      out.push(next.value);
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+  return out;
+}
+
+async function until(condition: () => boolean, ms = 5_000): Promise<void> {
+  const start = Date.now();
+  while (!condition()) {
+    if (Date.now() - start > ms) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe('gRPC watch', () => {
+  let h: GrpcHarness;
+  beforeEach(async () => {
+    h = await startGrpc();
+  });
+  afterEach(async () => {
+    await h.close();
+  });
+
+  it('replays committed changes from a seq, then follows live ones, in order', async () => {
+    const { door } = h;
+    const a = await door.kvPut({ bucket: 'w', key: 'a', value: Buffer.from('1') });
+    await door.kvPut({ bucket: 'other', key: 'x', value: Buffer.from('no') });
+    const b = await door.kvPut({ bucket: 'w', key: 'b', value: Buffer.from('2') });
+    const watch = door.watch('$KV.w.>', { fromSeq: 0 });
+    const replayed = await take(watch, 2);
+    expect(replayed.map((c) => [c.seq, c.subject])).toEqual([
+      [a.rev, '$KV.w.a'],
+      [b.rev, '$KV.w.b'],
+    ]);
+    expect(replayed[0]).toMatchObject({ kind: 'kv', op: 'PUT', bucket: 'w', key: 'a', value: new Uint8Array(Buffer.from('1')) });
+    const del = await door.kvDel({ bucket: 'w', key: 'a' });
+    const live = await take(watch, 1);
+    expect(live[0]).toMatchObject({ kind: 'kv', seq: del.rev, op: 'DEL', key: 'a', value: new Uint8Array(0) });
+    watch.close();
+  });
+
+  it('resumes from the last seq received with no gap and no duplicate, events included', async () => {
+    const { door } = h;
+    const seqs: number[] = [];
+    for (let i = 1; i <= 6; i++) seqs.push((await door.evAppend({ stream: 'orders', type: 'step', data: { i } })).seq);
+    const first = door.watch('$EV.orders.*', { fromSeq: 0 });
+    const head = await take(first, 3);
+    first.close();
+    const resumed = door.watch('$EV.orders.*', { fromSeq: head[head.length - 1].seq });
+    const rest = await take(resumed, 3);
+    resumed.close();
+    expect([...head, ...rest].map((c) => c.seq)).toEqual(seqs);
+    expect(rest[0]).toMatchObject({ kind: 'event', stream: 'orders', type: 'step', version: 4, data: { i: 4 } });
+  });
+
+  it('without from_seq delivers only changes committed after the watch started', async () => {
+    const { door } = h;
+    await door.kvPut({ bucket: 'w', key: 'old', value: Buffer.from('x') });
+    const watch = door.watch('$KV.w.*');
+    await until(() => h.opened!.feed.size > 0);
+    const fresh = await door.kvPut({ bucket: 'w', key: 'new', value: Buffer.from('y') });
+    const [change] = await take(watch, 1);
+    expect(change).toMatchObject({ seq: fresh.rev, key: 'new' });
+    watch.close();
+  });
+
+  it('closes the server side of the watch when the client cancels', async () => {
+    const { door } = h;
+    const watch = door.watch('>', { fromSeq: 0 });
+    await door.kvPut({ bucket: 'w', key: 'k', value: Buffer.from('v') });
+    await take(watch, 1);
+    await until(() => h.opened!.feed.size === 1);
+    watch.close();
+    await until(() => h.opened!.feed.size === 0);
+    // The iteration ends quietly after close().
+    expect(await take(watch, 1)).toEqual([]);
+  });
+
+  it('ends a watch whose deadline passes with DEADLINE_EXCEEDED and closes it on the server', async () => {
+    const call = (h.door.clients.Watch as unknown as { Watch(r: object, o: grpc.CallOptions): grpc.ClientReadableStream<unknown> }).Watch(
+      { subject: '>' },
+      { deadline: Date.now() + 300 },
+    );
+    const status = await new Promise<grpc.ServiceError>((resolve) => {
+      call.on('data', () => undefined);
+      call.on('error', resolve);
+    });
+    expect(status.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+    await until(() => h.opened!.feed.size === 0);
+  });
+
+  it('rejects an invalid subject filter as INVALID_ARGUMENT naming the field', async () => {
+    const watch = h.door.watch('$KV..bad', { fromSeq: 0 });
+    const err = await failure(take(watch, 1));
+    expect(err).toMatchObject({ code: 'INVALID_ARGUMENT', grpcCode: grpc.status.INVALID_ARGUMENT, details: { field: 'subject' } });
+  });
+
+  it('delivers every change in order to a client that stops reading for a while', async () => {
+    const { door } = h;
+    const watch = door.watch('$KV.slow.*', { fromSeq: 0 });
+    // Far more than HTTP/2 windows and stream buffers hold: the server must stop and resume.
+    const value = Buffer.alloc(32 * 1024, 7);
+    const revs: number[] = [];
+    for (let i = 0; i < 200; i++) revs.push((await door.kvPut({ bucket: 'slow', key: `k${i}`, value })).rev);
+    const changes = await take(watch, 200, 20_000);
+    expect(changes.map((c) => c.seq)).toEqual(revs);
+    watch.close();
+  });
+
+  it('ends open watches with UNAVAILABLE when the server closes', async () => {
+    const door = grpcDoor(h.port);
+    const watch = door.watch('>', { fromSeq: 0 });
+    await door.kvPut({ bucket: 'w', key: 'k', value: Buffer.from('v') });
+    await take(watch, 1);
+    const ended = failure(take(watch, 1));
+    await h.server.close();
+    expect((await ended).code).toBe('UNAVAILABLE');
+    door.close();
+  });
+});
+
+describe('pumpWatch flow control', () => {
+  function countingWatch(): { watch: Watch; pulled: () => number; closed: () => boolean } {
+    let pulled = 0;
+    let closed = false;
+    async function* changes(): AsyncGenerator<Change> {
+      for (let seq = 1; !closed; seq++) {
+        pulled++;
+        yield { kind: 'kv', seq, subject: `$KV.b.k${seq}`, op: 'PUT', bucket: 'b', key: `k${seq}`, value: new Uint8Array(1), ts: 0 };
+      }
+    }
+    const iterator = changes();
+    const watch = Object.assign(iterator, {
+      close() {
+        closed = true;
+      },
+    }) as unknown as Watch;
+    return { watch, pulled: () => pulled, closed: () => closed };
+  }
+
+  class FullSink extends EventEmitter {
+    writes = 0;
+    write(): boolean {
+      this.writes++;
+      return false;
+    }
+  }
+
+  it('takes no further change while the call is full, one more per drain, and stops on cancel', async () => {
+    const { watch, pulled, closed } = countingWatch();
+    const sink = new FullSink();
+    const pumping = pumpWatch(watch, sink);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(sink.writes).toBe(1);
+    expect(pulled()).toBe(1);
+    sink.emit('drain');
+    await new Promise((r) => setTimeout(r, 20));
+    expect(sink.writes).toBe(2);
+    sink.emit('cancelled');
+    await pumping;
+    expect(closed()).toBe(true);
+    expect(sink.listenerCount('drain') + sink.listenerCount('cancelled') + sink.listenerCount('close')).toBe(0);
+  });
+});
