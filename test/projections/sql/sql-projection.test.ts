@@ -4,6 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Outcome } from '../../../src/projections/decide';
+import { KvProjection, ViewStore } from '../../../src/projections/kv/kv-view';
 import { ProjectionRunner } from '../../../src/projections/projection';
 import { SqlProjection, SqlStore } from '../../../src/projections/sql';
 import { silentLogger } from '../../../src/util';
@@ -177,6 +178,19 @@ describe('replicas and rebuilds', () => {
     expect(one.outcomes.filter((o) => o && !o.ok).length).toBeGreaterThan(10);
     expect(two.outcomes).toEqual(one.outcomes);
     expect(two.store.dump()).toEqual(one.store.dump());
+  });
+
+  it('decides every outcome exactly like the KV view does on the same log', async () => {
+    const log = mixedLog();
+    const sqlView = replay(log, 'sql.sqlite', 32);
+    const kvStore = new ViewStore(path.join(dir, 'kv'));
+    try {
+      const kvRunner = new ProjectionRunner(new KvProjection(kvStore), kvStore, logger);
+      const kvOutcomes = log.batches(32).flatMap((batch) => kvRunner.apply(batch));
+      expect(sqlView.outcomes).toEqual(kvOutcomes);
+    } finally {
+      await kvStore.close();
+    }
   });
 
   it('rebuilds from scratch when its checkpoint has another version, and comes back equal', () => {
