@@ -3,7 +3,7 @@
 // wire contract ($LOOM.API.*, CONTRACT.md), so it works against any loom node.
 
 import { connect as natsConnect, createInbox, headers as natsHeaders, type ConnectionOptions, type MsgHdrs, type NatsConnection, type Subscription } from 'nats';
-import { LoomError, errorCodes, type ErrorCode } from '../util';
+import { LoomError, errorCodes, names, type ErrorCode } from '../util';
 
 export interface ClientOptions {
   /** NATS URLs of loom nodes, e.g. `nats://127.0.0.1:4222`. */
@@ -50,7 +50,8 @@ const json = (value: unknown): Uint8Array => Buffer.from(JSON.stringify(value));
 
 export class LoomClient {
   readonly kv = {
-    put: (bucket: string, key: string, value: Uint8Array | string, options: { expectRev?: number; create?: boolean; ttlMs?: number } = {}): Promise<{ rev: number }> => {
+    put: async (bucket: string, key: string, value: Uint8Array | string, options: { expectRev?: number; create?: boolean; ttlMs?: number } = {}): Promise<{ rev: number }> => {
+      checkBucketKey(bucket, key);
       const h = natsHeaders();
       if (options.expectRev !== undefined) h.set('Loom-Expect-Rev', String(options.expectRev));
       if (options.create) h.set('Loom-Create', '1');
@@ -58,6 +59,7 @@ export class LoomClient {
       return this.requestJson(`$LOOM.API.KV.PUT.${bucket}.${key}`, typeof value === 'string' ? Buffer.from(value) : value, h);
     },
     get: async (bucket: string, key: string, options: ReadOptions = {}): Promise<KvValue> => {
+      checkBucketKey(bucket, key);
       const reply = await this.request(`$LOOM.API.KV.GET.${bucket}.${key}`, new Uint8Array(0), readHeaders(options));
       return {
         value: reply.data,
@@ -66,22 +68,27 @@ export class LoomClient {
         updatedAt: Number(reply.headers?.get('Loom-Updated-At')),
       };
     },
-    delete: (bucket: string, key: string, options: { expectRev?: number } = {}): Promise<{ rev: number }> => {
+    delete: async (bucket: string, key: string, options: { expectRev?: number } = {}): Promise<{ rev: number }> => {
+      checkBucketKey(bucket, key);
       const h = natsHeaders();
       if (options.expectRev !== undefined) h.set('Loom-Expect-Rev', String(options.expectRev));
       return this.requestJson(`$LOOM.API.KV.DEL.${bucket}.${key}`, new Uint8Array(0), h);
     },
-    list: (bucket: string, options: { prefix?: string; limit?: number; cursor?: string } & ReadOptions = {}): Promise<{ items: Array<{ key: string; rev: number }>; cursor?: string }> => {
+    list: async (bucket: string, options: { prefix?: string; limit?: number; cursor?: string } & ReadOptions = {}): Promise<{ items: Array<{ key: string; rev: number }>; cursor?: string }> => {
       const { consistency, atLeast, ...body } = options;
+      names.checkBucket(bucket);
       return this.requestJson(`$LOOM.API.KV.LIST.${bucket}`, json(body), readHeaders({ consistency, atLeast }));
     },
   };
 
   readonly events = {
-    append: (stream: string, event: { type: string; data: unknown; expectVersion?: number }): Promise<{ seq: number; version: number }> =>
-      this.requestJson(`$LOOM.API.EV.APPEND.${stream}`, json(event)),
+    append: async (stream: string, event: { type: string; data: unknown; expectVersion?: number }): Promise<{ seq: number; version: number }> => {
+      names.checkStream(stream);
+      return this.requestJson(`$LOOM.API.EV.APPEND.${stream}`, json(event));
+    },
     read: async (stream: string, options: { fromVersion?: number; limit?: number } & ReadOptions = {}): Promise<EventRecord[]> => {
       const { consistency, atLeast, ...body } = options;
+      names.checkStream(stream);
       const reply = await this.requestJson<{ events: EventRecord[] }>(`$LOOM.API.EV.READ.${stream}`, json(body), readHeaders({ consistency, atLeast }));
       return reply.events;
     },
@@ -146,6 +153,12 @@ export class LoomClient {
     const reply = await this.request(subject, data, headers);
     return JSON.parse(Buffer.from(reply.data).toString('utf8')) as T;
   }
+}
+
+/** Names are checked before they become subject tokens: a bad one never reaches the wire. */
+function checkBucketKey(bucket: string, key: string): void {
+  names.checkBucket(bucket);
+  names.checkKey(key);
 }
 
 function readHeaders(options: ReadOptions): MsgHdrs | undefined {

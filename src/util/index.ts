@@ -7,3 +7,4 @@ export { createLogger, silentLogger } from './logger';
 export type { Logger, LoggerOptions } from './logger';
 export { dirLockHolder, lockDir } from './dir-lock';
 export type { DirLock } from './dir-lock';
+export * as names from './names';

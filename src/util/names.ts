@@ -1,0 +1,68 @@
+// Names and limits of the data model (CONTRACT.md "Names"), checked at every door (and by the client)
+// before a bad name becomes a subject token or reaches the log. Every limit is named here, unit last.
+
+import { LoomError } from './errors';
+
+export const bucketNamePattern = /^[A-Za-z0-9_-]{1,64}$/;
+export const streamNamePattern = bucketNamePattern;
+/** The NATS JetStream KV key rule: `$KV.<bucket>.<key>` must be a valid subject. */
+export const keyPattern = /^[-/=.\w]{1,1024}$/;
+export const eventTypePattern = /^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$/;
+
+export const keyBytesMax = 1024;
+/** Largest KV value. Leaves room in a log entry (entryBytesMax, 1 MiB) for the rest of the entry. */
+export const valueBytesMax = 1024 * 1024 - 4096;
+/** Largest event data, encoded as JSON. */
+export const eventDataBytesMax = 1024 * 1024 - 4096;
+export const historyMax = 64;
+export const ttlMsMax = 10 * 365 * 24 * 3600 * 1000;
+export const listLimitDefault = 100;
+export const listLimitMax = 10_000;
+export const readLimitDefault = 100;
+export const readLimitMax = 10_000;
+
+export function checkBucket(bucket: unknown, field = 'bucket'): string {
+  if (typeof bucket !== 'string' || !bucketNamePattern.test(bucket)) {
+    throw new LoomError('INVALID_ARGUMENT', `${field} ${JSON.stringify(bucket)} is invalid: expected 1-64 of A-Z a-z 0-9 _ -`, { field });
+  }
+  return bucket;
+}
+
+export function checkStream(stream: unknown): string {
+  return checkBucket(stream, 'stream');
+}
+
+export function checkKey(key: unknown): string {
+  if (typeof key !== 'string' || !keyPattern.test(key) || key.startsWith('.') || key.endsWith('.') || key.includes('..')) {
+    throw new LoomError(
+      'INVALID_ARGUMENT',
+      `key ${JSON.stringify(typeof key === 'string' && key.length > 80 ? `${key.slice(0, 80)}…` : key)} is invalid: expected 1-1024 of A-Z a-z 0-9 _ - / = . with no leading, trailing or double dot`,
+      { field: 'key' },
+    );
+  }
+  return key;
+}
+
+export function checkEventType(type: unknown): string {
+  if (typeof type !== 'string' || !eventTypePattern.test(type) || type.endsWith('.') || type.includes('..')) {
+    throw new LoomError('INVALID_ARGUMENT', `event type ${JSON.stringify(type)} is invalid: expected 1-128 of A-Z a-z 0-9 _ - . (dots separate tokens)`, {
+      field: 'type',
+    });
+  }
+  return type;
+}
+
+export function checkLimit(limit: unknown, field: string, fallback: number, max: number): number {
+  if (limit === undefined || limit === null) return fallback;
+  if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > max) {
+    throw new LoomError('INVALID_ARGUMENT', `${field} must be an integer from 1 to ${max}, got ${JSON.stringify(limit)}`, { field, max });
+  }
+  return limit;
+}
+
+export function checkSeq(value: unknown, field: string): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    throw new LoomError('INVALID_ARGUMENT', `${field} must be a non-negative integer, got ${JSON.stringify(value)}`, { field });
+  }
+  return value;
+}
