@@ -167,6 +167,9 @@ export function grpcDoor(port: number, token?: string, host = '127.0.0.1'): Grpc
         metadata(),
       );
       let closed = false;
+      // A watch closed before anyone iterates it still gets its CANCELLED status: without a
+      // listener, that 'error' event would be thrown. The stream keeps the error for iteration.
+      call.on('error', () => undefined);
       async function* changes(): AsyncGenerator<Change> {
         try {
           // The stream's async iterator reads only as fast as we consume: HTTP/2 flow control then

@@ -26,6 +26,8 @@ export interface HarnessOptions {
   sql?: boolean;
   /** Serve this instead of a real database (for error-mapping tests). */
   db?: Database;
+  /** Serve a wrapper of the real database (to observe what the server asks of it). */
+  wrapDb?: (db: Database) => Database;
   logger?: Logger;
 }
 
@@ -56,7 +58,7 @@ export async function startGrpc(options: HarnessOptions = {}): Promise<GrpcHarne
     dir = makeTempDir('loom-grpc-');
     log = LmdbLog.open({ path: `${dir}/log` });
     opened = await openDatabase({ log, viewsDir: `${dir}/views`, logger, ttlScanIntervalMs: 60_000, plugins: options.sql ? [sqlPlugin(logger)] : [] });
-    db = opened.db;
+    db = options.wrapDb ? options.wrapDb(opened.db) : opened.db;
   }
   const server = createGrpcServer({ host: '127.0.0.1', port: 0, db, nodeId: 1, logger, authToken: options.authToken, limits: options.limits });
   const port = await server.listen();

@@ -2,9 +2,10 @@
 // deadlines that close the server's watch, shutdown, and flow control against a slow client.
 
 import { EventEmitter } from 'node:events';
+import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { pumpWatch } from '../../../src/api/grpc/watch-pump';
-import type { Watch } from '../../../src/core';
+import type { Database, Watch } from '../../../src/core';
 import type { Change } from '../../../src/projections';
 import { grpcDoor, type DoorWatch } from './adapter';
 import { failure, startGrpc, type GrpcHarness } from './harness';
@@ -118,10 +119,10 @@ describe('gRPC watch', () => {
     expect(err).toMatchObject({ code: 'INVALID_ARGUMENT', grpcCode: grpc.status.INVALID_ARGUMENT, details: { field: 'subject' } });
   });
 
-  it('delivers every change in order to a client that stops reading for a while', async () => {
+  it('delivers every change in order when many are committed before the client reads', async () => {
     const { door } = h;
     const watch = door.watch('$KV.slow.*', { fromSeq: 0 });
-    // Far more than HTTP/2 windows and stream buffers hold: the server must stop and resume.
+    // Far more than an HTTP/2 window: a grpc-js client buffers them on its side (docs/grpc.md).
     const value = Buffer.alloc(32 * 1024, 7);
     const revs: number[] = [];
     for (let i = 0; i < 200; i++) revs.push((await door.kvPut({ bucket: 'slow', key: `k${i}`, value })).rev);
@@ -139,6 +140,81 @@ describe('gRPC watch', () => {
     await h.server.close();
     expect((await ended).code).toBe('UNAVAILABLE');
     door.close();
+  });
+});
+
+/** A TCP relay to the server whose server-to-client direction can be stalled, like a stuck network. */
+async function stallableRelay(port: number): Promise<{ port: number; stall(): void; flow(): void; close(): void }> {
+  const pairs: Array<{ client: net.Socket; upstream: net.Socket }> = [];
+  const relay = net.createServer((client) => {
+    const upstream = net.connect(port, '127.0.0.1');
+    client.on('error', () => undefined);
+    upstream.on('error', () => undefined);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    pairs.push({ client, upstream });
+  });
+  await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (relay.address() as net.AddressInfo).port,
+    stall() {
+      for (const { upstream } of pairs) {
+        upstream.unpipe();
+        upstream.pause();
+      }
+    },
+    flow() {
+      for (const { client, upstream } of pairs) upstream.pipe(client);
+    },
+    close() {
+      for (const { client, upstream } of pairs) {
+        client.destroy();
+        upstream.destroy();
+      }
+      relay.close();
+    },
+  };
+}
+
+describe('gRPC watch against a client that cannot keep up', () => {
+  it('stops taking changes from the watch while the client grants no window, then delivers all in order', async () => {
+    let pulled = 0;
+    // Count what the server takes from the database's watch: that is what it would have to buffer.
+    const counting = (db: Database): Database =>
+      Object.assign(Object.create(db) as Database, {
+        watch(subject: string, options: { fromSeq?: number }): Watch {
+          const inner = db.watch(subject, options);
+          const next = inner.next.bind(inner);
+          return Object.assign(inner, {
+            next: () => {
+              pulled++;
+              return next();
+            },
+          });
+        },
+      });
+    const h = await startGrpc({ wrapDb: counting });
+    const relay = await stallableRelay(h.port);
+    const slow = grpcDoor(relay.port);
+    try {
+      const watch = slow.watch('$KV.slow.*', { fromSeq: 0 });
+      await slow.status();
+      relay.stall();
+      const value = Buffer.alloc(32 * 1024, 7);
+      const revs: number[] = [];
+      for (let i = 0; i < 300; i++) revs.push((await h.door.kvPut({ bucket: 'slow', key: `k${i}`, value })).rev);
+      await new Promise((r) => setTimeout(r, 200));
+      // 300 changes of 32 KiB were committed; the server holds back after a window's worth.
+      expect(pulled).toBeLessThan(100);
+      relay.flow();
+      const changes = await take(watch, 300, 20_000);
+      expect(changes.map((c) => c.seq)).toEqual(revs);
+      watch.close();
+    } finally {
+      slow.close();
+      relay.close();
+      await h.close();
+    }
   });
 });
 
