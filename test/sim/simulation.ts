@@ -40,6 +40,9 @@ export interface SimResult {
 
 class Violation extends Error {}
 
+/** Events kept for --trace: enough to see a few election timeouts before a violation. */
+const traceLinesMax = 3000;
+
 type SimEvent =
   | { kind: 'tick'; node: number; incarnation: number }
   | { kind: 'deliver'; msg: Message }
@@ -790,7 +793,7 @@ export class Simulation {
       if (r.role === 'leader') {
         const known = this.leaderOfTerm.get(r.term);
         if (known === undefined) this.leaderOfTerm.set(r.term, node.id);
-        else if (known !== node.id) throw new Violation(`election safety: n${known} and n${node.id} both lead term ${r.term}`);
+        else if (known !== node.id) throw new Violation(`election safety: n${known} and n${node.id} both lead term ${r.term}\n${this.statusDump()}`);
       }
       const commit = r.log.committed;
       if (commit < node.lastCommit) throw new Violation(`n${node.id} commit went back from ${node.lastCommit} to ${commit}`);
@@ -820,7 +823,7 @@ export class Simulation {
   private trace(line: string): void {
     if (!this.options.trace) return;
     this.traceLines.push(line);
-    if (this.traceLines.length > 400) this.traceLines.shift();
+    if (this.traceLines.length > traceLinesMax) this.traceLines.shift();
   }
 }
 

@@ -6,6 +6,7 @@ export type { RaftStatus } from './raw-node';
 export { applyConfChange, decodeConfChange, encodeConfChange } from './conf-change';
 export { seededRandom } from './random';
 export { emptyMessage } from './raft';
+export type { Raft } from './raft';
 export * from './limits';
 export { entryTypeConfChange, entryTypeNoop } from './types';
 export type {

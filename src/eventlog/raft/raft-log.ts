@@ -172,8 +172,10 @@ export class RaftLog {
   nextCommittedEntries(bytesMax: number): LogEntry[] {
     if (this.unstableSnapshot) return [];
     const hi = Math.min(this.applyCeiling(), this.lastIndex());
-    const lo = Math.max(this.applied + 1, this.firstIndex());
+    const lo = this.applied + 1;
     if (lo > hi) return [];
+    // The driver may compact only what it has applied; entries it never saw would be lost to it.
+    assert(lo >= this.firstIndex(), `entries from ${lo} are compacted (first index ${this.firstIndex()}) before being applied`);
     return this.slice(lo, hi + 1, bytesMax);
   }
 

@@ -4,7 +4,7 @@
 
 import { LoomError, assert } from '../../util';
 import { entrySizeBytes } from '../validate';
-import type { LogEntry, LogStore } from '../types';
+import type { HardState, LogEntry, LogStore } from '../types';
 import { applyConfChange, checkConfChange, copyConf, decodeConfChange, encodeConfChange } from './conf-change';
 import * as limits from './limits';
 import { Progress } from './progress';
@@ -234,20 +234,30 @@ export class Raft {
     this.log.appliedTo(entries[entries.length - 1].index);
   }
 
-  /** The driver made entries durable: a leader now counts them for itself towards the commit. */
-  persisted(): void {
-    if (this.role !== 'leader') return;
+  /**
+   * The driver made a Ready durable (`durable` is the hard state now on disk): a candidate now
+   * counts its own vote, a leader its own entries towards the commit.
+   */
+  persisted(durable: HardState): void {
+    const ownVoteDurable = durable.term === this.term && (durable.vote === this.id || this.mutation === 'forgetVote');
+    if (this.role === 'candidate' && ownVoteDurable && !this.votes.has(this.id)) {
+      if (this.poll(this.id, true) === 'won') this.becomeLeader();
+    }
+    if (this.role === 'leader') this.countSelf();
+  }
+
+  private countSelf(): void {
     const self = this.progress.get(this.id);
     if (self === undefined) return;
     if (self.maybeUpdate(this.selfAckIndex()) && this.maybeCommit()) this.bcastAppend();
   }
 
-  /** A snapshot the driver installed: nothing more to do than for entries, kept for symmetry. */
+  /** The driver persisted and applied the snapshot at `index`: it is now the log's start. */
   snapshotInstalled(index: number): void {
     this.log.stableSnapshotTo(index);
   }
 
-  hardState(): { term: number; vote: number; commit: number } {
+  hardState(): HardState {
     return { term: this.term, vote: this.vote, commit: this.log.committed };
   }
 
@@ -309,9 +319,11 @@ export class Raft {
       this.becomeCandidate();
       term = this.term;
     }
-    if (this.poll(this.id, true) === 'won') {
-      if (kind === 'preVote') this.startCampaign('vote', transfer);
-      else this.becomeLeader();
+    // A pre-vote for oneself promises nothing and counts at once. A real vote for oneself counts
+    // only once it is durable (persisted()): a single voter that won on an unwritten vote could
+    // crash, restart in the old term, vote for another node and let it lead the same term.
+    if (kind === 'preVote' && this.poll(this.id, true) === 'won') {
+      this.startCampaign('vote', transfer);
       return;
     }
     for (const voter of this.conf.voters) {
@@ -529,7 +541,7 @@ export class Raft {
     });
     this.log.append(stamped);
     // The leader counts itself only once the driver made these durable (persisted()).
-    if (this.mutation === 'ackBeforePersist') this.persisted();
+    if (this.mutation === 'ackBeforePersist') this.countSelf();
   }
 
   /** Advances commit to the highest index stored on a quorum, if it is of the current term. */

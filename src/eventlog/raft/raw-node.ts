@@ -123,7 +123,7 @@ export class RawNode {
       r.log.stableTo(last.index, last.term);
     }
     r.appliedEntries(rd.committedEntries);
-    r.persisted();
+    r.persisted(this.durableHardState);
   }
 
   status(): RaftStatus {

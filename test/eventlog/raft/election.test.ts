@@ -120,6 +120,19 @@ describe('raft elections', () => {
     expect(h.node(2).raw.status()).toMatchObject({ term: 1, leader: 1 });
   });
 
+  it('a candidate counts its own vote only once the vote is durable', async () => {
+    // found by the simulator (seed 7647): a single voter that led on an unwritten vote crashed,
+    // restarted in the old term, voted for another node, and two leaders shared a term
+    const h = new Harness([1]);
+    h.node(1).raw.campaign();
+    expect(h.node(1).raw.status()).toMatchObject({ role: 'candidate', term: 1 });
+    const rd = h.node(1).raw.ready();
+    expect(rd.hardState).toEqual({ term: 1, vote: 1, commit: 0 });
+    await h.node(1).store.setHardState(rd.hardState!);
+    h.node(1).raw.advance();
+    expect(h.node(1).raw.status()).toMatchObject({ role: 'leader', term: 1 });
+  });
+
   it('a single voter elects itself and commits alone', async () => {
     const h = new Harness([1]);
     expect(await h.campaign(1)).toEqual([]);
