@@ -13,6 +13,14 @@ export const callsPerConnectionMaxDefault = 100;
  */
 export const errorDetailsBytesMax = 4 * 1024;
 
+/**
+ * The server pings an idle connection this often, and drops it if a ping is not answered within
+ * keepaliveTimeoutMs: a watch whose client vanished without closing its TCP connection would
+ * otherwise hold its resources until the operating system gives up on the socket (hours).
+ */
+export const keepaliveMs = 60_000;
+export const keepaliveTimeoutMs = 20_000;
+
 /** How long close() lets calls in flight finish before it cuts the connections. */
 export const shutdownGraceMsMax = 2_000;
 

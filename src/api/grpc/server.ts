@@ -8,7 +8,7 @@ import { LoomError, type Logger } from '../../util';
 import { listenError } from '../http/server';
 import { parseInput, runOperation, type OperationContext, type OperationName } from '../operations';
 import { decodeRequest, decodeWatchRequest, encodeResponse, type ProtoRequest } from './codec';
-import { callsPerConnectionMaxDefault, messageBytesMaxDefault, readTimeoutMsMax, shutdownGraceMsMax } from './limits';
+import { callsPerConnectionMaxDefault, keepaliveMs, keepaliveTimeoutMs, messageBytesMaxDefault, readTimeoutMsMax, shutdownGraceMsMax } from './limits';
 import { loadLoomProto } from './proto';
 import { toServiceError } from './status';
 import { pumpWatch } from './watch-pump';
@@ -67,6 +67,8 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const server = new grpc.Server({
     'grpc.max_receive_message_length': messageBytesMax,
     'grpc.max_concurrent_streams': callsPerConnectionMax,
+    'grpc.keepalive_time_ms': keepaliveMs,
+    'grpc.keepalive_timeout_ms': keepaliveTimeoutMs,
   });
   const definitions = loadLoomProto();
 

@@ -261,3 +261,23 @@ describe('pumpWatch flow control', () => {
     expect(sink.listenerCount('drain') + sink.listenerCount('cancelled') + sink.listenerCount('close')).toBe(0);
   });
 });
+
+describe('calls per connection', () => {
+  it('holds a connection to callsPerConnectionMax concurrent calls; the next waits until one ends', async () => {
+    const h = await startGrpc({ limits: { callsPerConnectionMax: 2 } });
+    try {
+      const first = h.door.watch('>');
+      const second = h.door.watch('>');
+      // Both watches are open on the server once the feed has two listeners.
+      await until(() => h.opened!.feed.size === 2);
+      const waiting = await failure(h.door.status({ deadlineMs: 300 }));
+      expect(waiting.code).toBe('TIMEOUT');
+      first.close();
+      await until(() => h.opened!.feed.size === 1);
+      expect((await h.door.status({ deadlineMs: 5_000 })).nodeId).toBe(1);
+      second.close();
+    } finally {
+      await h.close();
+    }
+  });
+});
