@@ -1,16 +1,16 @@
-// A scenario harness for Raft: a few RawNodes over in-memory logs (the foundation's MemoryLog),
+// A scenario harness for Raft: a few RawNodes over the foundation's LogStore (MemoryLog or LMDB),
 // a hand-driven network, and a transcript of every message delivered, so tests read as the
 // message flow they describe (etcd's testdata style).
 
 import { MemoryLog } from '../../../src/eventlog';
-import type { LogEntry } from '../../../src/eventlog';
+import type { LogEntry, LogStore } from '../../../src/eventlog';
 import { RawNode, entryTypeConfChange, entryTypeNoop } from '../../../src/eventlog/raft';
 import type { Message, RaftConfig, RaftSnapshot, ReadState } from '../../../src/eventlog/raft';
 
 export interface HarnessNode {
   id: number;
   raw: RawNode;
-  store: MemoryLog;
+  store: LogStore;
   applied: LogEntry[];
   readStates: ReadState[];
   snapshot: RaftSnapshot | undefined;
@@ -33,13 +33,13 @@ export class Harness {
   constructor(
     ids: number[],
     private readonly config: HarnessConfig = {},
-    stores: Map<number, MemoryLog> = new Map(),
+    stores: Map<number, LogStore> = new Map(),
   ) {
     this.voters = config.voters ?? ids;
     for (const id of ids) this.start(id, stores.get(id) ?? new MemoryLog());
   }
 
-  start(id: number, store: MemoryLog): void {
+  start(id: number, store: LogStore): void {
     const node: HarnessNode = {
       id,
       store,
