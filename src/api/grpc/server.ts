@@ -114,11 +114,12 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     pumpWatch(opened, call).then(
       () => {
         watches.delete(call);
-        if (!call.cancelled && !call.destroyed) call.end();
+        // Already ended when close() answered it UNAVAILABLE, or gone when the client cancelled.
+        if (!call.cancelled && !call.destroyed && !call.writableEnded) call.end();
       },
       (err: unknown) => {
         watches.delete(call);
-        if (!call.cancelled && !call.destroyed) call.emit('error', toServiceError(err, logger));
+        if (!call.cancelled && !call.destroyed && !call.writableEnded) call.emit('error', toServiceError(err, logger));
       },
     );
   }
