@@ -6,3 +6,5 @@ export { LoomError, errorCodes, isLoomError } from './util';
 export type { ErrorCode } from './util';
 export type { Change } from './projections';
 export type { Watch, KvEntry, EventRecord, ReadOptions, SqlResult } from './core';
+export { defineSqlProjection } from './projections';
+export type { SqlProjectionDefinition, SqlProjectionEntry } from './projections';

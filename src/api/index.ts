@@ -7,3 +7,5 @@ export { NatsApi, apiQueueGroup, apiSubjectPrefix } from './nats';
 export type { NatsApiOptions } from './nats';
 export { operationSchemas, parseInput, runOperation } from './operations';
 export type { ClusterStatus, OperationContext, OperationInput, OperationName, OperationOutputs } from './operations';
+export { createGrpcServer } from './grpc';
+export type { GrpcServer, GrpcServerOptions } from './grpc';

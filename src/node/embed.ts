@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import type { Bus } from '../bus';
 import type { Database, EventsApi, KvApi, ReadOptions, SqlQueryInput, SqlResult, ViewPlugin, Watch } from '../core';
+import type { Projection, SqlDatabase } from '../projections';
 import { silentLogger, type Logger } from '../util';
 import { loadConfig, type ConfigInput } from './config';
 import { startNode, type LoomNode, type Ports } from './node';
@@ -21,6 +22,8 @@ export interface OpenNodeOptions {
   authToken?: string;
   sync?: 'full' | 'none';
   logger?: Logger;
+  /** Developer SQL projections made with defineSqlProjection: their own tables, queryable with sql.query. */
+  projections?: Array<Projection<SqlDatabase>>;
   plugins?: Array<(viewsDir: string) => ViewPlugin>;
 }
 
@@ -52,6 +55,7 @@ export async function openNode(options: OpenNodeOptions = {}): Promise<EmbeddedN
       doors: doors !== undefined,
       memoryLog: options.memory === true,
       plugins: options.plugins,
+      sqlProjections: options.projections,
     });
   } catch (err) {
     if (temporary) rmSync(temporary, { recursive: true, force: true });

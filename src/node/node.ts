@@ -3,10 +3,11 @@
 
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { NatsApi, createHttpServer, listenError, type HttpServer } from '../api';
+import { NatsApi, createGrpcServer, createHttpServer, listenError, type HttpServer } from '../api';
 import { Bus, NatsServer } from '../bus';
 import { openDatabase, type Database, type OpenDatabase, type ViewPlugin } from '../core';
 import { LmdbLog, MemoryLog, type LogStore } from '../eventlog';
+import { openSqlView, type Projection, type SqlDatabase } from '../projections';
 import { LoomError, createLogger, lockDir, type DirLock, type Logger } from '../util';
 import type { Config } from './config';
 import { createMetrics } from './metrics';
@@ -14,6 +15,7 @@ import { createMetrics } from './metrics';
 /** The ports a node listens on; empty for an embedded node without network doors. */
 export interface Ports {
   nats?: number;
+  grpc?: number;
   http?: number;
 }
 
@@ -34,9 +36,15 @@ export interface StartNodeOptions {
   doors?: boolean;
   /** Keep the log in memory: nothing survives close (tests, throwaway embedded nodes). */
   memoryLog?: boolean;
-  /** Extra view families (the SQL view, developer projections). */
+  /** Developer SQL projections (defineSqlProjection), applied after the built-in SQL tables. */
+  sqlProjections?: Array<Projection<SqlDatabase>>;
+  /** Extra view families beside the built-in KV and SQL views. */
   plugins?: Array<(viewsDir: string) => ViewPlugin>;
 }
+
+/** A SQL result page must fit in one NATS reply (max_payload 1 MiB) with its JSON framing. */
+const sqlResultBytesMax = 768 * 1024;
+
 
 export async function startNode(config: Config, options: StartNodeOptions = {}): Promise<LoomNode> {
   const logger = options.logger ?? createLogger({ level: config.logLevel });
@@ -61,7 +69,17 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
       : LmdbLog.open({ path: path.join(dataDir, 'log'), sync: config.sync, entryBytesMax: config.entryBytesMax, observer: metrics.logObserver });
     undo.push(() => log.close());
     const bus = new Bus({ logger: logger.child({ part: 'bus' }) });
-    const opened = await openDatabase({ log, viewsDir: path.join(dataDir, 'views'), logger: logger.child({ part: 'core' }), bus, plugins: options.plugins });
+    const sqlPlugin = (viewsDir: string): ViewPlugin => {
+      const view = openSqlView(viewsDir, { logger: logger.child({ part: 'sql' }), projections: options.sqlProjections, resultBytesMax: sqlResultBytesMax });
+      return { consumers: view.runners, sql: view.queries, close: () => view.close() };
+    };
+    const opened = await openDatabase({
+      log,
+      viewsDir: path.join(dataDir, 'views'),
+      logger: logger.child({ part: 'core' }),
+      bus,
+      plugins: [sqlPlugin, ...(options.plugins ?? [])],
+    });
     undo.push(() => opened.close());
     metrics.watchDatabase(opened);
 
@@ -94,6 +112,15 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
     }
     undo.push(() => nats.close());
 
+    const grpc = createGrpcServer({ host: config.host, port: config.grpcPort, db: opened.db, nodeId: config.nodeId, logger, authToken: config.authToken });
+    let grpcPort: number;
+    try {
+      grpcPort = await grpc.listen();
+    } catch (err) {
+      throw listenError(err, 'grpc', config.host, config.grpcPort);
+    }
+    undo.push(() => grpc.close());
+
     const http: HttpServer = createHttpServer({
       host: config.host,
       port: config.httpPort,
@@ -106,7 +133,7 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
     const httpPort = await http.listen();
     undo.push(() => http.close());
 
-    const ports: Ports = { nats: natsPort, http: httpPort };
+    const ports: Ports = { nats: natsPort, grpc: grpcPort, http: httpPort };
     writePortsFile(dataDir, ports);
     logger.info({ data: dataDir, host: config.host, ports, lastIndex: log.lastIndex() }, 'loom node is serving');
     return node(ports);

@@ -3,7 +3,7 @@
 
 import * as path from 'node:path';
 import { LmdbLog } from '../eventlog';
-import { KvProjection, ProjectionRunner, ViewStore, type Projection, type ProjectionStore } from '../projections';
+import { KvProjection, ProjectionRunner, SqlProjection, SqlStore, ViewStore, sqlFileName, type Projection, type ProjectionStore } from '../projections';
 import { LoomError, lockDir, silentLogger } from '../util';
 
 export interface ReplayProgress {
@@ -31,6 +31,10 @@ const targets: Record<string, (viewsDir: string) => ReplayTarget<unknown>> = {
   kv: (viewsDir) => {
     const store = new ViewStore(path.join(viewsDir, 'lmdb'));
     return { store: store as ProjectionStore<unknown>, projection: new KvProjection(store) as Projection<unknown>, close: () => store.close() };
+  },
+  sql: (viewsDir) => {
+    const store = new SqlStore(path.join(viewsDir, sqlFileName));
+    return { store: store as ProjectionStore<unknown>, projection: new SqlProjection() as Projection<unknown>, close: async () => store.close() };
   },
 };
 

@@ -14,3 +14,4 @@ export { KvReader } from './kv/kv-read';
 export type { KvListItem, KvListPage } from './kv/kv-read';
 export { changeMessage, changeOf, eventSubject, kvSubject, replayedChangeOf } from './changes';
 export type { Change } from './changes';
+export * from './sql';

@@ -12,3 +12,5 @@ export { SqlQueryService } from './query-service';
 export type { SqlQueryServiceOptions, SqlQueryResult } from './query-service';
 export { checkQueryRequest, encodeCursor } from './query-request';
 export type { SqlQueryRequest, SqlParam, SqlParams, CheckedQuery } from './query-request';
+export { openSqlView, sqlFileName } from './plugin';
+export type { SqlView, SqlViewOptions } from './plugin';
