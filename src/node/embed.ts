@@ -18,7 +18,7 @@ export interface OpenNodeOptions {
   /** Keep everything in memory and a temporary directory, removed on close. */
   memory?: boolean;
   /** Network doors: false (default) runs with none; true or ports to listen (0 = free port). */
-  doors?: boolean | { host?: string; natsPort?: number; httpPort?: number };
+  doors?: boolean | { host?: string; natsPort?: number; grpcPort?: number; httpPort?: number };
   authToken?: string;
   sync?: 'full' | 'none';
   logger?: Logger;
@@ -45,7 +45,7 @@ export async function openNode(options: OpenNodeOptions = {}): Promise<EmbeddedN
     data: options.data ?? temporary,
     ...(options.sync ? { sync: options.sync } : {}),
     ...(options.authToken ? { authToken: options.authToken } : {}),
-    ...(doors ? { host: doors.host ?? '127.0.0.1', natsPort: doors.natsPort ?? 0, httpPort: doors.httpPort ?? 0 } : {}),
+    ...(doors ? { host: doors.host ?? '127.0.0.1', natsPort: doors.natsPort ?? 0, grpcPort: doors.grpcPort ?? 0, httpPort: doors.httpPort ?? 0 } : {}),
   };
   const config = loadConfig({ defaults: input });
   let node: LoomNode;

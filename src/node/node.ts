@@ -117,7 +117,7 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
     try {
       grpcPort = await grpc.listen();
     } catch (err) {
-      throw listenError(err, 'grpc', config.host, config.grpcPort);
+      throw err instanceof LoomError ? err : listenError(err, 'grpc', config.host, config.grpcPort);
     }
     undo.push(() => grpc.close());
 

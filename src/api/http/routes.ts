@@ -31,6 +31,8 @@ function readOptions(query: Query): Record<string, unknown> {
   if (query.consistency !== undefined) out.consistency = query.consistency;
   const atLeast = intParam(query, 'atLeast');
   if (atLeast !== undefined) out.atLeast = atLeast;
+  const timeoutMs = intParam(query, 'timeoutMs');
+  if (timeoutMs !== undefined) out.timeoutMs = timeoutMs;
   return out;
 }
 

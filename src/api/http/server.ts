@@ -97,7 +97,8 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
 export function listenError(err: unknown, door: string, host: string, port: number): LoomError {
   const code = (err as NodeJS.ErrnoException).code;
   const flag = `--${door}-port`;
-  if (code === 'EADDRINUSE') {
+  // grpc-js reports bind failures in its message only.
+  if (code === 'EADDRINUSE' || /EADDRINUSE/.test((err as Error).message)) {
     return new LoomError('UNAVAILABLE', `${door} port ${port} on ${host} is already in use; choose another with ${flag} (0 picks a free one)`, {
       door,
       host,

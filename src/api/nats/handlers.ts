@@ -175,6 +175,8 @@ function parseRequest(msg: Msg): Request {
     if (consistency !== undefined) out.consistency = consistency;
     const atLeast = number('Loom-At-Least');
     if (atLeast !== undefined) out.atLeast = atLeast;
+    const timeoutMs = number('Loom-Timeout-Ms');
+    if (timeoutMs !== undefined) out.timeoutMs = timeoutMs;
     return out;
   };
   switch (route) {
