@@ -171,7 +171,11 @@ export class Simulation {
   // Invariant registries.
   private readonly leaderOfTerm = new Map<number, number>();
   private readonly entryAt = new Map<string, { fp: string; prevTerm: number | undefined }>();
-  private readonly committedAt = new Map<number, string>();
+  /**
+   * Committed entries by index: their fingerprint and the lowest term any node was in when it
+   * learned of the commit (never below the term of the leader that committed it).
+   */
+  private readonly committedAt = new Map<number, { fp: string; term: number }>();
   private committedMax = 0;
   // Client history for the linearizability check.
   private readonly history: Operation<KvInput, KvOutput>[] = [];
@@ -414,10 +418,10 @@ export class Simulation {
   private applyEntry(node: SimNode, entry: LogEntry): void {
     const fp = fingerprint(entry);
     const known = this.committedAt.get(entry.index);
-    if (known !== undefined && known !== fp) {
-      throw new Violation(`state machine safety: n${node.id} applies ${fp} at ${entry.index}, another node applied ${known}`);
+    if (known !== undefined && known.fp !== fp) {
+      throw new Violation(`state machine safety: n${node.id} applies ${fp} at ${entry.index}, another node applied ${known.fp}`);
     }
-    this.recordCommitted(entry.index, fp);
+    this.recordCommitted(entry.index, fp, node.id, node.raw!.raft.term);
     const put = node.app.apply(entry);
     if (put === undefined) return;
     const key = `${put.client}:${put.op}`;
@@ -740,31 +744,39 @@ export class Simulation {
     if (commit > node.recordedCommit) {
       const lo = Math.max(node.recordedCommit + 1, raw.raft.log.firstIndex());
       if (lo <= commit) {
-        for (const entry of raw.raft.log.slice(lo, commit + 1, Infinity)) this.recordCommitted(entry.index, fingerprint(entry), node.id);
+        for (const entry of raw.raft.log.slice(lo, commit + 1, Infinity)) this.recordCommitted(entry.index, fingerprint(entry), node.id, raw.raft.term);
       }
       node.recordedCommit = commit;
     }
   }
 
-  private recordCommitted(index: number, fp: string, nodeId?: number): void {
+  private recordCommitted(index: number, fp: string, nodeId: number, term: number): void {
     const known = this.committedAt.get(index);
     if (known === undefined) {
-      this.committedAt.set(index, fp);
+      this.committedAt.set(index, { fp, term });
       this.committedMax = Math.max(this.committedMax, index);
-    } else if (known !== fp) {
-      throw new Violation(`committed entry lost: index ${index} was committed as ${known}, now n${nodeId} commits ${fp}`);
+    } else if (known.fp !== fp) {
+      throw new Violation(`committed entry lost: index ${index} was committed as ${known.fp}, now n${nodeId} commits ${fp}`);
+    } else if (term < known.term) {
+      known.term = term;
     }
   }
 
+  /**
+   * Leader completeness (§5.4): every entry committed in a term before the new leader's is in its
+   * log. A stale candidate may still win an older term with late votes after a newer term has
+   * committed entries; it must not hold those, and is deposed as soon as it speaks.
+   */
   private checkLeaderCompleteness(node: SimNode): void {
     const log = node.raw!.raft.log;
+    const term = node.raw!.raft.term;
     for (let i = log.firstIndex(); i <= this.committedMax; i++) {
-      const fp = this.committedAt.get(i);
-      if (fp === undefined) continue;
-      if (i > log.lastIndex()) throw new Violation(`leader completeness: n${node.id} leads term ${node.raw!.raft.term} without committed entry ${i}`);
+      const known = this.committedAt.get(i);
+      if (known === undefined || known.term >= term) continue;
+      if (i > log.lastIndex()) throw new Violation(`leader completeness: n${node.id} leads term ${term} without committed entry ${i}`);
       const entry = log.slice(i, i + 1, Infinity)[0];
-      if (fingerprint(entry) !== fp) {
-        throw new Violation(`leader completeness: n${node.id} leads term ${node.raw!.raft.term} with ${fingerprint(entry)} at committed index ${i} (${fp})`);
+      if (fingerprint(entry) !== known.fp) {
+        throw new Violation(`leader completeness: n${node.id} leads term ${term} with ${fingerprint(entry)} at committed index ${i} (${known.fp})`);
       }
     }
   }
