@@ -14,6 +14,7 @@ usage:
                [--service NAME] [--id ID] [--channel alpha|beta|stable] [--node-id N] [--raft-port P]
                [--peers ID=HOST:PORT,...] [--cluster-secret S] [--auth-token T] [--sync full|none]
                [--role db|disco] [--log-level LEVEL] [--entry-bytes-max N]
+               [--nats-user U --nats-password P] [--nats-max-payload-bytes N]
   loom log stat   [--data DIR]
   loom log tail   [--data DIR] [--from N] [--follow]
   loom log verify [--data DIR]

@@ -42,6 +42,11 @@ export const configSchema = z
     peers: peers.default([]),
     clusterSecret: z.string().min(8, 'expected at least 8 characters').optional(),
     authToken: z.string().min(1).optional(),
+    /** User and password NATS clients may CONNECT with, beside (or instead of) --auth-token. */
+    natsUser: z.string().min(1).optional(),
+    natsPassword: z.string().min(1).optional(),
+    /** Largest message a NATS client may publish (announced as max_payload in INFO). */
+    natsMaxPayloadBytes: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
     sync: z.enum(['full', 'none']).default('full'),
     role: z.enum(['db', 'disco']).default('db'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

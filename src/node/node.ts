@@ -68,7 +68,7 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
       ? new MemoryLog({ entryBytesMax: config.entryBytesMax })
       : LmdbLog.open({ path: path.join(dataDir, 'log'), sync: config.sync, entryBytesMax: config.entryBytesMax, observer: metrics.logObserver });
     undo.push(() => log.close());
-    const bus = new Bus({ logger: logger.child({ part: 'bus' }) });
+    const bus = new Bus({ logger: logger.child({ part: 'bus' }), maxPayloadBytes: config.natsMaxPayloadBytes });
     const sqlPlugin = (viewsDir: string): ViewPlugin => {
       const view = openSqlView(viewsDir, { logger: logger.child({ part: 'sql' }), projections: options.sqlProjections, resultBytesMax: sqlResultBytesMax });
       return { consumers: view.runners, sql: view.queries, close: () => view.close() };
@@ -103,7 +103,18 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
     });
     if (options.doors === false) return node({});
 
-    const nats = new NatsServer(bus, { host: config.host, port: config.natsPort, authToken: config.authToken, logger });
+    if ((config.natsUser === undefined) !== (config.natsPassword === undefined)) {
+      throw new LoomError('INVALID_ARGUMENT', '--nats-user and --nats-password go together', { field: 'natsUser' });
+    }
+    const nats = new NatsServer(bus, {
+      host: config.host,
+      port: config.natsPort,
+      authToken: config.authToken,
+      user: config.natsUser,
+      password: config.natsPassword,
+      maxPayloadBytes: config.natsMaxPayloadBytes,
+      logger,
+    });
     let natsPort: number;
     try {
       natsPort = (await nats.listen()).port;

@@ -1,8 +1,10 @@
-// Servers the bus test suites run against: a factory that starts one, tells its port, restarts it.
-// The in-process factory is used today; a `loom serve` process factory can implement the same shape.
+// Servers the bus test suites run against: a factory that starts one, tells its port, restarts it —
+// in this process, or as a real `loom serve` process (the built CLI in dist/).
 
 import { Bus, NatsServer } from '../../../src/bus';
 import type { NatsServerOptions } from '../../../src/bus';
+import { startServe, stopServe, type ServeProcess } from '../../support/cli';
+import { makeTempDir, removeDir } from '../../support/tmp';
 
 export interface ServerUnderTest {
   readonly name: string;
@@ -39,4 +41,32 @@ export const inProcessServer: ServerFactory = async (setup = {}) => {
   };
 };
 
-export const serverFactories: Array<[string, ServerFactory]> = [['in-process', inProcessServer]];
+/** A real `loom serve` process; restart is SIGTERM and a new process on the same port and data. */
+export const loomServeProcess: ServerFactory = async (setup = {}) => {
+  const dir = makeTempDir('loom-bus-');
+  const flags: string[] = [];
+  if (setup.authToken) flags.push('--auth-token', setup.authToken);
+  if (setup.user) flags.push('--nats-user', setup.user);
+  if (setup.password) flags.push('--nats-password', setup.password);
+  if (setup.maxPayloadBytes) flags.push('--nats-max-payload-bytes', String(Math.max(1024, setup.maxPayloadBytes)));
+  let serve: ServeProcess = await startServe(dir, flags);
+  const port = serve.ports.nats;
+  return {
+    name: 'loom serve',
+    port: () => port,
+    bus: undefined,
+    async restart() {
+      await stopServe(serve);
+      serve = await startServe(dir, [...flags, '--nats-port', String(port)]);
+    },
+    async stop() {
+      await stopServe(serve);
+      removeDir(dir);
+    },
+  };
+};
+
+export const serverFactories: Array<[string, ServerFactory]> = [
+  ['in-process', inProcessServer],
+  ['loom serve', loomServeProcess],
+];
