@@ -59,7 +59,11 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
     const status = (err as { statusCode?: number }).statusCode ?? 500;
     const code = status === 413 ? 'TOO_LARGE' : status === 404 ? 'NOT_FOUND' : status < 500 ? 'INVALID_ARGUMENT' : 'INTERNAL';
     if (status >= 500) options.logger.error({ err }, 'http request failed');
-    void reply.status(status).send({ code, message: (err as Error).message, details: {} });
+    // Errors fastify raises itself come from reading the request body (bad JSON, too large).
+    void reply.status(status).send({ code, message: (err as Error).message, details: status < 500 ? { field: 'body' } : {} });
+  });
+  app.setNotFoundHandler((request, reply) => {
+    void reply.status(404).send(new LoomError('NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`).toJSON());
   });
 
   app.get('/healthz', async () => ({ ok: true }));
