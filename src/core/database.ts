@@ -3,6 +3,7 @@
 // consistency level; CONFLICT outcomes become LoomErrors with the current revision.
 
 import {
+  type BlobReader,
   checkBucket,
   checkKey,
   checkLimit,
@@ -21,6 +22,7 @@ import {
 } from '../projections';
 import { LoomError } from '../util';
 import type { Core } from './core';
+import { ObjectsApi, type ObjectsLimits } from './objects';
 import { watchChanges, type ChangeFeed, type Watch } from './watch';
 
 export type Consistency = 'local' | 'linearizable';
@@ -87,17 +89,28 @@ export interface DatabaseParts {
   reader: KvReader;
   feed: ChangeFeed;
   sql?: SqlQueries;
+  /** The blob view's reads (Buckets); absent in databases built without it. */
+  blobs?: BlobReader;
+  objectLimits?: ObjectsLimits;
 }
 
 export class Database {
   readonly kv: KvApi;
   readonly events: EventsApi;
   private readonly parts: DatabaseParts;
+  private readonly objectsApi: ObjectsApi | undefined;
 
   constructor(parts: DatabaseParts) {
     this.parts = parts;
     this.kv = new KvApi(this);
     this.events = new EventsApi(this);
+    this.objectsApi = parts.blobs ? new ObjectsApi(this, parts.blobs, parts.objectLimits) : undefined;
+  }
+
+  /** Buckets: chunked, content-addressed objects (docs/buckets.md). */
+  get objects(): ObjectsApi {
+    if (!this.objectsApi) throw new LoomError('UNAVAILABLE', 'this database has no blob view');
+    return this.objectsApi;
   }
 
   get core(): Core {

@@ -13,3 +13,5 @@ export type { ChangeBatch, Watch, WatchOptions } from './watch';
 export { Expirer } from './expirer';
 export { openDatabase } from './open';
 export type { OpenDatabase, OpenDatabaseOptions, ViewPlugin } from './open';
+export { ChunkCollector, ObjectsApi, gcChunksPerEntryMax, orphanChunkAgeMsDefault, uploadChunksInFlightMax } from './objects';
+export type { GetObjectOptions, ObjectDownload, ObjectSource, ObjectsLimits, PutObjectOptions } from './objects';

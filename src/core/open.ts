@@ -7,6 +7,9 @@ import * as path from 'node:path';
 import { MsgHeaders, type Bus } from '../bus';
 import type { LogStore } from '../eventlog';
 import {
+  BlobProjection,
+  BlobReader,
+  BlobStore,
   KvProjection,
   KvReader,
   ProjectionRunner,
@@ -22,6 +25,7 @@ import type { EntryConsumer } from './applier';
 import { Core } from './core';
 import { Database, type SqlQueries } from './database';
 import { Expirer } from './expirer';
+import { ChunkCollector, type ObjectsLimits } from './objects';
 import { ChangeFeed } from './watch';
 
 /** A family of projections (e.g. the SQL view) plugged in by the node; opened over the views dir. */
@@ -42,6 +46,11 @@ export interface OpenDatabaseOptions {
   viewSync?: boolean;
   plugins?: Array<(viewsDir: string) => ViewPlugin>;
   ttlScanIntervalMs?: number;
+  /** Buckets: default chunk size and largest object. */
+  objects?: ObjectsLimits;
+  /** How often the leader collects unreferenced chunks, and how old they must be (docs/buckets.md). */
+  chunkGcIntervalMs?: number;
+  orphanChunkAgeMs?: number;
 }
 
 export interface OpenDatabase {
@@ -57,13 +66,15 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<OpenDa
   mkdirSync(options.viewsDir, { recursive: true });
   const views = new ViewStore(path.join(options.viewsDir, 'lmdb'), { sync: options.viewSync });
   const kvRunner = new ProjectionRunner(new KvProjection(views), views, logger.child({ projection: 'kv' }));
+  const blobStore = new BlobStore(views);
+  const blobRunner = new ProjectionRunner(new BlobProjection(blobStore), views, logger.child({ projection: 'blob' }));
   const plugins = (options.plugins ?? []).map((open) => open(options.viewsDir));
-  const runners = [kvRunner, ...plugins.flatMap((p) => p.consumers)];
+  const runners = [kvRunner, blobRunner, ...plugins.flatMap((p) => p.consumers)];
   const core = await Core.open({ log: options.log, logger, now: options.now, consumers: runners });
   const feed = new ChangeFeed();
-  const reader = new KvReader(views);
+  const reader = new KvReader(views, [blobStore.conflicts]);
   const sql = plugins.find((p) => p.sql)?.sql;
-  const db = new Database({ core, reader, feed, ...(sql ? { sql } : {}) });
+  const db = new Database({ core, reader, feed, blobs: new BlobReader(blobStore), ...(options.objects ? { objectLimits: options.objects } : {}), ...(sql ? { sql } : {}) });
 
   core.onApplied((entries, outcomes) => {
     const changes: Change[] = [];
@@ -90,6 +101,15 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<OpenDa
     scanIntervalMs: options.ttlScanIntervalMs,
   });
   expirer.start();
+  const collector = new ChunkCollector({
+    objects: db.objects,
+    logger,
+    now: options.now ?? Date.now,
+    isLeader: () => core.status().leader,
+    intervalMs: options.chunkGcIntervalMs,
+    orphanChunkAgeMs: options.orphanChunkAgeMs,
+  });
+  collector.start();
 
   return {
     db,
@@ -98,6 +118,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<OpenDa
     projections: () => runners.map((r) => r.status()),
     async close() {
       expirer.stop();
+      collector.stop();
       await core.close();
       for (const plugin of plugins) await plugin.close();
       await views.close();

@@ -6,10 +6,25 @@ import type { LogEntry } from '../eventlog';
 import type { Outcome } from './decide';
 import { decodeMutation } from './entries';
 import type { KvReader } from './kv/kv-read';
+import { objectNameToken } from './names';
+
+/** What an object change carries: the object's info after a PUT; bucket and name after a DEL. */
+export interface ObjectChangeInfo {
+  bucket: string;
+  name: string;
+  size?: number;
+  sha256?: string;
+  contentType?: string;
+  metadata?: Record<string, string>;
+  rev: number;
+  updatedAt: number;
+  deleted?: boolean;
+}
 
 export type Change =
   | { kind: 'kv'; seq: number; subject: string; op: 'PUT' | 'DEL'; bucket: string; key: string; value: Uint8Array; ts: number }
-  | { kind: 'event'; seq: number; subject: string; stream: string; type: string; version: number; data: unknown; ts: number };
+  | { kind: 'event'; seq: number; subject: string; stream: string; type: string; version: number; data: unknown; ts: number }
+  | { kind: 'object'; seq: number; subject: string; op: 'PUT' | 'DEL'; bucket: string; name: string; info: ObjectChangeInfo; ts: number };
 
 export function kvSubject(bucket: string, key: string): string {
   return `$KV.${bucket}.${key}`;
@@ -17,6 +32,11 @@ export function kvSubject(bucket: string, key: string): string {
 
 export function eventSubject(stream: string, type: string): string {
   return `$EV.${stream}.${type}`;
+}
+
+/** `$OBJ.<bucket>.<token>`, the token being base64url of the object name (any UTF-8 fits a subject that way). */
+export function objectSubject(bucket: string, name: string): string {
+  return `$OBJ.${bucket}.${objectNameToken(name)}`;
 }
 
 const empty = new Uint8Array(0);
@@ -38,6 +58,16 @@ export function changeOf(entry: LogEntry, outcome: Outcome | undefined): Change 
     case 'event.append': {
       const { stream, type, data } = mutation.body;
       return { kind: 'event', seq: entry.index, subject: eventSubject(stream, type), stream, type, version: outcome.version ?? 0, data, ts: entry.ts };
+    }
+    case 'blob.commit': {
+      const { bucket, name, size, sha256, contentType, metadata } = mutation.body;
+      const info: ObjectChangeInfo = { bucket, name, size, sha256: Buffer.from(sha256).toString('hex'), contentType, metadata, rev: entry.index, updatedAt: entry.ts };
+      return { kind: 'object', seq: entry.index, subject: objectSubject(bucket, name), op: 'PUT', bucket, name, info, ts: entry.ts };
+    }
+    case 'blob.del': {
+      const { bucket, name } = mutation.body;
+      const info: ObjectChangeInfo = { bucket, name, rev: entry.index, updatedAt: entry.ts, deleted: true };
+      return { kind: 'object', seq: entry.index, subject: objectSubject(bucket, name), op: 'DEL', bucket, name, info, ts: entry.ts };
     }
     default:
       return undefined;
@@ -61,6 +91,9 @@ export function replayedChangeOf(entry: LogEntry, reader: KvReader, conflicts: S
 export function changeMessage(change: Change): { subject: string; payload: Uint8Array; headers: Record<string, string> } {
   if (change.kind === 'kv') {
     return { subject: change.subject, payload: change.value, headers: { 'Loom-Rev': String(change.seq), 'Loom-Op': change.op, 'Loom-Seq': String(change.seq) } };
+  }
+  if (change.kind === 'object') {
+    return { subject: change.subject, payload: Buffer.from(JSON.stringify(change.info)), headers: { 'Loom-Rev': String(change.seq), 'Loom-Op': change.op, 'Loom-Seq': String(change.seq) } };
   }
   return {
     subject: change.subject,

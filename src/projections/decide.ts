@@ -4,7 +4,7 @@
 import type { EventAppend, KvDel, KvPut } from './entries';
 
 export type Outcome =
-  | { ok: true; seq: number; rev?: number; version?: number; deleted?: boolean }
+  | { ok: true; seq: number; rev?: number; version?: number; deleted?: boolean; collected?: number }
   | { ok: false; seq: number; code: 'CONFLICT'; message: string; details: Record<string, unknown> };
 
 export interface KeyState {

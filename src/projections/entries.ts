@@ -5,9 +5,16 @@
 import { Packr } from 'msgpackr';
 import { z } from 'zod';
 import type { LogEntry } from '../eventlog';
+import { createHash } from 'node:crypto';
 import { LoomError } from '../util';
 import {
   checkBucket,
+  checkObjectName,
+  chunkBytesMax,
+  chunkBytesMin,
+  contentTypeBytesMax,
+  objectChunksMax,
+  objectMetadataBytesMax,
   checkEventType,
   checkKey,
   checkStream,
@@ -62,16 +69,68 @@ export const eventAppendSchema = z
   })
   .strict();
 
+const sha256 = bytes.refine((b) => b.byteLength === 32, { message: 'expected a 32-byte SHA-256 digest' });
+
+/** One chunk's bytes, stored once under its SHA-256 (proposed only for chunks not already stored). */
+export const blobChunkSchema = z
+  .object({
+    v: z.literal(1).default(1),
+    sha256,
+    bytes,
+  })
+  .strict();
+
+/** Makes an object visible: its chunks (concatenated 32-byte digests, in order) must all be stored. */
+export const blobCommitSchema = z
+  .object({
+    v: z.literal(1).default(1),
+    bucket: z.string(),
+    name: z.string(),
+    size: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+    sha256,
+    /** Size of every chunk but the last, which holds the rest (1..chunkBytes bytes; none for 0 B). */
+    chunkBytes: z.number().int().min(chunkBytesMin).max(chunkBytesMax),
+    chunks: bytes,
+    contentType: z.string().default('application/octet-stream'),
+    metadata: z.record(z.string(), z.string()).default({}),
+  })
+  .strict();
+
+export const blobDelSchema = z
+  .object({
+    v: z.literal(1).default(1),
+    bucket: z.string(),
+    name: z.string(),
+  })
+  .strict();
+
+/** Removes up to `limit` chunks no object references that became unreferenced before `beforeTs`. */
+export const blobGcSchema = z
+  .object({
+    v: z.literal(1).default(1),
+    beforeTs: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+    limit: z.number().int().min(1).max(100_000),
+  })
+  .strict();
+
 export type KvPut = z.infer<typeof kvPutSchema>;
 export type KvDel = z.infer<typeof kvDelSchema>;
 export type KvBucket = z.infer<typeof kvBucketSchema>;
 export type EventAppend = z.infer<typeof eventAppendSchema>;
+export type BlobChunk = z.infer<typeof blobChunkSchema>;
+export type BlobCommit = z.infer<typeof blobCommitSchema>;
+export type BlobDel = z.infer<typeof blobDelSchema>;
+export type BlobGc = z.infer<typeof blobGcSchema>;
 
 export interface MutationByType {
   'kv.put': KvPut;
   'kv.del': KvDel;
   'kv.bucket': KvBucket;
   'event.append': EventAppend;
+  'blob.chunk': BlobChunk;
+  'blob.commit': BlobCommit;
+  'blob.del': BlobDel;
+  'blob.gc': BlobGc;
 }
 export type MutationType = keyof MutationByType;
 export type Mutation = { [T in MutationType]: { type: T; body: MutationByType[T] } }[MutationType];
@@ -81,6 +140,10 @@ const schemas: { [T in MutationType]: z.ZodType<MutationByType[T]> } = {
   'kv.del': kvDelSchema as z.ZodType<KvDel>,
   'kv.bucket': kvBucketSchema as z.ZodType<KvBucket>,
   'event.append': eventAppendSchema as z.ZodType<EventAppend>,
+  'blob.chunk': blobChunkSchema as z.ZodType<BlobChunk>,
+  'blob.commit': blobCommitSchema as z.ZodType<BlobCommit>,
+  'blob.del': blobDelSchema as z.ZodType<BlobDel>,
+  'blob.gc': blobGcSchema as z.ZodType<BlobGc>,
 };
 
 export const mutationTypes = Object.keys(schemas) as MutationType[];
@@ -152,6 +215,56 @@ function checkNames(type: MutationType, body: MutationByType[MutationType]): voi
       append.data = JSON.parse(json) as unknown;
       return;
     }
+    case 'blob.chunk':
+      checkBlobChunk(body as BlobChunk);
+      return;
+    case 'blob.commit':
+      checkBlobCommit(body as BlobCommit);
+      return;
+    case 'blob.del':
+      checkBucket((body as BlobDel).bucket);
+      checkObjectName((body as BlobDel).name);
+      return;
+    case 'blob.gc':
+      return;
+  }
+}
+
+function checkBlobChunk(chunk: BlobChunk): void {
+  if (chunk.bytes.byteLength === 0 || chunk.bytes.byteLength > chunkBytesMax) {
+    throw new LoomError('TOO_LARGE', `a chunk is 1 to ${chunkBytesMax} bytes (chunkBytesMax), got ${chunk.bytes.byteLength}`, {
+      field: 'bytes',
+      limit: 'chunkBytesMax',
+      max: chunkBytesMax,
+    });
+  }
+  // The digest names the chunk forever: a wrong one would poison every object that shares it.
+  const actual = createHash('sha256').update(chunk.bytes).digest();
+  if (!actual.equals(chunk.sha256)) throw new LoomError('INVALID_ARGUMENT', 'the chunk does not match its sha256', { field: 'sha256' });
+}
+
+function checkBlobCommit(commit: BlobCommit): void {
+  checkBucket(commit.bucket);
+  checkObjectName(commit.name);
+  if (commit.chunks.byteLength % 32 !== 0) throw new LoomError('INVALID_ARGUMENT', 'chunks must be concatenated 32-byte digests', { field: 'chunks' });
+  const count = commit.chunks.byteLength / 32;
+  if (count > objectChunksMax) {
+    throw new LoomError('TOO_LARGE', `an object has at most ${objectChunksMax} chunks (objectChunksMax), got ${count}`, { field: 'chunks', limit: 'objectChunksMax', max: objectChunksMax });
+  }
+  const expected = Math.ceil(commit.size / commit.chunkBytes);
+  if (count !== expected) {
+    throw new LoomError('INVALID_ARGUMENT', `an object of ${commit.size} bytes in chunks of ${commit.chunkBytes} has ${expected} chunks, not ${count}`, { field: 'chunks' });
+  }
+  if (Buffer.byteLength(commit.contentType) > contentTypeBytesMax) {
+    throw new LoomError('TOO_LARGE', `contentType is longer than ${contentTypeBytesMax} bytes`, { field: 'contentType', limit: 'contentTypeBytesMax', max: contentTypeBytesMax });
+  }
+  const metadataBytes = Buffer.byteLength(JSON.stringify(commit.metadata));
+  if (metadataBytes > objectMetadataBytesMax) {
+    throw new LoomError('TOO_LARGE', `metadata is ${metadataBytes} bytes as JSON; objectMetadataBytesMax is ${objectMetadataBytesMax}`, {
+      field: 'metadata',
+      limit: 'objectMetadataBytesMax',
+      max: objectMetadataBytesMax,
+    });
   }
 }
 

@@ -3,7 +3,7 @@
 
 export * from './names';
 export { encodeMutation, decodeMutation, mutationTypes } from './entries';
-export type { EventAppend, KvBucket, KvDel, KvPut, Mutation, MutationType } from './entries';
+export type { BlobChunk, BlobCommit, BlobDel, BlobGc, EventAppend, KvBucket, KvDel, KvPut, Mutation, MutationType } from './entries';
 export { decideEventAppend, decideKvDel, decideKvPut } from './decide';
 export type { Outcome } from './decide';
 export { ProjectionRunner } from './projection';
@@ -12,6 +12,7 @@ export { KvProjection, ViewStore, kvProjectionName } from './kv/kv-view';
 export type { HistoryRecord, KvRecord, StoredEvent } from './kv/kv-view';
 export { KvReader } from './kv/kv-read';
 export type { KvListItem, KvListPage } from './kv/kv-read';
-export { changeMessage, changeOf, eventSubject, kvSubject, replayedChangeOf } from './changes';
-export type { Change } from './changes';
+export { changeMessage, changeOf, eventSubject, kvSubject, objectSubject, replayedChangeOf } from './changes';
+export type { Change, ObjectChangeInfo } from './changes';
+export * from './blob';
 export * from './sql';

@@ -66,3 +66,41 @@ export function checkSeq(value: unknown, field: string): number {
   }
   return value;
 }
+
+// Buckets (blob storage). A chunk travels in one log entry, so it must leave room for the entry's
+// framing under the log's default entryBytesMax (1 MiB); an object's chunk list travels in one
+// `blob.commit` entry, which bounds how many chunks an object may have.
+
+/** Default chunk size of an upload. */
+export const chunkBytesDefault = 256 * 1024;
+/** Largest chunk: 1 MiB less room for the rest of a `blob.chunk` entry (entryBytesMax is 1 MiB). */
+export const chunkBytesMax = 1024 * 1024 - 4096;
+/** Smallest chunk size an upload may ask for (smaller ones would need too many chunks per object). */
+export const chunkBytesMin = 4096;
+/** Most chunks one object may have: 32-byte digests, 896 KiB of a `blob.commit` entry. */
+export const objectChunksMax = 28_672;
+/** Default largest object. */
+export const objectBytesMaxDefault = 5 * 1024 ** 3;
+export const objectNameBytesMax = 1024;
+export const contentTypeBytesMax = 256;
+/** Largest object metadata, as JSON. */
+export const objectMetadataBytesMax = 16 * 1024;
+
+export function checkObjectName(name: unknown): string {
+  if (typeof name !== 'string' || name.length === 0 || name.includes('\u0000') || Buffer.byteLength(name) > objectNameBytesMax || !isWellFormedUtf16(name)) {
+    throw new LoomError('INVALID_ARGUMENT', `object name ${JSON.stringify(typeof name === 'string' && name.length > 80 ? `${name.slice(0, 80)}…` : name)} is invalid: expected 1-1024 bytes of UTF-8 without NUL`, {
+      field: 'name',
+    });
+  }
+  return name;
+}
+
+/** An object name's subject token: base64url of its UTF-8 bytes (CONTRACT.md "Names"). */
+export function objectNameToken(name: string): string {
+  return Buffer.from(name).toString('base64url');
+}
+
+/** Lone surrogates have no UTF-8 form: such a name would not survive a round trip. */
+function isWellFormedUtf16(s: string): boolean {
+  return !/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(s);
+}

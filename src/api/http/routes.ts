@@ -126,7 +126,12 @@ export function registerRoutes(app: FastifyInstance, options: RouteOptions): voi
     try {
       for await (const change of watch) {
         const message = changeMessage(change);
-        const data = change.kind === 'kv' ? { ...message.headers, subject: message.subject, value: Buffer.from(message.payload).toString('base64') } : { ...message.headers, subject: message.subject, data: change.data };
+        const data =
+          change.kind === 'kv'
+            ? { ...message.headers, subject: message.subject, value: Buffer.from(message.payload).toString('base64') }
+            : change.kind === 'object'
+              ? { ...message.headers, subject: message.subject, info: change.info }
+              : { ...message.headers, subject: message.subject, data: change.data };
         const ok = res.write(`id: ${change.seq}\nevent: change\ndata: ${JSON.stringify(data)}\n\n`);
         // Backpressure: a slow client holds the watch (which replays from the log later) instead of filling memory.
         if (!ok) await new Promise((resolve) => res.once('drain', resolve));

@@ -1,6 +1,7 @@
 // Reads over the built-in LMDB views: keys, revisions, prefix listings with cursors, event streams.
 // Reads never write; they see the latest applied batch (each batch commits as one transaction).
 
+import type { Database } from 'lmdb';
 import { LoomError } from '../../util';
 import { kvRecordRev, type HistoryRecord, type KvRecord, type StoredEvent, type ViewStore } from './kv-view';
 
@@ -15,7 +16,11 @@ export interface KvListPage {
 }
 
 export class KvReader {
-  constructor(private readonly store: ViewStore) {}
+  /** `moreConflicts`: conflict sets kept by other views of the same store (e.g. the blob view). */
+  constructor(
+    private readonly store: ViewStore,
+    private readonly moreConflicts: Array<Database<true, number>> = [],
+  ) {}
 
   get(bucket: string, key: string): KvRecord | undefined {
     return this.store.getKv(bucket, key);
@@ -81,13 +86,13 @@ export class KvReader {
 
   /** Whether the entry at `seq` had a CONFLICT outcome (and so changed nothing). */
   isConflict(seq: number): boolean {
-    return this.store.conflicts.get(seq) === true;
+    return this.store.conflicts.get(seq) === true || this.moreConflicts.some((db) => db.get(seq) === true);
   }
 
   /** The seqs in [lo, hi) whose outcome was CONFLICT: one range read for a whole replay batch. */
   conflictsIn(lo: number, hi: number): Set<number> {
     const out = new Set<number>();
-    for (const key of this.store.conflicts.getKeys({ start: lo, end: hi })) out.add(key);
+    for (const db of [this.store.conflicts, ...this.moreConflicts]) for (const key of db.getKeys({ start: lo, end: hi })) out.add(key);
     return out;
   }
 

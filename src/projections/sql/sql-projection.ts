@@ -76,7 +76,7 @@ export class SqlProjection implements Projection<SqlDatabase> {
       const entry = entries[i];
       const mutation = decodeMutation(entry);
       if (!mutation) continue;
-      let outcome: Outcome;
+      let outcome: Outcome | undefined;
       switch (mutation.type) {
         case 'kv.put':
           outcome = this.put(p, batch, entry, mutation.body);
@@ -92,7 +92,11 @@ export class SqlProjection implements Projection<SqlDatabase> {
         case 'event.append':
           outcome = this.append(p, batch, entry, mutation.body);
           break;
+        default:
+          // blob.* entries: objects are handled below; chunks and collections change no table.
+          break;
       }
+      if (outcome === undefined) continue;
       if (!outcome.ok) p.insertConflict.run(entry.index);
       outcomes[i] = outcome;
     }

@@ -1,0 +1,329 @@
+// The objects API (Buckets): streaming uploads that propose chunks with backpressure and commit at
+// the end, streaming downloads with ranges that check every chunk, listings, deletes, and the
+// leader's chunk collector. Memory per upload is one chunk being filled plus a bounded window.
+
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import {
+  BlobReader,
+  checkBucket,
+  checkLimit,
+  checkObjectName,
+  chunkBytesDefault,
+  chunkBytesMax,
+  chunkBytesMin,
+  listLimitDefault,
+  listLimitMax,
+  objectBytesMaxDefault,
+  objectChunksMax,
+  type ObjectInfo,
+  type ObjectListPage,
+  type ObjectRecord,
+} from '../projections';
+import { LoomError, isLoomError, type Logger } from '../util';
+import type { Database, ReadOptions } from './database';
+
+/** Chunk proposals of one upload awaiting their commit at once: bounds its memory (window × chunk). */
+export const uploadChunksInFlightMax = 4;
+/** Default age after which a chunk no object references is collected (an upload must finish within it). */
+export const orphanChunkAgeMsDefault = 24 * 3600 * 1000;
+/** Most chunks one `blob.gc` entry removes; the collector proposes again while more are due. */
+export const gcChunksPerEntryMax = 10_000;
+
+export interface ObjectsLimits {
+  /** Default chunk size of uploads. */
+  chunkBytes?: number;
+  /** Largest object. */
+  objectBytesMax?: number;
+}
+
+export interface PutObjectOptions {
+  contentType?: string;
+  metadata?: Record<string, string>;
+  /** Hex SHA-256 the caller expects; a mismatch rejects the upload and nothing becomes visible. */
+  sha256?: string;
+  /** Chunk size of this object (default: the node's). */
+  chunkBytes?: number;
+}
+
+export interface GetObjectOptions extends ReadOptions {
+  offset?: number;
+  /** Bytes from offset; default to the end. */
+  length?: number;
+}
+
+export interface ObjectDownload {
+  info: ObjectInfo;
+  /** The range served: [offset, offset + length). */
+  offset: number;
+  length: number;
+  stream: Readable;
+}
+
+export type ObjectSource = AsyncIterable<Uint8Array | string> | Uint8Array | string;
+
+export class ObjectsApi {
+  readonly chunkBytes: number;
+  readonly objectBytesMax: number;
+
+  constructor(
+    private readonly db: Database,
+    private readonly reader: BlobReader,
+    limits: ObjectsLimits = {},
+  ) {
+    this.chunkBytes = checkChunkBytes(limits.chunkBytes ?? chunkBytesDefault);
+    this.objectBytesMax = limits.objectBytesMax ?? objectBytesMaxDefault;
+  }
+
+  /**
+   * Uploads an object from a stream: reads one chunk's worth, hashes it, proposes it (unless an
+   * object already references that chunk) and reads on only while fewer than
+   * uploadChunksInFlightMax proposals are pending. Commits once the source ends.
+   */
+  async put(bucket: string, name: string, source: ObjectSource, options: PutObjectOptions = {}): Promise<ObjectInfo> {
+    checkBucket(bucket);
+    checkObjectName(name);
+    const chunkBytes = checkChunkBytes(options.chunkBytes ?? this.chunkBytes);
+    const expected = options.sha256 === undefined ? undefined : checkSha256(options.sha256);
+    const whole = createHash('sha256');
+    const digests: Buffer[] = [];
+    const inflight: Array<Promise<unknown>> = [];
+    let size = 0;
+    let filling = Buffer.allocUnsafe(chunkBytes);
+    let filled = 0;
+
+    const flush = async (): Promise<void> => {
+      const bytes = filling.subarray(0, filled);
+      const sha = createHash('sha256').update(bytes).digest();
+      digests.push(sha);
+      if (digests.length > objectChunksMax) {
+        throw new LoomError('TOO_LARGE', `an object has at most ${objectChunksMax} chunks of ${chunkBytes} bytes (objectChunksMax)`, { limit: 'objectChunksMax', max: objectChunksMax });
+      }
+      if (!this.reader.hasReferencedChunk(sha.toString('hex'))) {
+        inflight.push(this.db.mutate('blob.chunk', { sha256: sha, bytes }));
+        if (inflight.length >= uploadChunksInFlightMax) await inflight.shift();
+      }
+      // The proposal holds `bytes`; the next chunk fills a fresh buffer.
+      filling = Buffer.allocUnsafe(chunkBytes);
+      filled = 0;
+    };
+
+    try {
+      for await (const piece of toIterable(source)) {
+        const bytes = typeof piece === 'string' ? Buffer.from(piece) : piece;
+        size += bytes.byteLength;
+        if (size > this.objectBytesMax) {
+          throw new LoomError('TOO_LARGE', `object is larger than objectBytesMax (${this.objectBytesMax} bytes)`, { limit: 'objectBytesMax', max: this.objectBytesMax });
+        }
+        whole.update(bytes);
+        let at = 0;
+        while (at < bytes.byteLength) {
+          const n = Math.min(chunkBytes - filled, bytes.byteLength - at);
+          filling.set(bytes.subarray(at, at + n), filled);
+          filled += n;
+          at += n;
+          if (filled === chunkBytes) await flush();
+        }
+      }
+      if (filled > 0) await flush();
+      await Promise.all(inflight.splice(0));
+    } catch (err) {
+      // Chunks already proposed stay unreferenced and are collected after the orphan age.
+      await Promise.allSettled(inflight);
+      throw err;
+    }
+    const sha256 = whole.digest();
+    if (expected !== undefined && !sha256.equals(expected)) {
+      throw new LoomError('INVALID_ARGUMENT', `the object's sha256 is ${sha256.toString('hex')}, not the expected ${expected.toString('hex')}`, {
+        field: 'sha256',
+        actual: sha256.toString('hex'),
+      });
+    }
+    const outcome = await this.db.mutate('blob.commit', {
+      bucket,
+      name,
+      size,
+      sha256,
+      chunkBytes,
+      chunks: Buffer.concat(digests),
+      contentType: options.contentType ?? 'application/octet-stream',
+      metadata: options.metadata ?? {},
+    });
+    const info = this.reader.stat(bucket, name);
+    // A later write may already have replaced it; the info describes what this upload committed.
+    if (info && info.rev === outcome.seq) return info;
+    return {
+      bucket,
+      name,
+      size,
+      sha256: sha256.toString('hex'),
+      contentType: options.contentType ?? 'application/octet-stream',
+      metadata: options.metadata ?? {},
+      rev: outcome.seq,
+      updatedAt: 0,
+      chunkBytes,
+      chunkCount: digests.length,
+    };
+  }
+
+  async stat(bucket: string, name: string, options: ReadOptions = {}): Promise<ObjectInfo> {
+    checkBucket(bucket);
+    checkObjectName(name);
+    await this.db.settle(options);
+    const info = this.reader.stat(bucket, name);
+    if (!info) throw new LoomError('NOT_FOUND', `object ${name} not found in bucket ${bucket}`, { bucket, name });
+    return info;
+  }
+
+  /**
+   * Opens a download of [offset, offset + length) as a byte stream that reads one chunk at a time
+   * as the consumer pulls; each chunk is checked against its sha256 (the stream fails CORRUPT).
+   */
+  async get(bucket: string, name: string, options: GetObjectOptions = {}): Promise<ObjectDownload> {
+    checkBucket(bucket);
+    checkObjectName(name);
+    await this.db.settle(options);
+    const record = this.reader.record(bucket, name);
+    if (!record) throw new LoomError('NOT_FOUND', `object ${name} not found in bucket ${bucket}`, { bucket, name });
+    const { offset, length } = checkRange(options.offset, options.length, record.size);
+    const info = this.reader.stat(bucket, name) as ObjectInfo;
+    return { info, offset, length, stream: this.chunkStream(bucket, name, record, offset, length) };
+  }
+
+  async list(bucket: string, options: { prefix?: string; limit?: number; cursor?: string } & ReadOptions = {}): Promise<ObjectListPage> {
+    checkBucket(bucket);
+    const prefix = options.prefix ?? '';
+    if (typeof prefix !== 'string' || Buffer.byteLength(prefix) > 1024) throw new LoomError('INVALID_ARGUMENT', 'prefix must be a string of at most 1024 bytes', { field: 'prefix' });
+    const limit = checkLimit(options.limit, 'limit', listLimitDefault, listLimitMax);
+    await this.db.settle(options);
+    return this.reader.list(bucket, prefix, limit, options.cursor);
+  }
+
+  async delete(bucket: string, name: string): Promise<{ rev: number; deleted: boolean }> {
+    const outcome = await this.db.mutate('blob.del', { bucket, name });
+    return { rev: outcome.seq, deleted: outcome.deleted ?? false };
+  }
+
+  /**
+   * Proposes `blob.gc` entries until no chunk that became unreferenced more than `olderThanMs` ago
+   * is left (as of the proposal). Only the leader should call this; `now` is its clock.
+   */
+  async collectGarbage(options: { olderThanMs?: number; now?: number } = {}): Promise<{ collected: number; entries: number }> {
+    const olderThanMs = options.olderThanMs ?? orphanChunkAgeMsDefault;
+    const beforeTs = Math.max(0, (options.now ?? Date.now()) - olderThanMs);
+    let collected = 0;
+    let entries = 0;
+    while (this.reader.hasOrphansBefore(beforeTs)) {
+      const outcome = await this.db.mutate('blob.gc', { beforeTs, limit: gcChunksPerEntryMax });
+      entries++;
+      collected += outcome.collected ?? 0;
+      if ((outcome.collected ?? 0) < gcChunksPerEntryMax) break;
+    }
+    return { collected, entries };
+  }
+
+  chunkStats(): ReturnType<BlobReader['chunkStats']> {
+    return this.reader.chunkStats();
+  }
+
+  private chunkStream(bucket: string, name: string, record: ObjectRecord, offset: number, length: number): Readable {
+    const reader = this.reader;
+    const end = offset + length;
+    let position = offset;
+    return new Readable({
+      // One chunk at a time: read() is only called again once the consumer has taken what was pushed.
+      highWaterMark: 1,
+      read(): void {
+        if (position >= end) {
+          this.push(null);
+          return;
+        }
+        try {
+          const index = Math.floor(position / record.chunkBytes);
+          const chunkStart = index * record.chunkBytes;
+          const bytes = reader.readChunk(bucket, name, record, index);
+          const from = position - chunkStart;
+          const to = Math.min(bytes.byteLength, end - chunkStart);
+          position = chunkStart + to;
+          this.push(from === 0 && to === bytes.byteLength ? bytes : bytes.subarray(from, to));
+        } catch (err) {
+          this.destroy(err as Error);
+        }
+      },
+    });
+  }
+}
+
+export interface ChunkCollectorOptions {
+  objects: ObjectsApi;
+  logger: Logger;
+  now: () => number;
+  isLeader: () => boolean;
+  intervalMs?: number;
+  orphanChunkAgeMs?: number;
+}
+
+/** The leader's periodic `blob.gc`: chunks unreferenced for longer than the orphan age go. */
+export class ChunkCollector {
+  private timer: NodeJS.Timeout | undefined;
+  private running = false;
+
+  constructor(private readonly options: ChunkCollectorOptions) {}
+
+  start(): void {
+    this.timer = setInterval(() => void this.collect(), this.options.intervalMs ?? 60_000);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  async collect(): Promise<number> {
+    if (this.running || !this.options.isLeader()) return 0;
+    this.running = true;
+    try {
+      const { collected } = await this.options.objects.collectGarbage({ olderThanMs: this.options.orphanChunkAgeMs ?? orphanChunkAgeMsDefault, now: this.options.now() });
+      return collected;
+    } catch (err) {
+      if (!isLoomError(err, 'UNAVAILABLE')) this.options.logger.warn({ err }, 'chunk collection failed; retrying on the next interval');
+      return 0;
+    } finally {
+      this.running = false;
+    }
+  }
+}
+
+function checkChunkBytes(chunkBytes: number): number {
+  if (!Number.isInteger(chunkBytes) || chunkBytes < chunkBytesMin || chunkBytes > chunkBytesMax) {
+    throw new LoomError('INVALID_ARGUMENT', `chunkBytes must be an integer from ${chunkBytesMin} to ${chunkBytesMax} (chunkBytesMax), got ${chunkBytes}`, { field: 'chunkBytes' });
+  }
+  return chunkBytes;
+}
+
+function checkSha256(hex: string): Buffer {
+  if (typeof hex !== 'string' || !/^[0-9a-fA-F]{64}$/.test(hex)) throw new LoomError('INVALID_ARGUMENT', 'sha256 must be 64 hex digits', { field: 'sha256' });
+  return Buffer.from(hex, 'hex');
+}
+
+function checkRange(offset: number | undefined, length: number | undefined, size: number): { offset: number; length: number } {
+  const from = offset ?? 0;
+  if (!Number.isSafeInteger(from) || from < 0 || (from > size) || (from === size && size > 0 && length !== 0)) {
+    throw new LoomError('INVALID_ARGUMENT', `offset ${from} is outside the object (${size} bytes)`, { field: 'offset', size });
+  }
+  const rest = size - from;
+  const n = length === undefined ? rest : length;
+  if (!Number.isSafeInteger(n) || n < 0) throw new LoomError('INVALID_ARGUMENT', `length must be a non-negative integer, got ${length}`, { field: 'length' });
+  return { offset: from, length: Math.min(n, rest) };
+}
+
+function toIterable(source: ObjectSource): AsyncIterable<Uint8Array | string> {
+  if (typeof source === 'string' || source instanceof Uint8Array) {
+    return (async function* one() {
+      yield source;
+    })();
+  }
+  return source;
+}
+

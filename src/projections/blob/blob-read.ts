@@ -1,0 +1,129 @@
+// Reads over the blob view: object info, listings with cursors, and chunk reads that check every
+// chunk against its SHA-256 (CORRUPT on a mismatch, never wrong bytes). Reads never write.
+
+import { createHash } from 'node:crypto';
+import { LoomError } from '../../util';
+import { chunkAt, type BlobStore, type ObjectRecord } from './blob-view';
+
+export interface ObjectInfo {
+  bucket: string;
+  name: string;
+  size: number;
+  sha256: string;
+  contentType: string;
+  metadata: Record<string, string>;
+  rev: number;
+  updatedAt: number;
+  chunkBytes: number;
+  chunkCount: number;
+}
+
+export interface ObjectListPage {
+  items: ObjectInfo[];
+  cursor?: string;
+}
+
+export interface ChunkStats {
+  chunks: number;
+  unreferenced: number;
+  bytes: number;
+}
+
+export function objectInfo(bucket: string, name: string, record: ObjectRecord): ObjectInfo {
+  return {
+    bucket,
+    name,
+    size: record.size,
+    sha256: record.sha256,
+    contentType: record.contentType,
+    metadata: record.metadata,
+    rev: record.rev,
+    updatedAt: record.updatedAt,
+    chunkBytes: record.chunkBytes,
+    chunkCount: record.chunks.byteLength / 32,
+  };
+}
+
+export class BlobReader {
+  constructor(private readonly store: BlobStore) {}
+
+  record(bucket: string, name: string): ObjectRecord | undefined {
+    return this.store.objects.get([bucket, name]);
+  }
+
+  stat(bucket: string, name: string): ObjectInfo | undefined {
+    const record = this.record(bucket, name);
+    return record ? objectInfo(bucket, name, record) : undefined;
+  }
+
+  /** Objects of a bucket in name order, from after `cursor` (the last name returned). */
+  list(bucket: string, prefix: string, limit: number, cursor?: string): ObjectListPage {
+    const after = cursor === undefined ? undefined : decodeCursor(cursor);
+    if (after !== undefined && !after.startsWith(prefix)) throw new LoomError('INVALID_ARGUMENT', 'cursor does not belong to this prefix', { field: 'cursor' });
+    const items: ObjectInfo[] = [];
+    let more = false;
+    for (const { key, value } of this.store.objects.getRange({ start: [bucket, after ?? prefix], end: [bucket, `${prefix}\uffff`] })) {
+      const name = key[1];
+      if (name === after) continue;
+      if (!name.startsWith(prefix)) break;
+      if (items.length === limit) {
+        more = true;
+        break;
+      }
+      items.push(objectInfo(bucket, name, value));
+    }
+    const page: ObjectListPage = { items };
+    if (more) page.cursor = Buffer.from(items[items.length - 1].name).toString('base64url');
+    return page;
+  }
+
+  /** Whether a chunk is stored and referenced by an object (so an upload need not send it again). */
+  hasReferencedChunk(sha256: string): boolean {
+    return (this.store.refs.get(sha256)?.refs ?? 0) > 0;
+  }
+
+  /** Chunk `i` of an object, checked against its digest; a copy the caller owns. */
+  readChunk(bucket: string, name: string, record: ObjectRecord, i: number): Buffer {
+    const sha = chunkAt(record.chunks, i);
+    const bytes = this.store.chunks.getBinary(sha);
+    if (bytes === undefined) {
+      // Only a delete or overwrite followed by a collection can do this, while a download was under way.
+      throw new LoomError('NOT_FOUND', `chunk ${i} of object ${name} in bucket ${bucket} is gone: the object was replaced or deleted during the read`, { bucket, name, chunk: i });
+    }
+    const actual = createHash('sha256').update(bytes).digest('hex');
+    if (actual !== sha) {
+      throw new LoomError('CORRUPT', `chunk ${i} (${sha}) of object ${name} in bucket ${bucket} fails its sha256 check`, { bucket, name, chunk: i, sha256: sha });
+    }
+    return bytes;
+  }
+
+  /** Whether the blob.* entry at `seq` had a CONFLICT outcome. */
+  conflictsIn(lo: number, hi: number): Set<number> {
+    const out = new Set<number>();
+    for (const key of this.store.conflicts.getKeys({ start: lo, end: hi })) out.add(key);
+    return out;
+  }
+
+  /** Whether any chunk became unreferenced before `beforeTs` (something for a `blob.gc` to do). */
+  hasOrphansBefore(beforeTs: number): boolean {
+    for (const _ of this.store.orphans.getKeys({ start: [0, ''], end: [beforeTs, ''], limit: 1 })) return true;
+    return false;
+  }
+
+  chunkStats(): ChunkStats {
+    let chunks = 0;
+    let unreferenced = 0;
+    let bytes = 0;
+    for (const { key, value } of this.store.refs.getRange({})) {
+      chunks++;
+      if (value.refs === 0) unreferenced++;
+      bytes += this.store.chunks.getBinaryFast(key)?.length ?? 0;
+    }
+    return { chunks, unreferenced, bytes };
+  }
+}
+
+function decodeCursor(cursor: string): string {
+  if (typeof cursor !== 'string' || !/^[A-Za-z0-9_-]+$/.test(cursor)) throw new LoomError('INVALID_ARGUMENT', 'cursor is not one this server issued', { field: 'cursor' });
+  return Buffer.from(cursor, 'base64url').toString();
+}

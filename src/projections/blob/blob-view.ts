@@ -1,0 +1,220 @@
+// The blob view: the object index of every bucket and the content-addressed chunk store with its
+// reference counts, in sub-databases of the ViewStore's LMDB environment. Garbage collection is
+// driven by `blob.gc` entries, so every replica removes exactly the same chunks (docs/buckets.md).
+
+import type { Database } from 'lmdb';
+import type { LogEntry } from '../../eventlog';
+import type { Outcome } from '../decide';
+import { decodeMutation, type BlobChunk, type BlobCommit, type BlobDel, type BlobGc } from '../entries';
+import type { Projection } from '../projection';
+import type { ViewStore } from '../kv/kv-view';
+
+export interface ObjectRecord {
+  size: number;
+  /** SHA-256 of the whole object, hex. */
+  sha256: string;
+  chunkBytes: number;
+  /** Concatenated 32-byte chunk digests, in order. */
+  chunks: Uint8Array;
+  contentType: string;
+  metadata: Record<string, string>;
+  /** Seq of the commit that wrote this version. */
+  rev: number;
+  updatedAt: number;
+}
+
+/** References to one chunk (one per occurrence in an object) and, at zero, since when it is unreferenced. */
+interface ChunkRefs {
+  refs: number;
+  /** Timestamp (of the entry) at which refs became 0 or the chunk was stored; 0 while referenced. */
+  since: number;
+}
+
+type ObjectKey = [string, string];
+
+export const blobProjectionName = 'blob';
+export const blobProjectionVersion = 1;
+
+/** The blob sub-databases; chunk keys are hex digests so that every index sorts the same way. */
+export class BlobStore {
+  readonly objects: Database<ObjectRecord, ObjectKey>;
+  readonly chunks: Database<Buffer, string>;
+  readonly refs: Database<ChunkRefs, string>;
+  /** Unreferenced chunks by the time they became so: what a `blob.gc` walks. */
+  readonly orphans: Database<true, [number, string]>;
+  readonly conflicts: Database<true, number>;
+  static readonly dbNames = ['blob-objects', 'blob-chunks', 'blob-refs', 'blob-orphans', 'blob-conflicts'];
+
+  constructor(readonly views: ViewStore) {
+    const env = views.env;
+    this.objects = env.openDB<ObjectRecord, ObjectKey>({ name: 'blob-objects', encoding: 'msgpack', cache: false });
+    this.chunks = env.openDB<Buffer, string>({ name: 'blob-chunks', encoding: 'binary', cache: false });
+    this.refs = env.openDB<ChunkRefs, string>({ name: 'blob-refs', encoding: 'msgpack', cache: false });
+    this.orphans = env.openDB<true, [number, string]>({ name: 'blob-orphans', encoding: 'msgpack', cache: false });
+    this.conflicts = env.openDB<true, number>({ name: 'blob-conflicts', encoding: 'msgpack', cache: false });
+  }
+
+  /** Every key/value pair of the blob databases, in order: for comparing two replicas byte for byte. */
+  *dump(): Generator<[string, Buffer, Buffer]> {
+    for (const name of BlobStore.dbNames) {
+      const raw = this.views.env.openDB<Buffer, Buffer>({ name, encoding: 'binary', keyEncoding: 'binary' });
+      for (const { key, value } of raw.getRange({})) yield [name, Buffer.from(key), Buffer.from(value)];
+    }
+  }
+}
+
+/** Digest i of a chunk list, hex. */
+export function chunkAt(chunks: Uint8Array, i: number): string {
+  return Buffer.from(chunks.buffer, chunks.byteOffset + i * 32, 32).toString('hex');
+}
+
+/**
+ * Whether a commit may become visible, given the stored length of each of its chunks (undefined =
+ * not stored, e.g. collected under an upload that took longer than the orphan age).
+ */
+export function decideBlobCommit(seq: number, lengths: Array<number | undefined>, commit: BlobCommit): Outcome {
+  const missing = lengths.findIndex((l) => l === undefined);
+  if (missing >= 0) {
+    return {
+      ok: false,
+      seq,
+      code: 'CONFLICT',
+      message: `chunk ${missing} of object ${commit.name} in bucket ${commit.bucket} is not stored (collected or never uploaded); upload again`,
+      details: { bucket: commit.bucket, name: commit.name, chunk: missing },
+    };
+  }
+  let total = 0;
+  for (let i = 0; i < lengths.length; i++) {
+    const length = lengths[i] as number;
+    const last = i === lengths.length - 1;
+    if ((!last && length !== commit.chunkBytes) || (last && length > commit.chunkBytes)) {
+      return { ok: false, seq, code: 'CONFLICT', message: `chunk ${i} of object ${commit.name} has ${length} bytes, not ${commit.chunkBytes}`, details: { bucket: commit.bucket, name: commit.name, chunk: i } };
+    }
+    total += length;
+  }
+  if (total !== commit.size) {
+    return { ok: false, seq, code: 'CONFLICT', message: `the chunks of object ${commit.name} hold ${total} bytes, not ${commit.size}`, details: { bucket: commit.bucket, name: commit.name } };
+  }
+  return { ok: true, seq, rev: seq };
+}
+
+export class BlobProjection implements Projection<void> {
+  readonly name = blobProjectionName;
+  readonly version = blobProjectionVersion;
+  readonly handles = ['blob.chunk', 'blob.commit', 'blob.del', 'blob.gc'];
+
+  constructor(private readonly store: BlobStore) {}
+
+  reset(): void {
+    const s = this.store;
+    for (const db of [s.objects, s.chunks, s.refs, s.orphans, s.conflicts] as Array<Database<unknown, import('lmdb').Key>>) db.clearSync();
+  }
+
+  apply(entries: LogEntry[]): Array<Outcome | undefined> {
+    const outcomes: Array<Outcome | undefined> = new Array(entries.length);
+    for (let i = 0; i < entries.length; i++) {
+      const entry = entries[i];
+      const mutation = decodeMutation(entry);
+      if (!mutation) continue;
+      switch (mutation.type) {
+        case 'blob.chunk':
+          outcomes[i] = this.storeChunk(entry, mutation.body);
+          break;
+        case 'blob.commit':
+          outcomes[i] = this.commit(entry, mutation.body);
+          break;
+        case 'blob.del':
+          outcomes[i] = this.del(entry, mutation.body);
+          break;
+        case 'blob.gc':
+          outcomes[i] = this.collect(entry, mutation.body);
+          break;
+        default:
+          break;
+      }
+      if (outcomes[i] && !outcomes[i]?.ok) this.store.conflicts.putSync(entry.index, true);
+    }
+    return outcomes;
+  }
+
+  private storeChunk(entry: LogEntry, chunk: BlobChunk): Outcome {
+    const s = this.store;
+    const sha = Buffer.from(chunk.sha256.buffer, chunk.sha256.byteOffset, 32).toString('hex');
+    const refs = s.refs.get(sha);
+    if (refs === undefined) {
+      s.chunks.putSync(sha, Buffer.from(chunk.bytes.buffer, chunk.bytes.byteOffset, chunk.bytes.byteLength));
+      s.refs.putSync(sha, { refs: 0, since: entry.ts });
+      s.orphans.putSync([entry.ts, sha], true);
+    } else if (refs.refs === 0) {
+      // Stored again by an upload in progress: it must outlive the orphan age from now on.
+      s.orphans.removeSync([refs.since, sha]);
+      s.refs.putSync(sha, { refs: 0, since: entry.ts });
+      s.orphans.putSync([entry.ts, sha], true);
+    }
+    return { ok: true, seq: entry.index };
+  }
+
+  private commit(entry: LogEntry, commit: BlobCommit): Outcome {
+    const s = this.store;
+    const count = commit.chunks.byteLength / 32;
+    const lengths: Array<number | undefined> = new Array(count);
+    // getBinaryFast reuses one buffer: only its `length` is meaningful (its byteLength is the buffer's).
+    for (let i = 0; i < count; i++) lengths[i] = s.chunks.getBinaryFast(chunkAt(commit.chunks, i))?.length;
+    const outcome = decideBlobCommit(entry.index, lengths, commit);
+    if (!outcome.ok) return outcome;
+    const key: ObjectKey = [commit.bucket, commit.name];
+    const previous = s.objects.get(key);
+    // Reference the new chunks before releasing the old ones, so a chunk both share never drops to 0.
+    for (let i = 0; i < count; i++) this.reference(chunkAt(commit.chunks, i), +1, entry.ts);
+    if (previous) this.release(previous, entry.ts);
+    s.objects.putSync(key, {
+      size: commit.size,
+      sha256: Buffer.from(commit.sha256.buffer, commit.sha256.byteOffset, 32).toString('hex'),
+      chunkBytes: commit.chunkBytes,
+      chunks: Buffer.from(commit.chunks.buffer, commit.chunks.byteOffset, commit.chunks.byteLength),
+      contentType: commit.contentType,
+      metadata: commit.metadata,
+      rev: entry.index,
+      updatedAt: entry.ts,
+    });
+    return outcome;
+  }
+
+  private del(entry: LogEntry, del: BlobDel): Outcome {
+    const s = this.store;
+    const key: ObjectKey = [del.bucket, del.name];
+    const previous = s.objects.get(key);
+    if (!previous) return { ok: true, seq: entry.index, rev: entry.index, deleted: false };
+    this.release(previous, entry.ts);
+    s.objects.removeSync(key);
+    return { ok: true, seq: entry.index, rev: entry.index, deleted: true };
+  }
+
+  private collect(entry: LogEntry, gc: BlobGc): Outcome {
+    const s = this.store;
+    const doomed: Array<[number, string]> = [];
+    for (const key of s.orphans.getKeys({ start: [0, ''], end: [gc.beforeTs, ''], limit: gc.limit })) doomed.push(key);
+    for (const [ts, sha] of doomed) {
+      s.orphans.removeSync([ts, sha]);
+      s.refs.removeSync(sha);
+      s.chunks.removeSync(sha);
+    }
+    return { ok: true, seq: entry.index, collected: doomed.length };
+  }
+
+  private release(record: ObjectRecord, ts: number): void {
+    const count = record.chunks.byteLength / 32;
+    for (let i = 0; i < count; i++) this.reference(chunkAt(record.chunks, i), -1, ts);
+  }
+
+  private reference(sha: string, delta: 1 | -1, ts: number): void {
+    const s = this.store;
+    const current = s.refs.get(sha);
+    if (current === undefined) throw new Error(`chunk ${sha} has no reference count`);
+    const refs = current.refs + delta;
+    if (refs < 0) throw new Error(`chunk ${sha} would have a negative reference count`);
+    if (current.refs === 0) s.orphans.removeSync([current.since, sha]);
+    if (refs === 0) s.orphans.putSync([ts, sha], true);
+    s.refs.putSync(sha, { refs, since: refs === 0 ? ts : 0 });
+  }
+}

@@ -1,0 +1,7 @@
+// The blob view (object index and content-addressed chunk store) and reads over it.
+// Used by the core's objects API and by change replay.
+
+export { BlobProjection, BlobStore, blobProjectionName, chunkAt, decideBlobCommit } from './blob-view';
+export type { ObjectRecord } from './blob-view';
+export { BlobReader, objectInfo } from './blob-read';
+export type { ChunkStats, ObjectInfo, ObjectListPage } from './blob-read';

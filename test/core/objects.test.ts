@@ -1,0 +1,192 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { open } from 'lmdb';
+import { Bus } from '../../src/bus';
+import { openDatabase, type OpenDatabase } from '../../src/core';
+import { LmdbLog, type LogStore } from '../../src/eventlog';
+import type { Change } from '../../src/projections';
+import { LoomError, silentLogger } from '../../src/util';
+import { makeTempDir, removeDir } from '../support/tmp';
+
+const chunk = 4096;
+
+async function collect(stream: Readable): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const part of stream) parts.push(part as Buffer);
+  return Buffer.concat(parts);
+}
+
+function pieces(bytes: Buffer, size: number): Readable {
+  const out: Buffer[] = [];
+  for (let i = 0; i < bytes.length; i += size) out.push(bytes.subarray(i, i + size));
+  return Readable.from(out);
+}
+
+async function codeOf(promise: Promise<unknown>): Promise<string | undefined> {
+  return promise.then(
+    () => undefined,
+    (err: unknown) => (err instanceof LoomError ? err.code : String(err)),
+  );
+}
+
+describe('objects on one node', () => {
+  let dir: string;
+  let log: LogStore;
+  let opened: OpenDatabase;
+  let clock: number;
+
+  async function start(): Promise<void> {
+    log = LmdbLog.open({ path: `${dir}/log`, sync: 'none' });
+    opened = await openDatabase({ log, viewsDir: `${dir}/views`, logger: silentLogger(), bus: new Bus(), now: () => clock, objects: { chunkBytes: chunk }, chunkGcIntervalMs: 3_600_000 });
+  }
+  async function stop(): Promise<void> {
+    await opened.close();
+    await log.close();
+  }
+
+  beforeEach(async () => {
+    dir = makeTempDir();
+    clock = 1_800_000_000_000;
+    await start();
+  });
+  afterEach(async () => {
+    await stop();
+    removeDir(dir);
+  });
+
+  it.each([0, 1, chunk - 1, chunk, chunk + 1, 5 * chunk + 17])('round-trips %i bytes byte for byte', async (size) => {
+    const bytes = randomBytes(size);
+    const info = await opened.db.objects.put('files', `f-${size}`, pieces(bytes, 1000), { contentType: 'image/png', metadata: { a: 'b' } });
+    expect(info).toMatchObject({ size, sha256: createHash('sha256').update(bytes).digest('hex'), contentType: 'image/png', metadata: { a: 'b' } });
+    const download = await opened.db.objects.get('files', `f-${size}`);
+    expect((await collect(download.stream)).equals(bytes)).toBe(true);
+    expect(await opened.db.objects.stat('files', `f-${size}`)).toEqual(info);
+  });
+
+  it('stores the chunks of the same content under two names once', async () => {
+    const bytes = randomBytes(3 * chunk);
+    await opened.db.objects.put('files', 'one', bytes);
+    const before = opened.db.objects.chunkStats();
+    await opened.db.objects.put('files', 'two', bytes);
+    expect(opened.db.objects.chunkStats()).toEqual(before);
+    expect(before).toMatchObject({ chunks: 3, unreferenced: 0, bytes: 3 * chunk });
+  });
+
+  it('frees the chunks of an overwritten and of a deleted object after a collection, and keeps shared ones', async () => {
+    const shared = randomBytes(chunk);
+    await opened.db.objects.put('files', 'a', Buffer.concat([shared, randomBytes(chunk)]));
+    await opened.db.objects.put('files', 'b', Buffer.concat([shared, randomBytes(10)]));
+    await opened.db.objects.put('files', 'a', randomBytes(chunk));
+    expect(opened.db.objects.chunkStats()).toMatchObject({ chunks: 4, unreferenced: 1 });
+    // Not old enough yet: the orphan age protects uploads in progress.
+    expect((await opened.db.objects.collectGarbage({ olderThanMs: 1000, now: clock })).collected).toBe(0);
+    clock += 2000;
+    expect((await opened.db.objects.collectGarbage({ olderThanMs: 1000, now: clock })).collected).toBe(1);
+    expect(await opened.db.objects.delete('files', 'b')).toMatchObject({ deleted: true });
+    expect(await opened.db.objects.delete('files', 'b')).toMatchObject({ deleted: false });
+    clock += 2000;
+    expect((await opened.db.objects.collectGarbage({ olderThanMs: 1000, now: clock })).collected).toBe(2);
+    expect(opened.db.objects.chunkStats()).toMatchObject({ chunks: 1, unreferenced: 0 });
+    expect(await codeOf(opened.db.objects.stat('files', 'b'))).toBe('NOT_FOUND');
+  });
+
+  it('serves ranges', async () => {
+    const bytes = randomBytes(3 * chunk + 100);
+    await opened.db.objects.put('files', 'r', bytes);
+    for (const [offset, length] of [
+      [0, 1],
+      [chunk - 1, 2],
+      [chunk, chunk],
+      [10, 3 * chunk],
+      [3 * chunk + 99, 1],
+      [5, undefined],
+    ] as Array<[number, number | undefined]>) {
+      const download = await opened.db.objects.get('files', 'r', { offset, length });
+      const end = length === undefined ? bytes.length : offset + length;
+      expect((await collect(download.stream)).equals(bytes.subarray(offset, end))).toBe(true);
+    }
+    expect(await codeOf(opened.db.objects.get('files', 'r', { offset: bytes.length + 1 }))).toBe('INVALID_ARGUMENT');
+  });
+
+  it('leaves nothing visible from an interrupted upload, and collects its chunks', async () => {
+    async function* broken(): AsyncGenerator<Buffer> {
+      yield randomBytes(3 * chunk);
+      throw new Error('client went away');
+    }
+    expect(await codeOf(opened.db.objects.put('files', 'gone', broken()))).toBe('Error: client went away');
+    expect(await codeOf(opened.db.objects.stat('files', 'gone'))).toBe('NOT_FOUND');
+    expect(opened.db.objects.chunkStats()).toMatchObject({ chunks: 3, unreferenced: 3 });
+    clock += 10;
+    await opened.db.objects.collectGarbage({ olderThanMs: 0, now: clock });
+    expect(opened.db.objects.chunkStats()).toMatchObject({ chunks: 0 });
+  });
+
+  it('rejects an upload whose digest does not match, leaving nothing visible', async () => {
+    const bytes = randomBytes(chunk * 2);
+    const wrong = createHash('sha256').update('other').digest('hex');
+    expect(await codeOf(opened.db.objects.put('files', 'bad', bytes, { sha256: wrong }))).toBe('INVALID_ARGUMENT');
+    expect(await codeOf(opened.db.objects.stat('files', 'bad'))).toBe('NOT_FOUND');
+    const right = createHash('sha256').update(bytes).digest('hex');
+    expect((await opened.db.objects.put('files', 'good', bytes, { sha256: right })).sha256).toBe(right);
+  });
+
+  it('rejects an object over the size limit', async () => {
+    await stop();
+    log = LmdbLog.open({ path: `${dir}/log`, sync: 'none' });
+    opened = await openDatabase({ log, viewsDir: `${dir}/views`, logger: silentLogger(), objects: { chunkBytes: chunk, objectBytesMax: 10_000 } });
+    expect(await codeOf(opened.db.objects.put('files', 'big', randomBytes(10_001)))).toBe('TOO_LARGE');
+    expect((await opened.db.objects.put('files', 'fits', randomBytes(10_000))).size).toBe(10_000);
+  });
+
+  it('lists objects with a prefix and cursor', async () => {
+    for (const name of ['a/1', 'a/2', 'a/3', 'b/1']) await opened.db.objects.put('files', name, name);
+    const first = await opened.db.objects.list('files', { prefix: 'a/', limit: 2 });
+    expect(first.items.map((i) => i.name)).toEqual(['a/1', 'a/2']);
+    const second = await opened.db.objects.list('files', { prefix: 'a/', limit: 2, cursor: first.cursor });
+    expect(second.items.map((i) => i.name)).toEqual(['a/3']);
+    expect(second.cursor).toBeUndefined();
+  });
+
+  it('publishes PUT and DEL changes on $OBJ.<bucket>.<token>, the same live and replayed', async () => {
+    const from = opened.core.status().appliedIndex;
+    const live: Change[] = [];
+    const watch = opened.db.watch('$OBJ.files.>', { fromSeq: from });
+    const reading = (async () => {
+      for await (const change of watch) {
+        live.push(change);
+        if (live.length === 2) break;
+      }
+    })();
+    await opened.db.objects.put('files', 'ünï/😀', 'hello', { contentType: 'text/plain' });
+    await opened.db.objects.delete('files', 'ünï/😀');
+    await reading;
+    const token = Buffer.from('ünï/😀').toString('base64url');
+    expect(live.map((c) => [c.subject, c.kind === 'object' ? c.op : ''])).toEqual([
+      [`$OBJ.files.${token}`, 'PUT'],
+      [`$OBJ.files.${token}`, 'DEL'],
+    ]);
+    const replay = opened.db.watch('$OBJ.>', { fromSeq: from });
+    const replayed: Change[] = [];
+    for await (const change of replay) {
+      replayed.push(change);
+      if (replayed.length === 2) break;
+    }
+    expect(replayed).toEqual(live);
+  });
+
+  it('fails CORRUPT, never with wrong bytes, when a stored chunk is damaged on disk', async () => {
+    const bytes = randomBytes(2 * chunk);
+    await opened.db.objects.put('files', 'c', bytes);
+    const sha = createHash('sha256').update(bytes.subarray(chunk)).digest('hex');
+    await stop();
+    const env = open({ path: `${dir}/views/lmdb`, maxDbs: 32 });
+    const chunks = env.openDB<Buffer, string>({ name: 'blob-chunks', encoding: 'binary' });
+    const damaged = Buffer.from(chunks.getBinary(sha) as Buffer);
+    damaged[100] ^= 0xff;
+    await chunks.put(sha, damaged);
+    await env.close();
+    await start();
+    const download = await opened.db.objects.get('files', 'c');
+    expect(await codeOf(collect(download.stream))).toBe('CORRUPT');
+  });
+});
