@@ -99,6 +99,10 @@ export class RawNode {
     const snapshot = r.log.pendingSnapshot();
     if (snapshot !== undefined) rd.snapshot = snapshot;
     for (const m of r.msgs) {
+      // A message from a term this node has left since is dropped (the network may always drop):
+      // it could vouch for a vote or entries that the newer state being persisted no longer holds
+      // (simulator seed 21258: a vote granted in term 4, superseded by a vote in term 5).
+      if (m.term < r.term) continue;
       // A message may leave before this Ready is durable only if it vouches for nothing in it.
       const early = (sendNowTypes.has(m.type) || (r.mutation === 'ackBeforePersist' && m.type === 'appResp')) && m.term <= this.durableHardState.term;
       if (early) rd.messages.push(m);

@@ -1,6 +1,7 @@
 // Scenario tests for elections: the message flow of a PreVote election, one vote per term, the
 // up-to-date rule, PreVote keeping a rejoining node from disrupting, CheckQuorum, durability order.
 
+import { emptyMessage } from '../../../src/eventlog/raft';
 import { Harness } from './harness';
 
 describe('raft elections', () => {
@@ -81,6 +82,18 @@ describe('raft elections', () => {
     await h.deliverOne(); // 1 wins and appends its no-op: replication need not wait for its own fsync
     expect(h.node(1).raw.status().role).toBe('leader');
     expect(h.node(1).sentEarly.map((m) => m.type)).toEqual(['app', 'app']);
+  });
+
+  it('drops a message from a term it has left before the Ready went out', async () => {
+    // found by the simulator (seed 21258): a vote granted in term 1 left after the disk already
+    // said term 2, vote 3 — it vouched for a vote the disk no longer records
+    const h = new Harness([1, 2, 3]);
+    const voter = h.node(2).raw;
+    voter.step({ ...emptyMessage('vote', 1, 2, 1) });
+    voter.step({ ...emptyMessage('vote', 3, 2, 2) });
+    const rd = voter.ready();
+    expect(rd.hardState).toEqual({ term: 2, vote: 3, commit: 0 });
+    expect(rd.messagesAfterPersist.map((m) => `${m.type} →${m.to} t${m.term}`)).toEqual(['voteResp →3 t2']);
   });
 
   it('with PreVote, a node cut off and rejoining does not disrupt the leader', async () => {
