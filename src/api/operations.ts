@@ -4,7 +4,7 @@
 
 import { z } from 'zod';
 import type { Database, EventRecord, KvEntry } from '../core';
-import type { KvListPage } from '../projections';
+import type { KvListPage, ObjectInfo, ObjectListPage } from '../projections';
 import { LoomError } from '../util';
 
 const seq = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
@@ -33,6 +33,11 @@ export const operationSchemas = {
     })
     .strict(),
   'cluster.status': z.object({}).strict(),
+  'obj.info': z.object({ bucket: z.string(), name: z.string(), ...readOptions }).strict(),
+  'obj.list': z
+    .object({ bucket: z.string(), prefix: z.string().optional(), limit: z.number().int().optional(), cursor: z.string().optional(), ...readOptions })
+    .strict(),
+  'obj.del': z.object({ bucket: z.string(), name: z.string() }).strict(),
 } as const;
 
 export type OperationName = keyof typeof operationSchemas;
@@ -57,6 +62,9 @@ export interface OperationOutputs {
   'ev.read': { events: EventRecord[] };
   'sql.query': { columns: string[]; rows: unknown[][]; cursor?: string };
   'cluster.status': ClusterStatus;
+  'obj.info': ObjectInfo;
+  'obj.list': ObjectListPage;
+  'obj.del': { rev: number; deleted: boolean };
 }
 
 /** Validates a door's input against the operation's schema: INVALID_ARGUMENT names the field. */
@@ -108,6 +116,18 @@ export async function runOperation<N extends OperationName>(ctx: OperationContex
       case 'sql.query': {
         const { consistency: c, atLeast, timeoutMs, ...query } = input as OperationInput<'sql.query'>;
         return db.sqlQuery(query, { consistency: c, atLeast, timeoutMs });
+      }
+      case 'obj.info': {
+        const i = input as OperationInput<'obj.info'>;
+        return db.objects.stat(i.bucket, i.name, i);
+      }
+      case 'obj.list': {
+        const i = input as OperationInput<'obj.list'>;
+        return db.objects.list(i.bucket, i);
+      }
+      case 'obj.del': {
+        const i = input as OperationInput<'obj.del'>;
+        return db.objects.delete(i.bucket, i.name);
       }
       case 'cluster.status': {
         const status = db.core.status();

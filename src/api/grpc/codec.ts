@@ -2,7 +2,7 @@
 // and results of the shared operations (src/api/operations.ts). No checks of its own beyond JSON
 // parsing: every rule lives in the operation schemas, so every door answers alike.
 
-import type { Change } from '../../projections';
+import type { Change, ObjectInfo } from '../../projections';
 import { LoomError } from '../../util';
 import type { OperationName, OperationOutputs } from '../operations';
 
@@ -20,10 +20,32 @@ export const decodeRequest: { [N in OperationName]: (request: ProtoRequest) => R
   'ev.read': (r) => defined({ stream: r.stream, fromVersion: r.from_version, limit: r.limit, ...readOptions(r) }),
   'sql.query': (r) => defined({ sql: r.sql, params: parseJson(r.params, 'params'), limit: r.limit, cursor: r.cursor, ...readOptions(r) }),
   'cluster.status': () => ({}),
+  'obj.info': (r) => defined({ bucket: r.bucket, name: r.name, ...readOptions(r) }),
+  'obj.list': (r) => defined({ bucket: r.bucket, prefix: r.prefix, limit: r.limit, cursor: r.cursor, ...readOptions(r) }),
+  'obj.del': (r) => defined({ bucket: r.bucket, name: r.name }),
 };
+
+/** An ObjectInfo message (Buckets). */
+export function encodeObjectInfo(o: ObjectInfo): ProtoMessage {
+  return {
+    bucket: o.bucket,
+    name: o.name,
+    size: o.size,
+    sha256: o.sha256,
+    content_type: o.contentType,
+    metadata: o.metadata,
+    rev: o.rev,
+    updated_at: o.updatedAt,
+    chunk_bytes: o.chunkBytes,
+    chunk_count: o.chunkCount,
+  };
+}
 
 /** Response message for an operation's result. */
 export const encodeResponse: { [N in OperationName]: (output: OperationOutputs[N]) => ProtoMessage } = {
+  'obj.info': (o) => encodeObjectInfo(o),
+  'obj.list': (o) => defined({ items: o.items.map(encodeObjectInfo), cursor: o.cursor }),
+  'obj.del': (o) => ({ rev: o.rev, deleted: o.deleted }),
   'kv.put': (o) => ({ rev: o.rev }),
   'kv.get': (o) =>
     defined({ bucket: o.bucket, key: o.key, value: o.value, rev: o.rev, create_rev: o.createRev, updated_at: o.updatedAt, expires_at: o.expiresAt }),

@@ -6,6 +6,7 @@ import type { Registry } from 'prom-client';
 import type { OpenDatabase } from '../../core';
 import { LoomError, type Logger } from '../../util';
 import { openApiDocument } from './openapi';
+import { registerBucketRoutes } from './buckets';
 import { registerRoutes } from './routes';
 
 export interface HttpServerOptions {
@@ -79,6 +80,7 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
 
   app.get('/openapi.json', async () => openApiDocument());
   registerRoutes(app, { db: opened.db, nodeId: options.nodeId, bodyBytesMax });
+  registerBucketRoutes(app, { db: opened.db, nodeId: options.nodeId });
 
   return {
     app,

@@ -1,0 +1,162 @@
+// The Buckets HTTP routes (CONTRACT.md): streaming uploads straight from the request (never
+// buffered whole), downloads streamed with backpressure, single Range, ETag = sha256, If-None-Match.
+
+import { Readable } from 'node:stream';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Database } from '../../core';
+import type { ObjectInfo } from '../../projections';
+import { LoomError } from '../../util';
+import { parseInput, runOperation, type OperationContext } from '../operations';
+
+export interface BucketRouteOptions {
+  db: Database;
+  nodeId: number;
+}
+
+type Query = Record<string, string | undefined>;
+type ObjectParams = { Params: { bucket: string; '*': string }; Querystring: Query };
+
+/** Request headers `x-loom-meta-<key>: <value>` become object metadata (keys lower-cased by HTTP). */
+export const metadataHeaderPrefix = 'x-loom-meta-';
+
+export function registerBucketRoutes(app: FastifyInstance, options: BucketRouteOptions): void {
+  const ctx: OperationContext = { db: options.db, nodeId: options.nodeId };
+  const { db } = options;
+
+  // Uploads: this context hands the handler the raw request stream, whatever the content type, so
+  // the body is read chunk by chunk as the upload proposes it, never held in memory.
+  void app.register(async (raw) => {
+    raw.removeAllContentTypeParsers();
+    raw.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
+    raw.put('/v1/buckets/:bucket/objects/*', async (request: FastifyRequest<ObjectParams>) => {
+      const body = (request.body as Readable | undefined) ?? request.raw;
+      return db.objects.put(request.params.bucket, request.params['*'], body, uploadOptions(request));
+    });
+  });
+
+  app.get('/v1/buckets/:bucket/objects/*', async (request: FastifyRequest<ObjectParams>, reply: FastifyReply) => {
+    const { bucket } = request.params;
+    const name = request.params['*'];
+    const info = await db.objects.stat(bucket, name, readOptions(request.query));
+    const etag = `"${info.sha256}"`;
+    objectHeaders(reply, info, etag);
+    if (matchesEtag(request.headers['if-none-match'], etag)) return reply.status(304).send();
+    const range = parseRange(request.headers.range, info.size);
+    if (range === 'unsatisfiable') {
+      return reply.status(416).header('content-range', `bytes */${info.size}`).header('content-type', 'application/json').send({ code: 'INVALID_ARGUMENT', message: `range not satisfiable for ${info.size} bytes`, details: { field: 'range' } });
+    }
+    const download = await db.objects.get(bucket, name, range ? { offset: range.start, length: range.end - range.start + 1 } : {});
+    if (download.info.rev !== info.rev) throw new LoomError('CONFLICT', 'the object changed while the download started; retry', { bucket, name });
+    // Read the first piece before the status line goes out, so a corrupt first chunk is a 500 CORRUPT.
+    const body = await withFirstPiece(download.stream);
+    if (range) reply.status(206).header('content-range', `bytes ${range.start}-${range.end}/${info.size}`);
+    return reply.header('content-length', String(download.length)).send(body);
+  });
+
+  app.delete('/v1/buckets/:bucket/objects/*', async (request: FastifyRequest<ObjectParams>) =>
+    runOperation(ctx, 'obj.del', parseInput('obj.del', { bucket: request.params.bucket, name: request.params['*'] })),
+  );
+
+  app.get('/v1/buckets/:bucket/objects', async (request: FastifyRequest<{ Params: { bucket: string }; Querystring: Query }>) => {
+    const q = request.query;
+    const input: Record<string, unknown> = { bucket: request.params.bucket, ...readOptions(q) };
+    if (q.prefix !== undefined) input.prefix = q.prefix;
+    if (q.limit !== undefined) input.limit = intParam(q.limit, 'limit');
+    if (q.cursor !== undefined) input.cursor = q.cursor;
+    return runOperation(ctx, 'obj.list', parseInput('obj.list', input));
+  });
+}
+
+function uploadOptions(request: FastifyRequest<ObjectParams>): { contentType?: string; metadata: Record<string, string>; sha256?: string; chunkBytes?: number } {
+  const headers = request.headers;
+  const metadata: Record<string, string> = {};
+  for (const [key, value] of Object.entries(headers)) {
+    if (key.startsWith(metadataHeaderPrefix) && typeof value === 'string') metadata[key.slice(metadataHeaderPrefix.length)] = value;
+  }
+  const out: { contentType?: string; metadata: Record<string, string>; sha256?: string; chunkBytes?: number } = { metadata };
+  if (typeof headers['content-type'] === 'string') out.contentType = headers['content-type'];
+  const sha256 = expectedSha256(headers['x-loom-sha256'], headers.digest);
+  if (sha256 !== undefined) out.sha256 = sha256;
+  const chunkBytes = headers['x-loom-chunk-bytes'];
+  if (typeof chunkBytes === 'string') out.chunkBytes = intParam(chunkBytes, 'x-loom-chunk-bytes');
+  return out;
+}
+
+/** `x-loom-sha256: <hex>` or `Digest: sha-256=<base64>` (RFC 3230); both must agree when both are sent. */
+export function expectedSha256(loomHeader: string | string[] | undefined, digestHeader: string | string[] | undefined): string | undefined {
+  let fromDigest: string | undefined;
+  if (typeof digestHeader === 'string') {
+    for (const part of digestHeader.split(',')) {
+      const eq = part.indexOf('=');
+      if (eq < 0 || part.slice(0, eq).trim().toLowerCase() !== 'sha-256') continue;
+      const bytes = Buffer.from(part.slice(eq + 1).trim(), 'base64');
+      if (bytes.length !== 32) throw new LoomError('INVALID_ARGUMENT', 'Digest sha-256 must be 32 bytes in base64', { field: 'digest' });
+      fromDigest = bytes.toString('hex');
+    }
+  }
+  const fromLoom = typeof loomHeader === 'string' ? loomHeader.trim().toLowerCase() : undefined;
+  if (fromLoom !== undefined && fromDigest !== undefined && fromLoom !== fromDigest) {
+    throw new LoomError('INVALID_ARGUMENT', 'x-loom-sha256 and Digest name different digests', { field: 'digest' });
+  }
+  return fromLoom ?? fromDigest;
+}
+
+/** One `bytes=` range (RFC 9110): undefined = serve everything (no or multiple ranges). */
+export function parseRange(header: string | undefined, size: number): { start: number; end: number } | 'unsatisfiable' | undefined {
+  if (header === undefined) return undefined;
+  const match = /^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$/i.exec(header);
+  // Several ranges, or another unit: a server may ignore Range and send the whole object.
+  if (!match) return undefined;
+  const [, first, last] = match;
+  if (first === '' && last === '') return undefined;
+  if (first === '') {
+    const suffix = Number(last);
+    if (suffix === 0 || size === 0) return 'unsatisfiable';
+    return { start: Math.max(0, size - suffix), end: size - 1 };
+  }
+  const start = Number(first);
+  if (start >= size) return 'unsatisfiable';
+  const end = last === '' ? size - 1 : Math.min(Number(last), size - 1);
+  if (end < start) return undefined;
+  return { start, end };
+}
+
+function matchesEtag(header: string | undefined, etag: string): boolean {
+  if (header === undefined) return false;
+  return header.split(',').some((tag) => {
+    const t = tag.trim();
+    return t === '*' || t === etag || t === `W/${etag}`;
+  });
+}
+
+function objectHeaders(reply: FastifyReply, info: ObjectInfo, etag: string): void {
+  reply.header('etag', etag).header('accept-ranges', 'bytes').header('content-type', info.contentType).header('loom-rev', String(info.rev));
+  reply.header('last-modified', new Date(info.updatedAt).toUTCString());
+  for (const [key, value] of Object.entries(info.metadata)) reply.header(`${metadataHeaderPrefix}${key}`, value);
+}
+
+async function withFirstPiece(stream: Readable): Promise<Readable> {
+  const iterator = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  const first = await iterator.next();
+  return Readable.from(
+    (async function* rest(): AsyncGenerator<Buffer> {
+      if (first.done) return;
+      yield first.value;
+      for (let next = await iterator.next(); !next.done; next = await iterator.next()) yield next.value;
+    })(),
+    { objectMode: false, highWaterMark: 1 },
+  );
+}
+
+function readOptions(query: Query): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (query.consistency !== undefined) out.consistency = query.consistency;
+  if (query.atLeast !== undefined) out.atLeast = intParam(query.atLeast, 'atLeast');
+  return out;
+}
+
+function intParam(value: string, name: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isSafeInteger(n)) throw new LoomError('INVALID_ARGUMENT', `${name} must be an integer, got ${JSON.stringify(value)}`, { field: name });
+  return n;
+}
