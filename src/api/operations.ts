@@ -50,7 +50,7 @@ export interface ClusterStatus {
   term: number;
   commit: number;
   applied: number;
-  members: Array<{ id: number; role: string }>;
+  members: Array<{ id: number; role: string; addresses?: { nats?: string; grpc?: string; http?: string } }>;
 }
 
 export interface OperationOutputs {
@@ -131,6 +131,10 @@ export async function runOperation<N extends OperationName>(ctx: OperationContex
       }
       case 'cluster.status': {
         const status = db.core.status();
+        if (status.cluster) {
+          const c = status.cluster;
+          return { nodeId: c.nodeId, role: c.role, leader: c.leader, term: c.term, commit: status.commitIndex, applied: status.appliedIndex, members: c.members } satisfies ClusterStatus;
+        }
         return {
           nodeId: ctx.nodeId,
           role: status.leader ? 'leader' : 'follower',

@@ -4,7 +4,7 @@
 import type { LogEntry, LogStore } from '../eventlog';
 import { LoomError, type Logger } from '../util';
 import { Applier, type EntryConsumer } from './applier';
-import { SingleNodeReplicator, type ProposedEntry, type Replicator } from './replicator';
+import { SingleNodeReplicator, type ProposedEntry, type ReplicationStatus, type Replicator } from './replicator';
 
 export interface CoreOptions {
   log: LogStore;
@@ -14,6 +14,8 @@ export interface CoreOptions {
   consumers?: EntryConsumer[];
   /** Longest a read may wait for `atLeast(seq)` before TIMEOUT. */
   waitTimeoutMsMax?: number;
+  /** Consensus in front of the log (Raft in a cluster); a single voter when absent. */
+  replicator?: Replicator;
 }
 
 export interface Proposed {
@@ -27,6 +29,8 @@ export interface CoreStatus {
   commitIndex: number;
   appliedIndex: number;
   leader: boolean;
+  /** Role, leader and members when the node is part of a replicated group. */
+  cluster?: ReplicationStatus;
   failed?: string;
 }
 
@@ -48,10 +52,14 @@ export class Core {
     replicator.onCommit((commit) => this.applier.advance(commit));
   }
 
-  /** Opens a single-node core over `log` and starts applying what the log already holds. */
+  /** Opens a core over `log` (single voter unless a replicator is given) and starts applying what the log already holds. */
   static async open(options: CoreOptions): Promise<Core> {
-    const replicator = new SingleNodeReplicator({ log: options.log, now: options.now ?? Date.now });
-    await replicator.start();
+    let replicator = options.replicator;
+    if (replicator === undefined) {
+      const single = new SingleNodeReplicator({ log: options.log, now: options.now ?? Date.now });
+      await single.start();
+      replicator = single;
+    }
     const core = new Core(options, replicator);
     core.applier.start(replicator.commitIndex());
     return core;
@@ -67,10 +75,21 @@ export class Core {
     try {
       await committed;
     } catch (err) {
+      // The proposer hears `err`; the cancelled wait must not surface as an unhandled rejection.
+      applied.catch(() => undefined);
       this.applier.cancelWait(seq, err as Error);
       throw err;
     }
     return { seq, outcome: await applied };
+  }
+
+  /**
+   * The index a linearizable read must wait for: ReadIndex through the leader in a cluster, the
+   * local commit index on a single voter (where everything committed is known locally).
+   */
+  async readIndex(): Promise<number> {
+    this.checkOpen();
+    return this.replicator.readIndex ? this.replicator.readIndex() : this.replicator.commitIndex();
   }
 
   /** Waits until this node has applied `seq` (read-your-writes), or fails with TIMEOUT. */
@@ -110,6 +129,7 @@ export class Core {
       appliedIndex: this.applier.appliedIndex(),
       leader: this.replicator.isLeader(),
     };
+    if (this.replicator.status) status.cluster = this.replicator.status();
     const failure = this.applier.failed();
     if (failure) status.failed = failure.message;
     return status;

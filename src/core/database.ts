@@ -139,8 +139,9 @@ export class Database {
     }
     let target = 0;
     if (options.atLeast !== undefined) target = checkSeq(options.atLeast, 'atLeast');
-    // On a single voter, everything committed is known locally: linearizable = applied up to commit.
-    if (consistency === 'linearizable') target = Math.max(target, this.parts.core.status().commitIndex);
+    // ReadIndex: the leader confirms with a quorum that it still leads and names its commit index;
+    // once this node (leader or follower) has applied that far, the read is linearizable.
+    if (consistency === 'linearizable') target = Math.max(target, await this.parts.core.readIndex());
     if (target > 0) await this.parts.core.waitApplied(target, options.timeoutMs);
   }
 

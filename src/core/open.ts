@@ -22,6 +22,7 @@ import {
 } from '../projections';
 import type { Logger } from '../util';
 import type { EntryConsumer } from './applier';
+import type { Replicator } from './replicator';
 import { Core } from './core';
 import { Database, type SqlQueries } from './database';
 import { Expirer } from './expirer';
@@ -51,6 +52,8 @@ export interface OpenDatabaseOptions {
   /** How often the leader collects unreferenced chunks, and how old they must be (docs/buckets.md). */
   chunkGcIntervalMs?: number;
   orphanChunkAgeMs?: number;
+  /** Consensus in front of the log (Raft in a cluster); a single voter when absent. */
+  replicator?: Replicator;
 }
 
 export interface OpenDatabase {
@@ -70,7 +73,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<OpenDa
   const blobRunner = new ProjectionRunner(new BlobProjection(blobStore), views, logger.child({ projection: 'blob' }));
   const plugins = (options.plugins ?? []).map((open) => open(options.viewsDir));
   const runners = [kvRunner, blobRunner, ...plugins.flatMap((p) => p.consumers)];
-  const core = await Core.open({ log: options.log, logger, now: options.now, consumers: runners });
+  const core = await Core.open({ log: options.log, logger, now: options.now, consumers: runners, replicator: options.replicator });
   const feed = new ChangeFeed();
   const reader = new KvReader(views, [blobStore.conflicts]);
   const sql = plugins.find((p) => p.sql)?.sql;

@@ -21,7 +21,29 @@ export interface Replicator {
   /** Called with the new commit index whenever it advances. */
   onCommit(listener: (commitIndex: number) => void): void;
   isLeader(): boolean;
+  /**
+   * ReadIndex: an index such that once this node has applied it, a read reflects every write
+   * acknowledged before the call. Absent on a single voter, whose commit index already is that.
+   */
+  readIndex?(): Promise<number>;
+  /** Role, leader and membership; absent on a single voter. */
+  status?(): ReplicationStatus;
   close(): Promise<void>;
+}
+
+export interface ClusterMember {
+  id: number;
+  role: 'voter' | 'learner';
+  /** The member's client addresses (host:port per door), when known. */
+  addresses?: { nats?: string; grpc?: string; http?: string };
+}
+
+export interface ReplicationStatus {
+  nodeId: number;
+  role: 'leader' | 'follower' | 'candidate' | 'learner';
+  leader: number | null;
+  term: number;
+  members: ClusterMember[];
 }
 
 export interface SingleNodeReplicatorOptions {

@@ -41,6 +41,10 @@ export const configSchema = z
     raftPort: port.default(7000),
     peers: peers.default([]),
     clusterSecret: z.string().min(8, 'expected at least 8 characters').optional(),
+    /** Raft heartbeat (tick) interval; raise both timers together for cross-data-centre links. */
+    heartbeatMs: z.coerce.number().int().min(5).max(60_000).default(100),
+    /** Raft election timeout (randomized within [timeout, 2·timeout)); at least two heartbeats. */
+    electionTimeoutMs: z.coerce.number().int().min(10).max(600_000).default(1000),
     authToken: z.string().min(1).optional(),
     /** User and password NATS clients may CONNECT with, beside (or instead of) --auth-token. */
     natsUser: z.string().min(1).optional(),

@@ -10,6 +10,7 @@ import { LmdbLog, MemoryLog, type LogStore } from '../eventlog';
 import { openSqlView, type Projection, type SqlDatabase } from '../projections';
 import { LoomError, createLogger, lockDir, type DirLock, type Logger } from '../util';
 import type { Config } from './config';
+import { startReplication, type Replication } from './cluster';
 import { createMetrics } from './metrics';
 
 /** The ports a node listens on; empty for an embedded node without network doors. */
@@ -17,6 +18,7 @@ export interface Ports {
   nats?: number;
   grpc?: number;
   http?: number;
+  raft?: number;
 }
 
 export interface LoomNode {
@@ -73,7 +75,15 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
       const view = openSqlView(viewsDir, { logger: logger.child({ part: 'sql' }), projections: options.sqlProjections, resultBytesMax: sqlResultBytesMax });
       return { consumers: view.runners, sql: view.queries, close: () => view.close() };
     };
+    // With --peers the log sits behind Raft; without, the node stays a single voter.
+    let replication: Replication | undefined;
+    if (config.peers.length > 0) {
+      replication = await startReplication(config, log, bus, logger.child({ part: 'raft' }));
+      const transport = replication.transport;
+      undo.push(() => transport.close());
+    }
     const opened = await openDatabase({
+      replicator: replication?.replicator,
       log,
       viewsDir: path.join(dataDir, 'views'),
       logger: logger.child({ part: 'core' }),
@@ -82,6 +92,8 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
     });
     undo.push(() => opened.close());
     metrics.watchDatabase(opened);
+    // Ticking starts once the applier listens for commits.
+    replication?.replicator.start();
 
     const api = new NatsApi({ bus, db: opened.db, nodeId: config.nodeId, logger: logger.child({ door: 'nats-api' }) });
     api.start();
@@ -145,6 +157,10 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
     undo.push(() => http.close());
 
     const ports: Ports = { nats: natsPort, grpc: grpcPort, http: httpPort };
+    if (replication) {
+      ports.raft = replication.raftPort;
+      replication.transport.setLocalInfo({ nats: `${config.host}:${natsPort}`, grpc: `${config.host}:${grpcPort}`, http: `${config.host}:${httpPort}` });
+    }
     writePortsFile(dataDir, ports);
     logger.info({ data: dataDir, host: config.host, ports, lastIndex: log.lastIndex() }, 'loom node is serving');
     return node(ports);

@@ -1,0 +1,380 @@
+// The Raft driver behind the core's Replicator seam: ticks Raft from a timer, persists each Ready
+// before sending what depends on it, hands committed indexes to the applier, then advances.
+
+import type { ClusterMember, ProposedEntry, ReplicationStatus, Replicator } from '../core';
+import type { LogStore } from '../eventlog';
+import { randomInt } from 'node:crypto';
+import { RawNode, seededRandom, type Message, type Ready, type Role } from '../eventlog/raft';
+import { LoomError, assert, isLoomError, type Logger } from '../util';
+import type { NodeAddresses } from './frames';
+import { electionTimeoutMsDefault, heartbeatMsDefault, readIndexTimeoutMsDefault } from './limits';
+
+/** What the driver needs from the network; the TCP transport in production, anything in tests. */
+export interface RaftNetwork {
+  send(messages: Message[]): void;
+  onMessages(handler: (from: number, messages: Message[]) => void): void;
+  infoOf(id: number): NodeAddresses | undefined;
+}
+
+export interface RaftReplicatorOptions {
+  nodeId: number;
+  /** Genesis membership (every node of the group is started with the same list). */
+  voters: number[];
+  log: LogStore;
+  network: RaftNetwork;
+  logger: Logger;
+  /** Wall clock for entry timestamps, read only when this node proposes as leader. */
+  now?: () => number;
+  heartbeatMs?: number;
+  electionTimeoutMs?: number;
+  readIndexTimeoutMs?: number;
+}
+
+
+export interface LeaderChange {
+  leader: number;
+  term: number;
+  addresses: NodeAddresses | undefined;
+}
+
+interface PendingProposal {
+  term: number;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+interface ReadBatch {
+  context: string;
+  waiters: Array<{ resolve: (index: number) => void; reject: (err: Error) => void }>;
+  timer?: NodeJS.Timeout;
+}
+
+export class RaftReplicator implements Replicator {
+  private readonly raw: RawNode;
+  private readonly log: LogStore;
+  private readonly logger: Logger;
+  private readonly network: RaftNetwork;
+  private readonly now: () => number;
+  private readonly nodeId: number;
+  private readonly readIndexTimeoutMs: number;
+  private readonly heartbeatMs: number;
+  private commit: number;
+  private readonly commitListeners: Array<(commitIndex: number) => void> = [];
+  private readonly leaderListeners: Array<(change: LeaderChange) => void> = [];
+  /** Proposals of this node not yet committed, by index, with the term they were proposed in. */
+  private readonly pending = new Map<number, PendingProposal>();
+  private readBatch: ReadBatch | undefined;
+  private readonly reads = new Map<string, ReadBatch>();
+  private readSeq = 0;
+  private role: Role = 'follower';
+  private leader = 0;
+  /** A Ready is being made durable; the next one waits (Raft hands out one at a time). */
+  private persisting: Promise<void> | undefined;
+  private pumpScheduled = false;
+  private ticker: NodeJS.Timeout | undefined;
+  private closed = false;
+  private failure: Error | undefined;
+
+  constructor(options: RaftReplicatorOptions) {
+    this.nodeId = options.nodeId;
+    this.log = options.log;
+    this.logger = options.logger;
+    this.network = options.network;
+    this.now = options.now ?? Date.now;
+    this.heartbeatMs = options.heartbeatMs ?? heartbeatMsDefault;
+    const electionTimeoutMs = options.electionTimeoutMs ?? electionTimeoutMsDefault;
+    assert(electionTimeoutMs >= 2 * this.heartbeatMs, 'the election timeout must span at least two heartbeats');
+    this.readIndexTimeoutMs = options.readIndexTimeoutMs ?? Math.max(readIndexTimeoutMsDefault, 2 * electionTimeoutMs);
+    const hard = options.log.hardState();
+    this.commit = hard.commit;
+    this.raw = new RawNode(
+      {
+        id: options.nodeId,
+        voters: options.voters,
+        // The applier restarts from the views' checkpoints on its own; Raft needs only hand out
+        // what commits after the durable commit index.
+        applied: hard.commit,
+        electionTimeoutTicks: Math.round(electionTimeoutMs / this.heartbeatMs),
+        heartbeatTimeoutTicks: 1,
+        preVote: true,
+        checkQuorum: true,
+        // Election timeouts must differ between nodes and between runs of the same node; the
+        // seed is the only randomness, so a logged seed replays a node's timeouts.
+        random: seededRandom(randomInt(2 ** 31)),
+      },
+      options.log,
+    );
+    this.network.onMessages((_from, messages) => this.receive(messages));
+  }
+
+  start(): void {
+    this.ticker = setInterval(() => {
+      this.raw.tick();
+      this.pump();
+    }, this.heartbeatMs);
+    this.pump();
+  }
+
+  propose(proposed: ProposedEntry[]): { indexes: number[]; committed: Promise<void> } {
+    this.checkUsable();
+    if (this.raw.raft.role !== 'leader') throw this.notLeader();
+    const ts = this.now();
+    const term = this.raw.raft.term;
+    const indexes: number[] = [];
+    const commits: Array<Promise<void>> = [];
+    for (const p of proposed) {
+      assert(p.meta === undefined, 'entry meta is not replicated by Raft');
+      let index: number;
+      try {
+        index = this.raw.propose(p.type, p.data, ts);
+      } catch (err) {
+        if (isLoomError(err, 'NOT_LEADER')) throw this.notLeader();
+        throw err;
+      }
+      indexes.push(index);
+      commits.push(new Promise<void>((resolve, reject) => this.pending.set(index, { term, resolve, reject })));
+    }
+    this.schedulePump();
+    return { indexes, committed: commits.length === 1 ? commits[0] : Promise.all(commits).then(() => undefined) };
+  }
+
+  /**
+   * ReadIndex: resolves with an index such that once this node has applied it, a read reflects
+   * every write acknowledged before the call. Reads arriving in one event-loop turn share a round.
+   */
+  readIndex(): Promise<number> {
+    this.checkUsable();
+    return new Promise<number>((resolve, reject) => {
+      if (this.readBatch === undefined) {
+        const batch: ReadBatch = { context: `${this.nodeId}.${++this.readSeq}`, waiters: [] };
+        this.readBatch = batch;
+        setImmediate(() => this.startRead(batch));
+      }
+      this.readBatch.waiters.push({ resolve, reject });
+    });
+  }
+
+  commitIndex(): number {
+    return this.commit;
+  }
+
+  onCommit(listener: (commitIndex: number) => void): void {
+    this.commitListeners.push(listener);
+  }
+
+  onLeaderChange(listener: (change: LeaderChange) => void): void {
+    this.leaderListeners.push(listener);
+  }
+
+  isLeader(): boolean {
+    return !this.closed && this.raw.raft.role === 'leader';
+  }
+
+  status(): ReplicationStatus {
+    const s = this.raw.status();
+    const learner = s.conf.learners.includes(this.nodeId);
+    const role = s.role === 'leader' ? 'leader' : learner ? 'learner' : s.role === 'follower' ? 'follower' : 'candidate';
+    const member = (id: number, r: 'voter' | 'learner'): ClusterMember => {
+      const addresses = this.network.infoOf(id);
+      return addresses ? { id, role: r, addresses } : { id, role: r };
+    };
+    return {
+      nodeId: this.nodeId,
+      role,
+      leader: s.leader > 0 ? s.leader : null,
+      term: s.term,
+      members: [...s.conf.voters.map((id) => member(id, 'voter')), ...s.conf.learners.map((id) => member(id, 'learner'))],
+    };
+  }
+
+  transferLeadership(to: number): void {
+    this.checkUsable();
+    this.raw.transferLeadership(to);
+    this.schedulePump();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.ticker) clearInterval(this.ticker);
+    this.failAll(new LoomError('UNAVAILABLE', 'the node is closing; the outcome of this write is unknown'));
+    // The log closes after us: let the write in flight finish first.
+    await this.persisting?.catch(() => undefined);
+  }
+
+  /** The NOT_LEADER error every door answers with: the leader's id and its client addresses. */
+  notLeader(): LoomError {
+    const leader = this.raw.raft.leader;
+    if (leader <= 0 || leader === this.nodeId) {
+      return new LoomError('NOT_LEADER', `node ${this.nodeId} is not the leader and no leader is known right now (election in progress); retry shortly`, { leader: null });
+    }
+    const addresses = this.network.infoOf(leader) ?? {};
+    const where = addresses.nats ? ` (nats ${addresses.nats})` : '';
+    return new LoomError('NOT_LEADER', `node ${this.nodeId} is not the leader; send writes to node ${leader}${where}`, { leader, ...addresses });
+  }
+
+  // ---- the loop ------------------------------------------------------------------------------
+
+  private receive(messages: Message[]): void {
+    if (this.closed || this.failure) return;
+    for (const m of messages) this.raw.step(m);
+    this.schedulePump();
+  }
+
+  private schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    // setImmediate runs after the current I/O phase: everything proposed or received in it
+    // becomes one Ready, one fsync and one frame per peer.
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    if (this.closed || this.failure) return;
+    while (this.persisting === undefined && this.raw.hasReady()) {
+      const rd = this.raw.ready();
+      if (rd.softState) this.changedRole(rd.softState.role, rd.softState.leader);
+      this.network.send(rd.messages);
+      for (const rs of rd.readStates) this.finishRead(rs.context, rs.index);
+      const writes = this.persist(rd);
+      if (writes.length === 0) {
+        this.complete(rd);
+        continue;
+      }
+      this.persisting = Promise.all(writes).then(
+        () => {
+          this.persisting = undefined;
+          this.complete(rd);
+          this.pump();
+        },
+        (err: unknown) => this.fail(err as Error),
+      );
+    }
+  }
+
+  /** Queues the Ready's snapshot, entries and hard state; they share one transaction and fsync. */
+  private persist(rd: Ready): Array<Promise<void>> {
+    // Compaction is not done yet (docs/replication.md), so no leader ever needs to send one.
+    assert(rd.snapshot === undefined, 'snapshots are not installed by this driver yet');
+    const writes: Array<Promise<void>> = [];
+    if (rd.entries.length > 0) {
+      const first = rd.entries[0].index;
+      if (first <= this.log.lastIndex()) writes.push(this.log.truncateSuffix(first));
+      for (const e of rd.entries) {
+        const p = this.pending.get(e.index);
+        // Another leader's entry replaces ours at this index: ours will never commit.
+        if (p && p.term !== e.term) this.settleProposal(e.index, this.outcomeUnknown());
+      }
+      writes.push(this.log.append(rd.entries));
+    }
+    if (rd.hardState) writes.push(this.log.setHardState(rd.hardState));
+    return writes;
+  }
+
+  /** The Ready is durable: send what vouched for it, move the commit index, advance. */
+  private complete(rd: Ready): void {
+    this.network.send(rd.messagesAfterPersist);
+    if (rd.committedEntries.length > 0) {
+      for (const e of rd.committedEntries) {
+        const p = this.pending.get(e.index);
+        if (!p) continue;
+        // The proposer learns the outcome of its own entry only: same index AND same term.
+        if (p.term === e.term) {
+          this.pending.delete(e.index);
+          p.resolve();
+        } else this.settleProposal(e.index, this.outcomeUnknown());
+      }
+      const last = rd.committedEntries[rd.committedEntries.length - 1].index;
+      if (last > this.commit) {
+        this.commit = last;
+        for (const listener of this.commitListeners) listener(last);
+      }
+    }
+    this.raw.advance();
+  }
+
+  private changedRole(role: Role, leader: number): void {
+    const wasLeader = this.role === 'leader';
+    const leaderChanged = leader !== this.leader;
+    this.role = role;
+    this.leader = leader;
+    if (wasLeader && role !== 'leader') {
+      // A deposed leader cannot know whether its uncommitted entries will survive.
+      for (const index of [...this.pending.keys()]) this.settleProposal(index, this.outcomeUnknown());
+    }
+    if (leaderChanged) {
+      this.logger.info({ leader, term: this.raw.raft.term, role }, leader > 0 ? 'raft leader changed' : 'raft leader lost');
+      // A forwarded ReadIndex dies with the leader that was to answer it.
+      for (const batch of [...this.reads.values()]) this.failRead(batch, new LoomError('UNAVAILABLE', 'the leader changed during a linearizable read; retry'));
+      if (leader > 0) {
+        const change: LeaderChange = { leader, term: this.raw.raft.term, addresses: this.network.infoOf(leader) };
+        for (const listener of this.leaderListeners) listener(change);
+      }
+    }
+  }
+
+  private startRead(batch: ReadBatch): void {
+    if (this.readBatch === batch) this.readBatch = undefined;
+    if (this.closed || this.failure) return this.failRead(batch, new LoomError('UNAVAILABLE', 'the node is closing'));
+    try {
+      this.raw.readIndex(batch.context);
+    } catch (err) {
+      return this.failRead(batch, isLoomError(err, 'NOT_LEADER') ? this.notLeader() : (err as Error));
+    }
+    this.reads.set(batch.context, batch);
+    batch.timer = setTimeout(
+      () => this.failRead(batch, new LoomError('UNAVAILABLE', `no quorum confirmed the leader within ${this.readIndexTimeoutMs} ms for a linearizable read`)),
+      this.readIndexTimeoutMs,
+    );
+    this.schedulePump();
+  }
+
+  private finishRead(context: string, index: number): void {
+    const batch = this.reads.get(context);
+    if (!batch) return;
+    this.reads.delete(context);
+    clearTimeout(batch.timer);
+    for (const w of batch.waiters) w.resolve(index);
+  }
+
+  private failRead(batch: ReadBatch, err: Error): void {
+    this.reads.delete(batch.context);
+    clearTimeout(batch.timer);
+    for (const w of batch.waiters) w.reject(err);
+    batch.waiters = [];
+  }
+
+  private settleProposal(index: number, err: Error): void {
+    const p = this.pending.get(index);
+    if (!p) return;
+    this.pending.delete(index);
+    p.reject(err);
+  }
+
+  private outcomeUnknown(): LoomError {
+    return new LoomError('UNAVAILABLE', 'leadership was lost before this write committed; its outcome is unknown (it may or may not be applied)', { outcome: 'unknown' });
+  }
+
+  private failAll(err: Error): void {
+    for (const index of [...this.pending.keys()]) this.settleProposal(index, err);
+    for (const batch of [...this.reads.values()]) this.failRead(batch, err);
+    if (this.readBatch) this.failRead(this.readBatch, err);
+    this.readBatch = undefined;
+  }
+
+  /** A failed write to the log leaves Raft's view of the disk unknown: stop taking part. */
+  private fail(err: Error): void {
+    this.failure = err;
+    this.logger.error({ err }, 'raft driver stopped: the log could not be written');
+    if (this.ticker) clearInterval(this.ticker);
+    this.failAll(new LoomError('UNAVAILABLE', `this node stopped replicating: ${err.message}`));
+  }
+
+  private checkUsable(): void {
+    if (this.closed) throw new LoomError('UNAVAILABLE', 'the node is closing');
+    if (this.failure) throw new LoomError('UNAVAILABLE', `this node stopped replicating: ${this.failure.message}`);
+  }
+}
