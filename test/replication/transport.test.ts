@@ -1,0 +1,168 @@
+// The peer transport in one process: frames survive any split, peers with the secret exchange
+// messages, a peer with a wrong secret is rejected and logged, and garbage never crashes a node.
+
+import { Writable } from 'node:stream';
+import * as net from 'node:net';
+import { Packr } from 'msgpackr';
+import pino from 'pino';
+import { emptyMessage, type Message } from '../../src/eventlog/raft';
+import { FrameParser, PeerTransport, encodeFrame, validateMessage } from '../../src/replication';
+import { seededRandom } from '../../src/eventlog/raft';
+
+const secret = 'correct-horse-battery';
+
+function capturingLogger(): { logger: pino.Logger; lines: string[] } {
+  const lines: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      lines.push(chunk.toString());
+      done();
+    },
+  });
+  return { logger: pino({ level: 'info' }, stream), lines };
+}
+
+async function transportPair(secretB = secret) {
+  const portA = await freePort();
+  const portB = await freePort();
+  const logA = capturingLogger();
+  const a = new PeerTransport({ nodeId: 1, host: '127.0.0.1', port: portA, peers: [{ id: 1, host: '127.0.0.1', port: portA }, { id: 2, host: '127.0.0.1', port: portB }], secret, logger: logA.logger });
+  const b = new PeerTransport({ nodeId: 2, host: '127.0.0.1', port: portB, peers: [{ id: 1, host: '127.0.0.1', port: portA }, { id: 2, host: '127.0.0.1', port: portB }], secret: secretB, logger: pino({ level: 'silent' }) });
+  await a.listen();
+  await b.listen();
+  return { a, b, portA, logA };
+}
+
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function heartbeat(from: number, to: number, term: number): Message {
+  return { ...emptyMessage('heartbeat', from, to, term), commit: 3, context: 'x' };
+}
+
+describe('frames', () => {
+  it('decodes the same frames whatever the split of the bytes', () => {
+    const m: Message = { ...heartbeat(1, 2, 5), type: 'app', entries: [{ index: 4, term: 5, type: 'kv.put', data: Buffer.from('abc'), ts: 7 }] };
+    const bytes = Buffer.concat([encodeFrame({ t: 'messages', m: [m] }), encodeFrame({ t: 'info', info: { nats: '127.0.0.1:1' } })]);
+    for (let split = 0; split <= bytes.length; split++) {
+      const parser = new FrameParser(1 << 20);
+      const frames = [...parser.push(bytes.subarray(0, split)), ...parser.push(bytes.subarray(split))];
+      expect(frames).toHaveLength(2);
+      const got = validateMessage((frames[0] as { m: unknown[] }).m[0], 1, 2);
+      expect(got.entries[0].index).toBe(4);
+      expect(Buffer.from(got.entries[0].data).toString()).toBe('abc');
+    }
+  });
+
+  it('refuses a frame longer than the limit before buffering it', () => {
+    const parser = new FrameParser(100);
+    const head = Buffer.alloc(4);
+    head.writeUInt32BE(101);
+    expect(() => parser.push(head)).toThrow(/limit 100/);
+  });
+
+  it('refuses a message that claims another sender or has a malformed field', () => {
+    expect(() => validateMessage(heartbeat(3, 2, 1), 1, 2)).toThrow(/claims to come from 3/);
+    expect(() => validateMessage({ ...heartbeat(1, 2, 1), term: -1 }, 1, 2)).toThrow(/term/);
+    expect(() => validateMessage({ ...heartbeat(1, 2, 1), type: 'nope' }, 1, 2)).toThrow(/type/);
+  });
+});
+
+describe('peer transport', () => {
+  it('delivers messages between peers that share the secret, and their addresses', async () => {
+    const { a, b } = await transportPair();
+    try {
+      const got: Message[] = [];
+      b.onMessages((from, ms) => got.push(...ms.filter(() => from === 1)));
+      a.setLocalInfo({ nats: '127.0.0.1:4222' });
+      const deadline = Date.now() + 5000;
+      while (got.length === 0 && Date.now() < deadline) {
+        a.send([heartbeat(1, 2, 1)]);
+        await sleep(50);
+      }
+      expect(got[0].type).toBe('heartbeat');
+      expect(got[0].commit).toBe(3);
+      while (b.infoOf(1)?.nats === undefined && Date.now() < deadline) await sleep(20);
+      expect(b.infoOf(1)).toEqual({ nats: '127.0.0.1:4222' });
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('rejects and logs a peer with a wrong cluster secret, acting on none of its messages', async () => {
+    const { a, b, logA } = await transportPair('wrong-secret-here');
+    try {
+      const got: Message[] = [];
+      a.onMessages((_from, ms) => got.push(...ms));
+      for (let i = 0; i < 20; i++) {
+        b.send([heartbeat(2, 1, 1)]);
+        await sleep(50);
+      }
+      expect(got).toEqual([]);
+      expect(a.rejectedPeers).toBeGreaterThan(0);
+      expect(logA.lines.join('')).toMatch(/wrong cluster secret/);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('survives fuzzed bytes and fuzzed frames on the raft port, closing only those connections', async () => {
+    const { a, b, portA } = await transportPair();
+    const got: Message[] = [];
+    a.onMessages((_from, ms) => got.push(...ms));
+    const random = seededRandom(42);
+    const packr = new Packr({ useRecords: false });
+    const junk = (): unknown => {
+      const pick = Math.floor(random() * 8);
+      if (pick === 0) return { t: 'messages', m: [heartbeat(2, 1, 1)] }; // before any handshake
+      if (pick === 1) return { t: 'hello', id: 2, mac: Buffer.alloc(32), info: {} };
+      if (pick === 2) return { t: 'challenge', nonce: Buffer.alloc(3) };
+      if (pick === 3) return [1, 2, { t: 'x' }];
+      if (pick === 4) return { t: 'hello', id: -5, mac: 'x' };
+      if (pick === 5) return null;
+      if (pick === 6) return { t: 'challenge', nonce: Buffer.alloc(32) };
+      return { t: 'info', info: { nats: 7 } };
+    };
+    try {
+      for (let round = 0; round < 60; round++) {
+        const socket = net.connect({ host: '127.0.0.1', port: portA });
+        socket.on('error', () => undefined);
+        await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+        const parts: Buffer[] = [];
+        for (let i = 0; i < 3; i++) {
+          if (random() < 0.5) {
+            parts.push(Buffer.from(Array.from({ length: Math.floor(random() * 64) + 1 }, () => Math.floor(random() * 256))));
+          } else {
+            const body = packr.pack(junk());
+            const head = Buffer.alloc(4);
+            head.writeUInt32BE(random() < 0.1 ? 0xffffffff : body.length);
+            parts.push(head, body);
+          }
+        }
+        socket.write(Buffer.concat(parts));
+        socket.end();
+        await sleep(5);
+      }
+      expect(got).toEqual([]);
+      // The legitimate peer still gets through.
+      const deadline = Date.now() + 5000;
+      while (got.length === 0 && Date.now() < deadline) {
+        b.send([heartbeat(2, 1, 1)]);
+        await sleep(50);
+      }
+      expect(got.length).toBeGreaterThan(0);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+});
