@@ -7,6 +7,7 @@ import type { Database, Watch } from '../../core';
 import { LoomError, type Logger } from '../../util';
 import { listenError } from '../http/server';
 import { parseInput, runOperation, type OperationContext, type OperationName } from '../operations';
+import { bucketStreams } from './buckets';
 import { decodeRequest, decodeWatchRequest, encodeResponse, type ProtoRequest } from './codec';
 import { callsPerConnectionMaxDefault, keepaliveMs, keepaliveTimeoutMs, messageBytesMaxDefault, readTimeoutMsMax, shutdownGraceMsMax } from './limits';
 import { loadLoomProto } from './proto';
@@ -45,10 +46,11 @@ const unaryRoutes: Record<string, Record<string, OperationName>> = {
   Events: { Append: 'ev.append', Read: 'ev.read' },
   SQL: { Query: 'sql.query' },
   Cluster: { Status: 'cluster.status' },
+  Buckets: { Stat: 'obj.info', List: 'obj.list', Delete: 'obj.del' },
 };
 
 /** Operations whose schema takes `timeoutMs`: the call's remaining deadline is passed to them. */
-const takesTimeout = new Set<OperationName>(['kv.get', 'kv.list', 'ev.read', 'sql.query']);
+const takesTimeout = new Set<OperationName>(['kv.get', 'kv.list', 'ev.read', 'sql.query', 'obj.info', 'obj.list']);
 
 /** A request whose bytes did not decode: answered INVALID_ARGUMENT by the handler, not INTERNAL by grpc-js. */
 class MalformedRequest {
@@ -127,6 +129,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   for (const [service, routes] of Object.entries(unaryRoutes)) {
     const implementation: grpc.UntypedServiceImplementation = {};
     for (const [method, operation] of Object.entries(routes)) implementation[method] = unary(operation);
+    if (service === 'Buckets') Object.assign(implementation, bucketStreams({ db: options.db, logger, admit, isClosing: () => closing }));
     server.addService(tolerant(serviceDefinition(definitions, service)), implementation);
   }
   server.addService(tolerant(serviceDefinition(definitions, 'Watch')), { Watch: watch });

@@ -1,0 +1,98 @@
+// The streaming rpcs of the gRPC Buckets service: Put (client-streaming upload, re-chunked by the
+// objects API with backpressure) and Get (server-streaming download, one write per chunk, waiting
+// for `drain`). Stat, List and Delete are unary operations served like every other.
+
+import { once } from 'node:events';
+import * as grpc from '@grpc/grpc-js';
+import type { Database, PutObjectOptions } from '../../core';
+import { LoomError, type Logger } from '../../util';
+import { encodeObjectInfo, type ProtoRequest } from './codec';
+import { toServiceError } from './status';
+
+/** Event-loop turns an upload waits after its last message for a cancel that may be on its way. */
+export const cancelSettleTurns = 3;
+
+export interface BucketStreamOptions {
+  db: Database;
+  logger: Logger;
+  /** Auth and malformed-message checks shared with the other rpcs; returns the decoded message. */
+  admit(call: { metadata: grpc.Metadata; request: unknown }): ProtoRequest;
+  isClosing(): boolean;
+}
+
+export function bucketStreams(options: BucketStreamOptions): grpc.UntypedServiceImplementation {
+  const { db, logger } = options;
+
+  const put: grpc.handleClientStreamingCall<unknown, unknown> = (call, callback) => {
+    // A cancelled call ends the upload's read loop with an error: nothing is committed.
+    call.on('cancelled', () => call.destroy(new LoomError('UNAVAILABLE', 'the client cancelled the upload')));
+    const run = async (): Promise<unknown> => {
+      if (options.isClosing()) throw new LoomError('UNAVAILABLE', 'the gRPC server is shutting down');
+      const messages = call[Symbol.asyncIterator]() as AsyncIterator<unknown>;
+      const first = await messages.next();
+      if (first.done) throw new LoomError('INVALID_ARGUMENT', 'Put needs at least one message, the first with a header', { field: 'header' });
+      const head = options.admit({ metadata: call.metadata, request: first.value });
+      const header = head.header as ProtoRequest | undefined | null;
+      if (!header) throw new LoomError('INVALID_ARGUMENT', 'the first Put message must carry a header', { field: 'header' });
+      const putOptions: PutObjectOptions = { metadata: (header.metadata as Record<string, string> | undefined) ?? {} };
+      if (typeof header.content_type === 'string' && header.content_type !== '') putOptions.contentType = header.content_type;
+      if (typeof header.sha256 === 'string') putOptions.sha256 = header.sha256;
+      if (typeof header.chunk_bytes === 'number' && header.chunk_bytes > 0) putOptions.chunkBytes = header.chunk_bytes;
+      const body = (async function* data(): AsyncGenerator<Uint8Array> {
+        if ((head.data as Buffer | undefined)?.length) yield head.data as Buffer;
+        for (let next = await messages.next(); !next.done; next = await messages.next()) {
+          const message = options.admit({ metadata: call.metadata, request: next.value });
+          if (message.header) throw new LoomError('INVALID_ARGUMENT', 'only the first Put message carries a header', { field: 'header' });
+          if ((message.data as Buffer | undefined)?.length) yield message.data as Buffer;
+        }
+        // A cancel (RST_STREAM) first ends the HTTP/2 stream's readable side, which grpc-js reports
+        // as a half-close; the cancel itself follows once the stream closes, a few turns later.
+        // Give it those turns before committing, so a cancelled upload never becomes visible.
+        for (let turn = 0; turn < cancelSettleTurns && !call.cancelled; turn++) await new Promise((resolve) => setImmediate(resolve));
+        if (call.cancelled) throw new LoomError('UNAVAILABLE', 'the client cancelled the upload');
+      })();
+      const info = await db.objects.put(String(header.bucket ?? ''), String(header.name ?? ''), body, putOptions);
+      return encodeObjectInfo(info);
+    };
+    run().then(
+      (response) => callback(null, response),
+      (err: unknown) => callback(toServiceError(err, logger)),
+    );
+  };
+
+  const get: grpc.handleServerStreamingCall<unknown, unknown> = (call) => {
+    const run = async (): Promise<void> => {
+      if (options.isClosing()) throw new LoomError('UNAVAILABLE', 'the gRPC server is shutting down');
+      const r = options.admit(call);
+      const readOptions: { offset?: number; length?: number; consistency?: 'local' | 'linearizable'; atLeast?: number } = {};
+      if (typeof r.offset === 'number') readOptions.offset = r.offset;
+      if (typeof r.length === 'number') readOptions.length = r.length;
+      if (r.consistency === 'local' || r.consistency === 'linearizable') readOptions.consistency = r.consistency;
+      else if (r.consistency !== undefined && r.consistency !== '') throw new LoomError('INVALID_ARGUMENT', 'consistency must be local or linearizable', { field: 'consistency' });
+      if (typeof r.at_least === 'number') readOptions.atLeast = r.at_least;
+      const download = await db.objects.get(String(r.bucket ?? ''), String(r.name ?? ''), readOptions);
+      const stop = (): void => void download.stream.destroy();
+      call.on('cancelled', stop);
+      try {
+        // The info goes out alone, so a client knows size and digest before the first byte.
+        if (!call.write({ info: encodeObjectInfo(download.info) })) await once(call, 'drain');
+        for await (const piece of download.stream) {
+          if (call.cancelled) return;
+          if (!call.write({ data: piece as Buffer })) await once(call, 'drain');
+        }
+      } finally {
+        call.off('cancelled', stop);
+      }
+    };
+    run().then(
+      () => {
+        if (!call.cancelled && !call.writableEnded) call.end();
+      },
+      (err: unknown) => {
+        if (!call.cancelled && !call.writableEnded) call.emit('error', toServiceError(err, logger));
+      },
+    );
+  };
+
+  return { Put: put, Get: get };
+}

@@ -1,0 +1,147 @@
+import { createHash, randomBytes } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { open } from 'lmdb';
+import { loadLoomProto } from '../../../src/api/grpc';
+import { openNode, type EmbeddedNode } from '../../../src';
+import { chunkBytesDefault } from '../../../src/util/names';
+import { makeTempDir, removeDir } from '../../support/tmp';
+
+type Ctor = new (address: string, credentials: grpc.ChannelCredentials) => grpc.Client;
+type Info = { size: number; sha256: string; name: string; content_type: string; metadata: Record<string, string> };
+
+function bucketsClient(port: number): grpc.Client & Record<string, (...args: unknown[]) => unknown> {
+  const loaded = grpc.loadPackageDefinition(loadLoomProto()) as unknown as { loom: { v1: Record<string, Ctor> } };
+  return new loaded.loom.v1.Buckets(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as grpc.Client & Record<string, (...args: unknown[]) => unknown>;
+}
+
+function put(client: ReturnType<typeof bucketsClient>, header: Record<string, unknown>, pieces: Iterable<Buffer>): Promise<Info> {
+  return new Promise((resolve, reject) => {
+    const call = client.Put((err: grpc.ServiceError | null, info: Info) => (err ? reject(err) : resolve(info))) as grpc.ClientWritableStream<unknown>;
+    void (async () => {
+      call.write({ header });
+      for (const data of pieces) if (!call.write({ data })) await new Promise((r) => call.once('drain', r));
+      call.end();
+    })();
+  });
+}
+
+async function get(client: ReturnType<typeof bucketsClient>, request: Record<string, unknown>): Promise<{ info: Info; data: Buffer }> {
+  const call = client.Get(request) as grpc.ClientReadableStream<{ info?: Info; data: Buffer }>;
+  let info: Info | undefined;
+  const parts: Buffer[] = [];
+  for await (const message of call) {
+    if (message.info) info = message.info;
+    if (message.data.length) parts.push(message.data);
+  }
+  return { info: info as Info, data: Buffer.concat(parts) };
+}
+
+function pieces(size: number, seed: number): { list: () => Generator<Buffer>; sha256: string } {
+  const block = randomBytes(1024 * 1024);
+  block.writeUInt32BE(seed, 0);
+  const list = function* (): Generator<Buffer> {
+    for (let at = 0; at < size; at += block.length) yield block.subarray(0, Math.min(block.length, size - at));
+  };
+  const hash = createHash('sha256');
+  for (const p of list()) hash.update(p);
+  return { list, sha256: hash.digest('hex') };
+}
+
+function loomCode(err: unknown): string | undefined {
+  return (err as grpc.ServiceError).metadata?.get('loom-error')[0] as string | undefined;
+}
+
+describe('Buckets over gRPC', () => {
+  let dir: string;
+  let node: EmbeddedNode;
+  let client: ReturnType<typeof bucketsClient>;
+
+  async function start(): Promise<void> {
+    node = await openNode({ data: dir, doors: true, sync: 'none' });
+    client = bucketsClient(node.ports.grpc as number);
+  }
+
+  beforeAll(async () => {
+    dir = makeTempDir();
+    await start();
+  });
+  afterAll(async () => {
+    client.close();
+    await node.close();
+    removeDir(dir);
+  });
+
+  const chunk = chunkBytesDefault;
+  it.each([0, 1, chunk - 1, chunk, chunk + 1, 50 * 1024 * 1024])('round-trips %i bytes byte for byte', async (size) => {
+    const source = pieces(size, size);
+    const info = await put(client, { bucket: 'g', name: `o-${size}`, content_type: 'text/plain', metadata: { k: 'v' }, sha256: source.sha256 }, source.list());
+    expect(info).toMatchObject({ size, sha256: source.sha256, content_type: 'text/plain', metadata: { k: 'v' } });
+    const got = await get(client, { bucket: 'g', name: `o-${size}` });
+    expect(got.info).toMatchObject({ size, sha256: source.sha256 });
+    expect(got.data.length).toBe(size);
+    expect(createHash('sha256').update(got.data).digest('hex')).toBe(source.sha256);
+  });
+
+  it('reads a range with offset and length', async () => {
+    const bytes = randomBytes(3 * chunk);
+    await put(client, { bucket: 'g', name: 'range' }, [bytes]);
+    const got = await get(client, { bucket: 'g', name: 'range', offset: chunk - 3, length: chunk + 6 });
+    expect(got.data.equals(bytes.subarray(chunk - 3, 2 * chunk + 3))).toBe(true);
+  });
+
+  it('stats, lists and deletes', async () => {
+    await put(client, { bucket: 'h', name: 'x/1' }, [Buffer.from('one')]);
+    const stat = await new Promise<Info>((resolve, reject) => client.Stat({ bucket: 'h', name: 'x/1' }, (err: Error | null, r: Info) => (err ? reject(err) : resolve(r))));
+    expect(stat).toMatchObject({ size: 3 });
+    const list = await new Promise<{ items: Info[] }>((resolve, reject) => client.List({ bucket: 'h', prefix: 'x/' }, (err: Error | null, r: { items: Info[] }) => (err ? reject(err) : resolve(r))));
+    expect(list.items.map((i) => i.name)).toEqual(['x/1']);
+    const del = await new Promise<{ deleted: boolean }>((resolve, reject) => client.Delete({ bucket: 'h', name: 'x/1' }, (err: Error | null, r: { deleted: boolean }) => (err ? reject(err) : resolve(r))));
+    expect(del.deleted).toBe(true);
+    const missing = await new Promise<unknown>((resolve) => client.Stat({ bucket: 'h', name: 'x/1' }, (err: Error | null) => resolve(err)));
+    expect(loomCode(missing)).toBe('NOT_FOUND');
+  });
+
+  it('rejects a digest mismatch and leaves nothing visible', async () => {
+    const err = await put(client, { bucket: 'g', name: 'bad', sha256: '00'.repeat(32) }, [Buffer.from('hello')]).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(loomCode(err)).toBe('INVALID_ARGUMENT');
+    const missing = await new Promise<unknown>((resolve) => client.Stat({ bucket: 'g', name: 'bad' }, (e: Error | null) => resolve(e)));
+    expect(loomCode(missing)).toBe('NOT_FOUND');
+  });
+
+  it('leaves nothing visible when the client cancels an upload', async () => {
+    const call = client.Put(() => undefined) as grpc.ClientWritableStream<unknown>;
+    call.write({ header: { bucket: 'g', name: 'cancelled' } });
+    call.write({ data: randomBytes(2 * chunk) });
+    await new Promise((r) => setTimeout(r, 200));
+    call.cancel();
+    await new Promise((r) => setTimeout(r, 200));
+    const missing = await new Promise<unknown>((resolve) => client.Stat({ bucket: 'g', name: 'cancelled' }, (e: Error | null) => resolve(e)));
+    expect(loomCode(missing)).toBe('NOT_FOUND');
+  });
+
+  it('answers CORRUPT for a chunk damaged on disk, over gRPC and HTTP', async () => {
+    const bytes = randomBytes(2 * chunk);
+    await put(client, { bucket: 'c', name: 'damaged' }, [bytes]);
+    const sha = createHash('sha256').update(bytes.subarray(0, chunk)).digest('hex');
+    client.close();
+    await node.close();
+    const env = open({ path: `${dir}/views/lmdb`, maxDbs: 32 });
+    const chunks = env.openDB<Buffer, string>({ name: 'blob-chunks', encoding: 'binary' });
+    const damaged = Buffer.from(chunks.getBinary(sha) as Buffer);
+    damaged[7] ^= 1;
+    await chunks.put(sha, damaged);
+    await env.close();
+    await start();
+    const err = await get(client, { bucket: 'c', name: 'damaged' }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(loomCode(err)).toBe('CORRUPT');
+    const res = await fetch(`http://127.0.0.1:${node.ports.http}/v1/buckets/c/objects/damaged`);
+    expect(res.status).toBe(500);
+    expect(((await res.json()) as { code: string }).code).toBe('CORRUPT');
+  });
+});
