@@ -207,6 +207,14 @@ function parseRequest(msg: Msg): Request {
       return { name: 'sql.query', input: { ...json(), ...readOptions() } };
     case 'CLUSTER.STATUS':
       return { name: 'cluster.status', input: {} };
+    // Objects: the name travels in the JSON payload (any UTF-8, not a subject token). Bytes go
+    // through HTTP or gRPC, which stream; see docs/buckets.md.
+    case 'OBJ.INFO':
+      return { name: 'obj.info', input: { ...json(), bucket: one('bucket'), ...readOptions() } };
+    case 'OBJ.LIST':
+      return { name: 'obj.list', input: { ...json(), bucket: one('bucket'), ...readOptions() } };
+    case 'OBJ.DEL':
+      return { name: 'obj.del', input: { ...json(), bucket: one('bucket') } };
     default:
       if (tokens[0] === 'WATCH' && tokens.length === 1) return { name: 'watch', input: json() };
       throw new LoomError('INVALID_ARGUMENT', `no API operation at ${msg.subject}`, { field: 'subject' });
