@@ -121,9 +121,12 @@ export class Raft {
     this.log = new RaftLog(store, Math.min(applied, committed), committed);
     if (this.mutation === 'applyBeforeCommit') this.log.applyCeiling = () => this.log.lastIndex();
     this.replayConfChanges(committed);
-    this.term = hard.term;
-    this.vote = hard.vote;
-    this.becomeFollower(hard.term, 0);
+    // A torn write can leave entries of a term whose hard state never reached the disk; holding
+    // them proves we were in that term (without a vote in it, or the vote would be durable).
+    const lastTerm = this.log.lastTerm();
+    this.term = Math.max(hard.term, lastTerm);
+    this.vote = lastTerm > hard.term ? 0 : hard.vote;
+    this.becomeFollower(this.term, 0);
   }
 
   // ---- inputs ------------------------------------------------------------------------------
