@@ -1,6 +1,7 @@
 // Scenario tests for elections: the message flow of a PreVote election, one vote per term, the
 // up-to-date rule, PreVote keeping a rejoining node from disrupting, CheckQuorum, durability order.
 
+import { MemoryLog } from '../../../src/eventlog';
 import { emptyMessage } from '../../../src/eventlog/raft';
 import { Harness } from './harness';
 
@@ -94,6 +95,14 @@ describe('raft elections', () => {
     const rd = voter.ready();
     expect(rd.hardState).toEqual({ term: 2, vote: 3, commit: 0 });
     expect(rd.messagesAfterPersist.map((m) => `${m.type} →${m.to} t${m.term}`)).toEqual(['voteResp →3 t2']);
+  });
+
+  it('after a torn write, a stored entry of a later term than the hard state raises the term', async () => {
+    const store = new MemoryLog();
+    await store.append([{ index: 1, term: 3, type: 'test.put', data: Buffer.from('x'), ts: 0 }]);
+    await store.setHardState({ term: 1, vote: 2, commit: 0 });
+    const h = new Harness([1, 2, 3], {}, new Map([[1, store]]));
+    expect(h.node(1).raw.status()).toMatchObject({ term: 3, vote: 0 });
   });
 
   it('with PreVote, a node cut off and rejoining does not disrupt the leader', async () => {
