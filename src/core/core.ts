@@ -72,6 +72,8 @@ export class Core {
     const seq = indexes[0];
     // Wait before the commit can land, so the proposer is sure to receive its entry's outcome.
     const applied = this.applier.waitApplied(seq);
+    // If the applier fails while the commit is still awaited, the rejection is handled below.
+    applied.catch(() => undefined);
     try {
       await committed;
     } catch (err) {

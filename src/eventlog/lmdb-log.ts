@@ -65,6 +65,8 @@ export class LmdbLog implements LogStore {
   private readonly pending = new Map<number, LogEntry>();
   private queuedWrites: Array<() => void> = [];
   private nextCommit: Promise<void> | undefined;
+  /** Resolves when the most recently formed group commit, and every one before it, is durable. */
+  private lastCommit: Promise<void> = Promise.resolve();
   private closed = false;
   private failure: Error | undefined;
 
@@ -129,32 +131,32 @@ export class LmdbLog implements LogStore {
       out.push(entry);
       return true;
     };
-    // Entries not yet committed always form a suffix of the log; everything before it is on disk.
-    const diskEnd = Math.min(hi, this.pendingStart());
-    let expected = lo;
-    if (lo < diskEnd) {
-      for (const { key, value } of this.entriesDb.getRange({ start: encodeIndexKey(lo), end: encodeIndexKey(diskEnd) })) {
-        const index = decodeIndexKey(key);
-        if (index !== expected) break;
-        if (!take(decodeEntryValue(value, index, this.file))) return out;
+    // An entry is either pending (appended, its group commit not finished) or on disk. Pending
+    // entries are usually a suffix, but group commits can finish out of order, so runs of each are
+    // read in turn.
+    let index = lo;
+    while (index < hi) {
+      const pendingEntry = this.pending.get(index);
+      if (pendingEntry !== undefined) {
+        if (!take(pendingEntry)) return out;
+        index++;
+        continue;
+      }
+      let runEnd = index + 1;
+      while (runEnd < hi && !this.pending.has(runEnd)) runEnd++;
+      let expected = index;
+      for (const { key, value } of this.entriesDb.getRange({ start: encodeIndexKey(index), end: encodeIndexKey(runEnd) })) {
+        const stored = decodeIndexKey(key);
+        if (stored !== expected) break;
+        if (!take(decodeEntryValue(value, stored, this.file))) return out;
         expected++;
       }
-      if (expected !== diskEnd) {
+      if (expected !== runEnd) {
         throw new LoomError('CORRUPT', `log in ${this.file} is missing entry ${expected}`, { index: expected, file: this.file });
       }
-    }
-    for (let index = expected; index < hi; index++) {
-      const entry = this.pending.get(index);
-      assert(entry !== undefined, `entry ${index} is neither on disk nor pending`);
-      if (!take(entry)) break;
+      index = runEnd;
     }
     return out;
-  }
-
-  private pendingStart(): number {
-    let start = this.last + 1;
-    for (const index of this.pending.keys()) if (index < start) start = index;
-    return start;
   }
 
   term(i: number): number {
@@ -316,11 +318,17 @@ export class LmdbLog implements LogStore {
   private write(op: () => void): Promise<void> {
     this.queuedWrites.push(op);
     if (this.nextCommit === undefined) {
-      this.nextCommit = new Promise<void>((resolve, reject) => {
+      // Group commits resolve strictly in the order they were formed: lmdb-js may report a later
+      // flush first, and callers (the commit index, pending reads) rely on log order.
+      const previous = this.lastCommit;
+      const commit = new Promise<void>((resolve, reject) => {
         setImmediate(() => this.commitQueued().then(resolve, reject));
       });
+      this.nextCommit = commit;
+      this.lastCommit = Promise.all([previous, commit]).then(() => undefined);
+      return this.lastCommit;
     }
-    return this.nextCommit;
+    return this.lastCommit;
   }
 
   private async commitQueued(): Promise<void> {
