@@ -270,7 +270,15 @@ export class RaftReplicator implements Replicator {
       }
       writes.push(this.log.append(rd.entries));
     }
-    if (rd.hardState) writes.push(this.log.setHardState(rd.hardState));
+    if (rd.hardState) {
+      const durable = this.log.hardState();
+      const write = this.log.setHardState(rd.hardState);
+      // Like etcd's MustSync: a change of the commit index alone need not be waited for. Raft
+      // never relies on a durable commit index (it is re-learnt from the leader), and waiting
+      // would put one more fsync on every write's path.
+      if (rd.entries.length > 0 || rd.snapshot || rd.hardState.term !== durable.term || rd.hardState.vote !== durable.vote) writes.push(write);
+      else write.catch((err: unknown) => this.fail(err as Error));
+    }
     return writes;
   }
 
