@@ -1,0 +1,72 @@
+// Starting the servers a benchmark compares: `loom serve` (built CLI) and anchors such as etcd,
+// each as its own process on loopback with free ports, stopped when the benchmark ends.
+
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+export function hasCommand(name: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${name}`]).status === 0;
+}
+
+export interface Running {
+  child: ChildProcess;
+  stop(): Promise<void>;
+}
+
+function stopper(child: ChildProcess): () => Promise<void> {
+  return () =>
+    new Promise((resolve) => {
+      if (child.exitCode !== null) return resolve();
+      child.once('exit', () => resolve());
+      child.kill('SIGTERM');
+    });
+}
+
+const loomMain = path.join(__dirname, '../../../dist/cli/main.js');
+
+/** `loom serve` on free ports; resolves with its ports once ports.json exists. */
+export async function startLoom(dataDir: string, args: string[] = []): Promise<Running & { ports: Record<string, number> }> {
+  const child = spawn(process.execPath, [loomMain, 'serve', '--data', dataDir, '--http-port', '0', '--nats-port', '0', '--grpc-port', '0', '--raft-port', '0', '--log-level', 'warn', ...args], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const portsFile = path.join(dataDir, 'ports.json');
+  for (let i = 0; i < 300; i++) {
+    if (existsSync(portsFile)) return { child, ports: JSON.parse(readFileSync(portsFile, 'utf8')) as Record<string, number>, stop: stopper(child) };
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  child.kill('SIGKILL');
+  throw new Error('loom serve did not start');
+}
+
+/** A single-node etcd with its data on the same disk, as the anchor of the API benchmark. */
+export async function startEtcd(dataDir: string): Promise<Running & { endpoint: string }> {
+  const client = await freePort();
+  const peer = await freePort();
+  const endpoint = `http://127.0.0.1:${client}`;
+  const child = spawn(
+    'etcd',
+    ['--data-dir', dataDir, '--listen-client-urls', endpoint, '--advertise-client-urls', endpoint, '--listen-peer-urls', `http://127.0.0.1:${peer}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${peer}`, '--initial-cluster', `default=http://127.0.0.1:${peer}`, '--log-level', 'error'],
+    { stdio: ['ignore', 'ignore', 'ignore'] },
+  );
+  for (let i = 0; i < 200; i++) {
+    try {
+      const response = await fetch(`${endpoint}/health`);
+      if (response.ok) return { child, endpoint, stop: stopper(child) };
+    } catch {
+      // not listening yet
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  child.kill('SIGKILL');
+  throw new Error('etcd did not start');
+}
