@@ -20,6 +20,7 @@ usage:
   loom log verify [--data DIR]
   loom replay  --projection NAME [--data DIR]     drop one view (kv, sql) and rebuild it from the log
   loom status  [--http URL]
+  loom cluster status [--http URL]                 role, leader, term, commit and members of the node's group
 
 Every serve flag also reads from LOOM_<FLAG> (e.g. LOOM_HTTP_PORT). A port of 0 picks a free one;
 chosen ports are written to <data>/ports.json. --sync none skips fsync: for tests and benchmarks
@@ -163,6 +164,19 @@ async function status(args: string[]): Promise<number> {
   return response.ok ? 0 : 1;
 }
 
+async function cluster(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub !== 'status') {
+    // add, remove and transfer-leader need door operations that are not built yet (docs/replication.md).
+    throw new UsageError(`unknown cluster command "${sub ?? ''}" (this version has: loom cluster status)`);
+  }
+  const flags = parse(rest, { http: { type: 'string' } });
+  const base = (flags.http as string | undefined) ?? process.env.LOOM_HTTP ?? 'http://127.0.0.1:8080';
+  const response = await fetch(new URL('/v1/cluster/status', base));
+  process.stdout.write(`${JSON.stringify(await response.json(), null, 2)}\n`);
+  return response.ok ? 0 : 1;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;
   switch (command) {
@@ -175,6 +189,8 @@ async function main(argv: string[]): Promise<number> {
       return replay(args);
     case 'status':
       return status(args);
+    case 'cluster':
+      return cluster(args);
     case undefined:
     case 'help':
     case '--help':

@@ -5,7 +5,7 @@ import * as net from 'node:net';
 import pino from 'pino';
 import { PeerTransport } from '../../src/replication';
 import { seededRandom } from '../../src/eventlog/raft';
-import { startServe, stopServe, type ServeProcess } from '../support/cli';
+import { runLoom, startServe, stopServe, type ServeProcess } from '../support/cli';
 import { makeTempDir, removeDir } from '../support/tmp';
 import { clusterSecret, freePort, sleep } from './cluster';
 
@@ -68,5 +68,13 @@ describe('raft port security', () => {
     expect(res.status).toBe(200);
     const status = (await res.json()) as { nodeId: number };
     expect(status.nodeId).toBe(1);
+  });
+
+  it('reports the group of the node through loom cluster status', () => {
+    const result = runLoom(['cluster', 'status', '--http', `http://127.0.0.1:${serve.ports.http}`]);
+    expect(result.status).toBe(0);
+    const status = JSON.parse(result.stdout) as { nodeId: number; members: Array<{ id: number; role: string }> };
+    expect(status.nodeId).toBe(1);
+    expect(status.members.map((m) => m.id)).toEqual([1, 2]);
   });
 });
