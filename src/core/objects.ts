@@ -24,7 +24,7 @@ import { LoomError, isLoomError, type Logger } from '../util';
 import type { Database, ReadOptions } from './database';
 
 /** Chunk proposals of one upload awaiting their commit at once: bounds its memory (window × chunk). */
-export const uploadChunksInFlightMax = 4;
+export const uploadChunksInFlightMax = 16;
 /** Default age after which a chunk no object references is collected (an upload must finish within it). */
 export const orphanChunkAgeMsDefault = 24 * 3600 * 1000;
 /** Most chunks one `blob.gc` entry removes; the collector proposes again while more are due. */
