@@ -35,16 +35,18 @@ function doorError(code: string, message: string, details?: Record<string, unkno
   return Object.assign(new Error(message), { code, details });
 }
 
+/** Runs a call, turning whatever error it throws into a plain DoorError with the same code. */
+async function wrap<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    const e = err as DoorError;
+    throw doorError(e.code, e.message, e.details);
+  }
+}
+
 /** The embedded API: the same calls the doors make, with no network. */
 export function embeddedDoor(node: EmbeddedNode): Door {
-  const wrap = async <T>(fn: () => Promise<T>): Promise<T> => {
-    try {
-      return await fn();
-    } catch (err) {
-      const e = err as DoorError;
-      throw doorError(e.code, e.message, e.details);
-    }
-  };
   return {
     name: 'embedded',
     put: (b, k, v, o = {}) => wrap(() => node.kv.put(b, k, v, o)),
@@ -135,14 +137,6 @@ export async function natsDoor(port: number, token?: string): Promise<Door> {
 /** The gRPC door through @grpc/grpc-js. */
 export function grpcAdapterDoor(port: number, token?: string): Door {
   const g = grpcDoor(port, token);
-  const wrap = async <T>(fn: () => Promise<T>): Promise<T> => {
-    try {
-      return await fn();
-    } catch (err) {
-      const e = err as DoorError;
-      throw doorError(e.code, e.message, e.details);
-    }
-  };
   return {
     name: 'grpc',
     put: (b, k, v, o = {}) => wrap(() => g.kvPut({ bucket: b, key: k, value: new Uint8Array(v), ...o })),

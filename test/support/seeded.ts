@@ -1,12 +1,4 @@
-// A small seeded PRNG (mulberry32) for tests that must be reproducible from a seed.
+// A small seeded PRNG for tests that must be reproducible from a seed: the same mulberry32 that
+// Raft uses for its randomized election timeouts.
 
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom } from '../../src/eventlog/raft';
