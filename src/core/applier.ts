@@ -94,22 +94,26 @@ export class Applier {
 
   /**
    * Resolves once `index` has been applied, with the entry's outcome when the wait began before
-   * the entry was applied (the proposer's case); a late waiter gets undefined.
+   * the entry was applied (the proposer's case); a late waiter gets undefined. `cancel` rejects
+   * and forgets this one wait (a failed proposal, a read that timed out) and no other.
    */
-  waitApplied(index: number): Promise<unknown> {
-    if (this.failure) return Promise.reject(this.failure);
-    if (index <= this.applied) return Promise.resolve(undefined);
-    return new Promise((resolve, reject) => this.waiters.push({ index, resolve, reject }));
-  }
-
-  /** Rejects the waiters of an index whose entry will never be applied as proposed. */
-  cancelWait(index: number, reason: Error): void {
-    let kept = 0;
-    for (const waiter of this.waiters) {
-      if (waiter.index === index) waiter.reject(reason);
-      else this.waiters[kept++] = waiter;
-    }
-    this.waiters.length = kept;
+  waitApplied(index: number): { promise: Promise<unknown>; cancel(reason: Error): void } {
+    if (this.failure) return { promise: Promise.reject(this.failure), cancel: () => undefined };
+    if (index <= this.applied) return { promise: Promise.resolve(undefined), cancel: () => undefined };
+    let waiter!: Waiter;
+    const promise = new Promise<unknown>((resolve, reject) => {
+      waiter = { index, resolve, reject };
+      this.waiters.push(waiter);
+    });
+    return {
+      promise,
+      cancel: (reason) => {
+        const at = this.waiters.indexOf(waiter);
+        if (at < 0) return;
+        this.waiters.splice(at, 1);
+        waiter.reject(reason);
+      },
+    };
   }
 
   /** Resolves once everything committed so far has been applied. */

@@ -73,16 +73,14 @@ export class Core {
     // Wait before the commit can land, so the proposer is sure to receive its entry's outcome.
     const applied = this.applier.waitApplied(seq);
     // If the applier fails while the commit is still awaited, the rejection is handled below.
-    applied.catch(() => undefined);
+    applied.promise.catch(() => undefined);
     try {
       await committed;
     } catch (err) {
-      // The proposer hears `err`; the cancelled wait must not surface as an unhandled rejection.
-      applied.catch(() => undefined);
-      this.applier.cancelWait(seq, err as Error);
+      applied.cancel(err as Error);
       throw err;
     }
-    return { seq, outcome: await applied };
+    return { seq, outcome: await applied.promise };
   }
 
   /**
@@ -106,8 +104,14 @@ export class Core {
         wait,
       );
     });
+    const applied = this.applier.waitApplied(seq);
     try {
-      await Promise.race([this.applier.waitApplied(seq), timeout]);
+      await Promise.race([applied.promise, timeout]);
+    } catch (err) {
+      // A read that gave up must not stay registered until the index is applied.
+      applied.promise.catch(() => undefined);
+      applied.cancel(err as Error);
+      throw err;
     } finally {
       clearTimeout(timer);
     }
