@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { openDatabase, watchChanges } from '../src/core';
 import { LmdbLog, type LogEntry } from '../src/eventlog';
 import { replayProjection } from '../src/node';
-import { KvProjection, ProjectionRunner, ViewStore, encodeMutation } from '../src/projections';
+import { KvProjection, ProjectionRunner, SqlProjection, SqlStore, ViewStore, encodeMutation } from '../src/projections';
 import { silentLogger } from '../src/util';
 import { benchDir, fmt, machine, percentile, table } from './support';
 
@@ -34,6 +34,18 @@ async function kvApplyRate(dir: string): Promise<number> {
   return applyPuts / seconds;
 }
 
+async function sqlApplyRate(dir: string): Promise<number> {
+  const store = new SqlStore(path.join(dir, 'apply-sql.db'));
+  const runner = new ProjectionRunner(new SqlProjection(), store, silentLogger());
+  const rows = 100_000;
+  const entries = putEntries(1, rows, 50_000);
+  const started = process.hrtime.bigint();
+  for (let i = 0; i < entries.length; i += 1000) runner.apply(entries.slice(i, i + 1000));
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  store.close();
+  return rows / seconds;
+}
+
 async function fillLog(dataDir: string, count: number): Promise<void> {
   const log = LmdbLog.open({ path: path.join(dataDir, 'log'), sync: 'none' });
   for (let first = 1; first <= count; first += 10_000) await log.append(putEntries(first, Math.min(10_000, count - first + 1), 100_000));
@@ -47,6 +59,9 @@ export async function run(): Promise<void> {
     const apply = await kvApplyRate(dir);
     rows.push(['KV apply (200,000 puts, batches of 1,024)', `${fmt(apply)} entries/s`, '≥ 200,000 entries/s']);
     process.stderr.write(`kv apply: ${fmt(apply)}/s\n`);
+    const sqlApply = await sqlApplyRate(dir);
+    rows.push(['SQL apply (100,000 puts into kv_<bucket>, batches of 1,000)', `${fmt(sqlApply)} rows/s`, '≥ 50,000 rows/s']);
+    process.stderr.write(`sql apply: ${fmt(sqlApply)}/s\n`);
 
     const dataDir = path.join(dir, 'node');
     await fillLog(dataDir, rebuildPuts);

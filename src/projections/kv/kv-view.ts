@@ -107,9 +107,13 @@ export class KvProjection implements Projection<void> {
   readonly version = kvProjectionVersion;
   readonly handles = ['kv.put', 'kv.del', 'kv.bucket', 'event.append'];
 
+  /** Bucket settings read on every put: cached, and changed only by kv.bucket entries applied here. */
+  private readonly historyByBucket = new Map<string, number>();
+
   constructor(private readonly store: ViewStore) {}
 
   reset(): void {
+    this.historyByBucket.clear();
     const s = this.store;
     for (const db of [s.kvRaw, s.history, s.buckets, s.ttl, s.streams, s.events, s.streamEvents, s.conflicts] as Array<Database<unknown, import('lmdb').Key>>) {
       db.clearSync();
@@ -131,6 +135,7 @@ export class KvProjection implements Projection<void> {
           break;
         case 'kv.bucket':
           this.store.buckets.putSync(mutation.body.bucket, { history: mutation.body.history });
+          this.historyByBucket.set(mutation.body.bucket, mutation.body.history);
           outcomes[i] = { ok: true, seq: entry.index };
           break;
         case 'event.append':
@@ -186,7 +191,11 @@ export class KvProjection implements Projection<void> {
   /** Keeps the last `history` revisions of a key when its bucket asks for more than the current one. */
   private remember(bucket: string, key: string, record: HistoryRecord): void {
     const s = this.store;
-    const history = s.buckets.get(bucket)?.history ?? 1;
+    let history = this.historyByBucket.get(bucket);
+    if (history === undefined) {
+      history = s.buckets.get(bucket)?.history ?? 1;
+      this.historyByBucket.set(bucket, history);
+    }
     if (history <= 1) return;
     s.history.putSync([bucket, key, record.rev], record);
     const revs: number[] = [];
