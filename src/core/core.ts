@@ -84,6 +84,18 @@ export class Core {
   }
 
   /**
+   * Proposes one entry and resolves with its seq once it is committed (durable on a quorum), without
+   * waiting for this node to apply it. For entries whose outcome cannot fail and that a later entry
+   * depends on (an upload's chunks before its commit): log order already puts them first.
+   */
+  async proposeCommitted(entry: ProposedEntry): Promise<number> {
+    this.checkOpen();
+    const { indexes, committed } = this.replicator.propose([entry]);
+    await committed;
+    return indexes[0];
+  }
+
+  /**
    * The index a linearizable read must wait for: ReadIndex through the leader in a cluster, the
    * local commit index on a single voter (where everything committed is known locally).
    */

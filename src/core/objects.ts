@@ -6,6 +6,8 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import {
   BlobReader,
+  blobChunkHeaderBytesMax,
+  encodeBlobChunkInPlace,
   checkBucket,
   checkLimit,
   checkObjectName,
@@ -23,8 +25,16 @@ import {
 import { LoomError, isLoomError, type Logger } from '../util';
 import type { Database, ReadOptions } from './database';
 
-/** Chunk proposals of one upload awaiting their commit at once: bounds its memory (window × chunk). */
-export const uploadChunksInFlightMax = 16;
+/**
+ * Bytes of chunk proposals one upload may have awaiting their commit: bounds its memory (the log
+ * holds a proposal's bytes until they are durable). A wide window keeps several group commits and
+ * their fsyncs in flight, which is what lets an upload approach the disk's write rate.
+ */
+export const uploadBytesInFlightMax = 8 * 1024 * 1024;
+/** Most chunk proposals one upload has awaiting their commit, whatever the chunk size. */
+export const uploadChunksInFlightMax = 64;
+/** Bytes a download reads (and checks) ahead of its consumer: bounds its memory. */
+export const downloadBytesAheadMax = 1024 * 1024;
 /** Default age after which a chunk no object references is collected (an upload must finish within it). */
 export const orphanChunkAgeMsDefault = 24 * 3600 * 1000;
 /** Most chunks one `blob.gc` entry removes; the collector proposes again while more are due. */
@@ -78,7 +88,8 @@ export class ObjectsApi {
   /**
    * Uploads an object from a stream: reads one chunk's worth, hashes it, proposes it (unless an
    * object already references that chunk) and reads on only while fewer than
-   * uploadChunksInFlightMax proposals are pending. Commits once the source ends.
+   * uploadBytesInFlightMax (or uploadChunksInFlightMax) of proposals await their commit. Commits
+   * once the source ends.
    */
   async put(bucket: string, name: string, source: ObjectSource, options: PutObjectOptions = {}): Promise<ObjectInfo> {
     checkBucket(bucket);
@@ -88,23 +99,34 @@ export class ObjectsApi {
     const whole = createHash('sha256');
     const digests: Buffer[] = [];
     const inflight: Array<Promise<unknown>> = [];
+    const window = Math.max(1, Math.min(uploadChunksInFlightMax, Math.floor(uploadBytesInFlightMax / chunkBytes)));
     let size = 0;
-    let filling = Buffer.allocUnsafe(chunkBytes);
+    // Chunk bytes go straight into the entry body, after room for its header: never copied to encode.
+    let frame = Buffer.allocUnsafe(blobChunkHeaderBytesMax + chunkBytes);
     let filled = 0;
+    let lastChunkSeq = 0;
 
     const flush = async (): Promise<void> => {
-      const bytes = filling.subarray(0, filled);
+      const bytes = frame.subarray(blobChunkHeaderBytesMax, blobChunkHeaderBytesMax + filled);
       const sha = createHash('sha256').update(bytes).digest();
       digests.push(sha);
       if (digests.length > objectChunksMax) {
         throw new LoomError('TOO_LARGE', `an object has at most ${objectChunksMax} chunks of ${chunkBytes} bytes (objectChunksMax)`, { limit: 'objectChunksMax', max: objectChunksMax });
       }
       if (!this.reader.hasReferencedChunk(sha.toString('hex'))) {
-        inflight.push(this.db.mutate('blob.chunk', { sha256: sha, bytes }));
-        if (inflight.length >= uploadChunksInFlightMax) await inflight.shift();
+        // The digest was computed from these bytes just above, so the body skips encodeMutation's
+        // re-hash. The upload waits for the chunk to be durable, not applied: log order applies it
+        // before the commit, whose apply checks every chunk is stored.
+        const data = encodeBlobChunkInPlace(frame, filled, sha);
+        inflight.push(
+          this.db.core.proposeCommitted({ type: 'blob.chunk', data }).then((seq) => {
+            lastChunkSeq = Math.max(lastChunkSeq, seq);
+          }),
+        );
+        // The proposal holds the frame; the next chunk fills a fresh one.
+        frame = Buffer.allocUnsafe(blobChunkHeaderBytesMax + chunkBytes);
+        if (inflight.length >= window) await inflight.shift();
       }
-      // The proposal holds `bytes`; the next chunk fills a fresh buffer.
-      filling = Buffer.allocUnsafe(chunkBytes);
       filled = 0;
     };
 
@@ -119,7 +141,7 @@ export class ObjectsApi {
         let at = 0;
         while (at < bytes.byteLength) {
           const n = Math.min(chunkBytes - filled, bytes.byteLength - at);
-          filling.set(bytes.subarray(at, at + n), filled);
+          frame.set(bytes.subarray(at, at + n), blobChunkHeaderBytesMax + filled);
           filled += n;
           at += n;
           if (filled === chunkBytes) await flush();
@@ -128,8 +150,11 @@ export class ObjectsApi {
       if (filled > 0) await flush();
       await Promise.all(inflight.splice(0));
     } catch (err) {
-      // Chunks already proposed stay unreferenced and are collected after the orphan age.
+      // Chunks already proposed stay unreferenced and are collected after the orphan age. Once the
+      // caller hears of the failure they are applied, so the chunk store shows what it holds.
       await Promise.allSettled(inflight);
+      // The upload's own error is the one to report; a wait that times out changes nothing stored.
+      if (lastChunkSeq > 0) await this.db.core.waitApplied(lastChunkSeq).catch(() => undefined);
       throw err;
     }
     const sha256 = whole.digest();
@@ -231,8 +256,9 @@ export class ObjectsApi {
     const end = offset + length;
     let position = offset;
     return new Readable({
-      // One chunk at a time: read() is only called again once the consumer has taken what was pushed.
-      highWaterMark: 1,
+      // Read ahead up to downloadBytesAheadMax: read() is called again while less than that is
+      // buffered, so the consumer's writes are large and the sync chunk reads overlap its I/O.
+      highWaterMark: downloadBytesAheadMax,
       read(): void {
         if (position >= end) {
           this.push(null);

@@ -6,7 +6,7 @@ import { Packr } from 'msgpackr';
 import { z } from 'zod';
 import type { LogEntry } from '../eventlog';
 import { createHash } from 'node:crypto';
-import { LoomError } from '../util';
+import { LoomError, assert } from '../util';
 import {
   checkBucket,
   checkObjectName,
@@ -267,6 +267,50 @@ function checkBlobCommit(commit: BlobCommit): void {
     });
   }
 }
+
+/**
+ * Room an upload leaves in front of a chunk's bytes for the `blob.chunk` body's msgpack header
+ * ({v, sha256, bytes}, in that order: the bytes come last, so the chunk is never copied to encode it).
+ */
+export const blobChunkHeaderBytesMax = 58;
+
+/**
+ * Encodes a `blob.chunk` body around bytes already placed at `frame[blobChunkHeaderBytesMax ..
+ * + length]`, without copying them: the same msgpack `encodeMutation` writes. Only for a caller
+ * that computed `sha256` from these very bytes (the objects API), so it skips the schema and the
+ * re-hash that `encodeMutation` does for bodies from elsewhere.
+ */
+export function encodeBlobChunkInPlace(frame: Buffer, length: number, sha256: Uint8Array): Uint8Array {
+  assert(sha256.byteLength === 32, 'a chunk digest is 32 bytes');
+  assert(length >= 1 && length <= chunkBytesMax && frame.byteLength >= blobChunkHeaderBytesMax + length, `chunk length ${length} does not fit its frame`);
+  const binHeader = length < 0x100 ? 2 : length < 0x10000 ? 3 : 5;
+  const headerBytes = blobChunkFixedBytes + binHeader;
+  let at = blobChunkHeaderBytesMax - headerBytes;
+  const start = at;
+  blobChunkPrefix.copy(frame, at);
+  at += blobChunkPrefix.length;
+  frame.set(sha256, at);
+  at += 32;
+  blobChunkBytesKey.copy(frame, at);
+  at += blobChunkBytesKey.length;
+  if (binHeader === 2) {
+    frame[at] = 0xc4;
+    frame[at + 1] = length;
+  } else if (binHeader === 3) {
+    frame[at] = 0xc5;
+    frame.writeUInt16BE(length, at + 1);
+  } else {
+    frame[at] = 0xc6;
+    frame.writeUInt32BE(length, at + 1);
+  }
+  assert(at + binHeader === blobChunkHeaderBytesMax, 'blob.chunk header ends where the bytes begin');
+  return frame.subarray(start, blobChunkHeaderBytesMax + length);
+}
+
+// map16(3) (msgpackr's map header), "v": 1, "sha256": bin8(32) — then the digest, then "bytes": bin header and the bytes.
+const blobChunkPrefix = Buffer.from([0xde, 0x00, 0x03, 0xa1, 0x76, 0x01, 0xa6, ...Buffer.from('sha256'), 0xc4, 0x20]);
+const blobChunkBytesKey = Buffer.from([0xa5, ...Buffer.from('bytes')]);
+const blobChunkFixedBytes = blobChunkPrefix.length + 32 + blobChunkBytesKey.length;
 
 /** Decodes a mutation entry from the log; undefined for entries that are not mutations (e.g. raft.noop). */
 export function decodeMutation(entry: LogEntry): Mutation | undefined {

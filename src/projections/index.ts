@@ -2,7 +2,7 @@
 // built-in views (KV and event streams on LMDB; SQL on SQLite) and change events.
 
 export * from './names';
-export { encodeMutation, decodeMutation, mutationTypes } from './entries';
+export { blobChunkHeaderBytesMax, decodeMutation, encodeBlobChunkInPlace, encodeMutation, mutationTypes } from './entries';
 export type { BlobChunk, BlobCommit, BlobDel, BlobGc, EventAppend, KvBucket, KvDel, KvPut, Mutation, MutationType } from './entries';
 export { decideEventAppend, decideKvDel, decideKvPut } from './decide';
 export type { Outcome } from './decide';

@@ -22,4 +22,22 @@ describe('the entry codec', () => {
     }
     expect(() => decodeEntryValue(value, 43, 'f')).toThrow(/records index 42/);
   });
+
+  it('frames a large entry byte for byte as packing the whole record would', () => {
+    const { Packr } = require('msgpackr') as typeof import('msgpackr');
+    const { crc32c } = require('@node-rs/crc32') as typeof import('@node-rs/crc32');
+    const packr = new Packr({ useRecords: false, moreTypes: false });
+    for (const size of [16 * 1024, 65_535, 65_536, 256 * 1024 + 3]) {
+      for (const meta of [undefined, { leader: 1, note: 'x' }]) {
+        const data = Buffer.alloc(size, size & 0xff);
+        const entry = { index: 2 ** 33 + size, term: 7, type: 'blob.chunk', data, ts: 1_800_000_000_123, ...(meta ? { meta } : {}) };
+        const body = packr.pack(meta ? [entry.index, entry.term, entry.type, data, entry.ts, meta] : [entry.index, entry.term, entry.type, data, entry.ts]);
+        const expected = Buffer.concat([Buffer.alloc(4), body]);
+        expected.writeUInt32BE(crc32c(body), 0);
+        const value = encodeEntryValue(entry);
+        expect(value.equals(expected)).toBe(true);
+        expect(decodeEntryValue(value, entry.index, 'f')).toEqual(entry);
+      }
+    }
+  });
 });

@@ -135,17 +135,22 @@ function objectHeaders(reply: FastifyReply, info: ObjectInfo, etag: string): voi
   for (const [key, value] of Object.entries(info.metadata)) reply.header(`${metadataHeaderPrefix}${key}`, value);
 }
 
-async function withFirstPiece(stream: Readable): Promise<Readable> {
-  const iterator = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-  const first = await iterator.next();
-  return Readable.from(
-    (async function* rest(): AsyncGenerator<Buffer> {
-      if (first.done) return;
-      yield first.value;
-      for (let next = await iterator.next(); !next.done; next = await iterator.next()) yield next.value;
-    })(),
-    { objectMode: false, highWaterMark: 1 },
-  );
+/**
+ * Resolves once the stream has its first piece buffered (or has ended), so that a first chunk that
+ * fails its check rejects here, before the status line; the same stream is then sent as is.
+ */
+function withFirstPiece(stream: Readable): Promise<Readable> {
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error): void => {
+      stream.off('readable', onReadable);
+      stream.off('error', done);
+      if (err) reject(err);
+      else resolve(stream);
+    };
+    const onReadable = (): void => done();
+    stream.on('readable', onReadable);
+    stream.on('error', done);
+  });
 }
 
 function readOptions(query: Query): Record<string, unknown> {
