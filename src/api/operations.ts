@@ -3,7 +3,7 @@
 // results back, so the semantics and error codes are the same whichever door a client uses.
 
 import { z } from 'zod';
-import type { Database, EventRecord, KvEntry } from '../core';
+import type { Database, EventRecord, KvEntry, ReplicationStatus } from '../core';
 import type { KvListPage, ObjectInfo, ObjectListPage } from '../projections';
 import { LoomError } from '../util';
 
@@ -33,6 +33,11 @@ export const operationSchemas = {
     })
     .strict(),
   'cluster.status': z.object({}).strict(),
+  'cluster.add': z
+    .object({ nodeId: z.number().int().min(1), host: z.string().min(1).max(255), raftPort: z.number().int().min(1).max(65535), learner: z.boolean().optional() })
+    .strict(),
+  'cluster.remove': z.object({ nodeId: z.number().int().min(1) }).strict(),
+  'cluster.transfer': z.object({ to: z.number().int().min(1) }).strict(),
   'obj.info': z.object({ bucket: z.string(), name: z.string(), ...readOptions }).strict(),
   'obj.list': z
     .object({ bucket: z.string(), prefix: z.string().optional(), limit: z.number().int().optional(), cursor: z.string().optional(), ...readOptions })
@@ -62,6 +67,9 @@ export interface OperationOutputs {
   'ev.read': { events: EventRecord[] };
   'sql.query': { columns: string[]; rows: unknown[][]; cursor?: string };
   'cluster.status': ClusterStatus;
+  'cluster.add': ClusterStatus;
+  'cluster.remove': ClusterStatus;
+  'cluster.transfer': ClusterStatus;
   'obj.info': ObjectInfo;
   'obj.list': ObjectListPage;
   'obj.del': { rev: number; deleted: boolean };
@@ -129,12 +137,21 @@ export async function runOperation<N extends OperationName>(ctx: OperationContex
         const i = input as OperationInput<'obj.del'>;
         return db.objects.delete(i.bucket, i.name);
       }
+      case 'cluster.add': {
+        const i = input as OperationInput<'cluster.add'>;
+        return clusterStatus(db, await db.membership.add(i));
+      }
+      case 'cluster.remove': {
+        const i = input as OperationInput<'cluster.remove'>;
+        return clusterStatus(db, await db.membership.remove(i.nodeId));
+      }
+      case 'cluster.transfer': {
+        const i = input as OperationInput<'cluster.transfer'>;
+        return clusterStatus(db, await db.membership.transferLeader(i.to));
+      }
       case 'cluster.status': {
         const status = db.core.status();
-        if (status.cluster) {
-          const c = status.cluster;
-          return { nodeId: c.nodeId, role: c.role, leader: c.leader, term: c.term, commit: status.commitIndex, applied: status.appliedIndex, members: c.members } satisfies ClusterStatus;
-        }
+        if (status.cluster) return clusterStatus(db, status.cluster);
         return {
           nodeId: ctx.nodeId,
           role: status.leader ? 'leader' : 'follower',
@@ -149,4 +166,10 @@ export async function runOperation<N extends OperationName>(ctx: OperationContex
     throw new LoomError('INVALID_ARGUMENT', `unknown operation ${String(name)}`);
   };
   return (await run()) as OperationOutputs[N];
+}
+
+/** A replicated node's status as the doors report it: Raft's view plus the core's indexes. */
+function clusterStatus(db: Database, c: ReplicationStatus): ClusterStatus {
+  const status = db.core.status();
+  return { nodeId: c.nodeId, role: c.role, leader: c.leader, term: c.term, commit: status.commitIndex, applied: status.appliedIndex, members: c.members };
 }

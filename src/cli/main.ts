@@ -12,7 +12,7 @@ const usage = `loom — an embeddable, replicated, event-sourced database
 usage:
   loom serve   [--config FILE] [--data DIR] [--host H] [--nats-port P] [--grpc-port P] [--http-port P]
                [--service NAME] [--id ID] [--channel alpha|beta|stable] [--node-id N] [--raft-port P]
-               [--peers ID=HOST:PORT,...] [--cluster-secret S] [--auth-token T] [--sync full|none]
+               [--peers ID=HOST:PORT,...] [--join] [--cluster-secret S] [--auth-token T] [--sync full|none]
                [--role db|disco] [--log-level LEVEL] [--entry-bytes-max N]
                [--nats-user U --nats-password P] [--nats-max-payload-bytes N]
   loom log stat   [--data DIR]
@@ -21,6 +21,11 @@ usage:
   loom replay  --projection NAME [--data DIR]     drop one view (kv, sql) and rebuild it from the log
   loom status  [--http URL]
   loom cluster status [--http URL]                 role, leader, term, commit and members of the node's group
+  loom cluster add --node-id N --host H --raft-port P [--learner] [--http URL]
+                                                   add a member (as a learner, promoted to voter once caught up)
+  loom cluster remove --node-id N [--http URL]     remove a member
+  loom cluster transfer-leader --to N [--http URL] hand leadership to voter N
+  (add, remove and transfer-leader go to the leader; a follower's NOT_LEADER answer is followed once)
 
 Every serve flag also reads from LOOM_<FLAG> (e.g. LOOM_HTTP_PORT). A port of 0 picks a free one;
 chosen ports are written to <data>/ports.json. --sync none skips fsync: for tests and benchmarks
@@ -42,7 +47,9 @@ function parse(args: string[], options: Record<string, { type: 'string' | 'boole
 async function serve(args: string[]): Promise<void> {
   const options: Record<string, { type: 'string' }> = { config: { type: 'string' } };
   for (const key of Object.keys(configSchema.shape)) options[keyToFlag(key).slice(2)] = { type: 'string' };
-  const flags = parse(args, options);
+  // Each value flag takes a string; --join alone means true.
+  const flagArgs = args.map((a) => (a === '--join' ? '--join=true' : a));
+  const flags = parse(flagArgs, options);
   if (flags.help) {
     process.stdout.write(usage);
     return;
@@ -166,16 +173,66 @@ async function status(args: string[]): Promise<number> {
 
 async function cluster(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
-  if (sub !== 'status') {
-    // add, remove and transfer-leader need door operations that are not built yet (docs/replication.md).
-    throw new UsageError(`unknown cluster command "${sub ?? ''}" (this version has: loom cluster status)`);
-  }
-  const flags = parse(rest, { http: { type: 'string' } });
+  const flags = parse(rest, {
+    http: { type: 'string' },
+    'node-id': { type: 'string' },
+    host: { type: 'string' },
+    'raft-port': { type: 'string' },
+    learner: { type: 'boolean' },
+    to: { type: 'string' },
+  });
   const base = (flags.http as string | undefined) ?? process.env.LOOM_HTTP ?? 'http://127.0.0.1:8080';
-  const response = await fetch(new URL('/v1/cluster/status', base));
-  process.stdout.write(`${JSON.stringify(await response.json(), null, 2)}\n`);
-  return response.ok ? 0 : 1;
+  const int = (name: string): number => {
+    const value = flags[name];
+    const n = Number(value);
+    if (typeof value !== 'string' || !Number.isSafeInteger(n) || n < 1) throw new UsageError(`cluster ${sub}: --${name} must be a positive integer`);
+    return n;
+  };
+  switch (sub) {
+    case 'status': {
+      const response = await fetch(new URL('/v1/cluster/status', base));
+      process.stdout.write(`${JSON.stringify(await response.json(), null, 2)}\n`);
+      return response.ok ? 0 : 1;
+    }
+    case 'add': {
+      if (typeof flags.host !== 'string') throw new UsageError('cluster add: --host is required (the new node\'s raft host)');
+      const body = { nodeId: int('node-id'), host: flags.host, raftPort: int('raft-port'), ...(flags.learner ? { learner: true } : {}) };
+      return clusterRequest(base, 'POST', '/v1/cluster/members', body);
+    }
+    case 'remove':
+      return clusterRequest(base, 'DELETE', `/v1/cluster/members/${int('node-id')}`, undefined);
+    case 'transfer-leader':
+      return clusterRequest(base, 'POST', '/v1/cluster/transfer-leader', { to: int('to') });
+    default:
+      throw new UsageError(`unknown cluster command "${sub ?? ''}"; expected status, add, remove or transfer-leader`);
+  }
 }
+
+/**
+ * Sends a membership request to a node's HTTP door. Changes are leader-only: a follower answers
+ * NOT_LEADER (421) naming the leader's HTTP address, which is followed once.
+ */
+async function clusterRequest(base: string, method: string, route: string, body: unknown): Promise<number> {
+  let url = new URL(route, base);
+  for (let attempt = 0; ; attempt++) {
+    const response = await fetch(url, {
+      method,
+      ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+      signal: AbortSignal.timeout(clusterRequestMsMax),
+    });
+    const answer = (await response.json()) as { code?: string; details?: { http?: string } };
+    if (answer.code === 'NOT_LEADER' && typeof answer.details?.http === 'string' && attempt === 0) {
+      url = new URL(route, `http://${answer.details.http}`);
+      process.stderr.write(`loom: not the leader; following to ${url.origin}\n`);
+      continue;
+    }
+    process.stdout.write(`${JSON.stringify(answer, null, 2)}\n`);
+    return response.ok ? 0 : 1;
+  }
+}
+
+/** A membership change waits for a new learner to catch up (learnerCatchUpMsMax) and then commits. */
+const clusterRequestMsMax = 120_000;
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;

@@ -22,6 +22,7 @@ import {
 } from '../projections';
 import { LoomError } from '../util';
 import type { Core } from './core';
+import type { ClusterMembership } from './replicator';
 import { ObjectsApi, type ObjectsLimits } from './objects';
 import { watchChanges, type ChangeFeed, type Watch } from './watch';
 
@@ -92,6 +93,8 @@ export interface DatabaseParts {
   /** The blob view's reads (Buckets); absent in databases built without it. */
   blobs?: BlobReader;
   objectLimits?: ObjectsLimits;
+  /** Runtime membership of the replicated group; absent on a single voter. */
+  membership?: ClusterMembership;
 }
 
 export class Database {
@@ -115,6 +118,12 @@ export class Database {
 
   get core(): Core {
     return this.parts.core;
+  }
+
+  /** Membership changes and leadership transfer; INVALID_ARGUMENT on a node without --peers. */
+  get membership(): ClusterMembership {
+    if (!this.parts.membership) throw new LoomError('INVALID_ARGUMENT', 'this node is not part of a replicated group (started without --peers)');
+    return this.parts.membership;
   }
 
   get reader(): KvReader {

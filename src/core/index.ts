@@ -5,7 +5,7 @@ export type { CoreOptions, CoreStatus, Proposed } from './core';
 export { Applier } from './applier';
 export type { EntryConsumer } from './applier';
 export { SingleNodeReplicator } from './replicator';
-export type { ClusterMember, ProposedEntry, ReplicationStatus, Replicator } from './replicator';
+export type { ClusterMember, ClusterMembership, NewMember, ProposedEntry, ReplicationStatus, Replicator } from './replicator';
 export { Database, EventsApi, KvApi } from './database';
 export type { AppendInput, Consistency, EventRecord, KvEntry, PutOptions, ReadOptions, SqlQueries, SqlQueryInput, SqlResult } from './database';
 export { ChangeFeed, watchChanges } from './watch';

@@ -77,7 +77,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<OpenDa
   const feed = new ChangeFeed();
   const reader = new KvReader(views, [blobStore.conflicts]);
   const sql = plugins.find((p) => p.sql)?.sql;
-  const db = new Database({ core, reader, feed, blobs: new BlobReader(blobStore), ...(options.objects ? { objectLimits: options.objects } : {}), ...(sql ? { sql } : {}) });
+  const db = new Database({ core, reader, feed, blobs: new BlobReader(blobStore), ...(options.objects ? { objectLimits: options.objects } : {}), ...(sql ? { sql } : {}), ...(options.replicator?.membership ? { membership: options.replicator.membership } : {}) });
 
   core.onApplied((entries, outcomes) => {
     const changes: Change[] = [];

@@ -28,7 +28,30 @@ export interface Replicator {
   readIndex?(): Promise<number>;
   /** Role, leader and membership; absent on a single voter. */
   status?(): ReplicationStatus;
+  /** Membership changes and leadership transfer (docs/replication.md); absent on a single voter. */
+  membership?: ClusterMembership;
   close(): Promise<void>;
+}
+
+/** A member to add: its Raft id and the address its raft port listens on. */
+export interface NewMember {
+  nodeId: number;
+  host: string;
+  raftPort: number;
+  /** Stay a learner (receives the log, does not vote) instead of being promoted once caught up. */
+  learner?: boolean;
+}
+
+/**
+ * Runtime membership of a replicated group, leader only (a follower throws NOT_LEADER naming the
+ * leader). Each call resolves once its change is committed and applied on this node.
+ */
+export interface ClusterMembership {
+  /** Adds a learner, waits until it has caught up, then promotes it to voter (unless `learner`). */
+  add(member: NewMember): Promise<ReplicationStatus>;
+  remove(nodeId: number): Promise<ReplicationStatus>;
+  /** Hands leadership to voter `to`; resolves once this node has seen `to` lead. */
+  transferLeader(to: number): Promise<ReplicationStatus>;
 }
 
 export interface ClusterMember {

@@ -41,8 +41,10 @@ export async function startReplication(config: Config, log: LogStore, bus: Bus, 
   }
   const replicator = new RaftReplicator({
     nodeId: config.nodeId,
-    // A node missing from --peers is joining an existing group: it waits to be added.
-    voters: config.peers.map((p) => p.id),
+    // Every node starts from the same genesis voters. A joining node (--join, or one missing from
+    // --peers) is not among them: it learns the membership from the leader's log and neither
+    // votes nor campaigns until a committed change makes it a voter.
+    voters: config.peers.map((p) => p.id).filter((id) => !config.join || id !== config.nodeId),
     log,
     network: transport,
     logger,

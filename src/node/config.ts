@@ -40,6 +40,11 @@ export const configSchema = z
     nodeId: z.coerce.number().int().min(1).default(1),
     raftPort: port.default(7000),
     peers: peers.default([]),
+    /**
+     * This node joins a running group: it is not one of the genesis voters even though --peers
+     * names it, and it neither votes nor campaigns until `loom cluster add` has added it.
+     */
+    join: z.preprocess((v) => (typeof v === 'string' ? ['1', 'true', 'yes'].includes(v.toLowerCase()) : v), z.boolean()).default(false),
     clusterSecret: z.string().min(8, 'expected at least 8 characters').optional(),
     /** Raft heartbeat (tick) interval; raise both timers together for cross-data-centre links. */
     heartbeatMs: z.coerce.number().int().min(5).max(60_000).default(100),

@@ -22,3 +22,5 @@ export const reconnectDelayMsMax = 1000;
 export const readIndexTimeoutMsDefault = 3000;
 /** Longest a string field (ReadIndex context, entry type, addresses) in a peer message may be. */
 export const stringBytesMax = 1024;
+/** Longest `cluster add` waits for a new learner to catch up before promoting it to voter. */
+export const learnerCatchUpMsMax = 60_000;

@@ -1,19 +1,23 @@
 // The Raft driver behind the core's Replicator seam: ticks Raft from a timer, persists each Ready
 // before sending what depends on it, hands committed indexes to the applier, then advances.
 
-import type { ClusterMember, ProposedEntry, ReplicationStatus, Replicator } from '../core';
+import type { ClusterMember, ClusterMembership, NewMember, ProposedEntry, ReplicationStatus, Replicator } from '../core';
 import type { LogStore } from '../eventlog';
 import { randomInt } from 'node:crypto';
-import { RawNode, seededRandom, type Message, type Ready, type Role } from '../eventlog/raft';
+import { RawNode, decodeConfChange, entryTypeConfChange, seededRandom, type ConfChange, type Message, type Ready, type Role } from '../eventlog/raft';
 import { LoomError, assert, isLoomError, type Logger } from '../util';
 import type { NodeAddresses } from './frames';
-import { electionTimeoutMsDefault, heartbeatMsDefault, readIndexTimeoutMsDefault } from './limits';
+import { electionTimeoutMsDefault, heartbeatMsDefault, learnerCatchUpMsMax, readIndexTimeoutMsDefault } from './limits';
 
 /** What the driver needs from the network; the TCP transport in production, anything in tests. */
 export interface RaftNetwork {
   send(messages: Message[]): void;
   onMessages(handler: (from: number, messages: Message[]) => void): void;
   infoOf(id: number): NodeAddresses | undefined;
+  /** A member was added with this raft address: start dialling it (kept if already known). */
+  addPeer?(peer: { id: number; host: string; port: number }): void;
+  /** A member was removed: stop dialling it. */
+  removePeer?(id: number): void;
 }
 
 export interface RaftReplicatorOptions {
@@ -28,6 +32,8 @@ export interface RaftReplicatorOptions {
   heartbeatMs?: number;
   electionTimeoutMs?: number;
   readIndexTimeoutMs?: number;
+  /** Longest `membership.add` waits for a new learner to catch up before promoting it. */
+  learnerCatchUpMs?: number;
 }
 
 
@@ -58,6 +64,8 @@ export class RaftReplicator implements Replicator {
   private readonly nodeId: number;
   private readonly readIndexTimeoutMs: number;
   private readonly heartbeatMs: number;
+  private readonly electionTimeoutMs: number;
+  private readonly learnerCatchUpMs: number;
   private commit: number;
   private readonly commitListeners: Array<(commitIndex: number) => void> = [];
   private readonly leaderListeners: Array<(change: LeaderChange) => void> = [];
@@ -84,6 +92,8 @@ export class RaftReplicator implements Replicator {
     this.heartbeatMs = options.heartbeatMs ?? heartbeatMsDefault;
     const electionTimeoutMs = options.electionTimeoutMs ?? electionTimeoutMsDefault;
     assert(electionTimeoutMs >= 2 * this.heartbeatMs, 'the election timeout must span at least two heartbeats');
+    this.electionTimeoutMs = electionTimeoutMs;
+    this.learnerCatchUpMs = options.learnerCatchUpMs ?? learnerCatchUpMsMax;
     this.readIndexTimeoutMs = options.readIndexTimeoutMs ?? Math.max(readIndexTimeoutMsDefault, 2 * electionTimeoutMs);
     const hard = options.log.hardState();
     this.commit = hard.commit;
@@ -172,7 +182,8 @@ export class RaftReplicator implements Replicator {
 
   status(): ReplicationStatus {
     const s = this.raw.status();
-    const learner = s.conf.learners.includes(this.nodeId);
+    // A node not (yet) among the voters — a learner, or a joining node not added yet — votes in nothing.
+    const learner = !s.conf.voters.includes(this.nodeId);
     const role = s.role === 'leader' ? 'leader' : learner ? 'learner' : s.role === 'follower' ? 'follower' : 'candidate';
     const member = (id: number, r: 'voter' | 'learner'): ClusterMember => {
       const addresses = this.network.infoOf(id);
@@ -191,6 +202,109 @@ export class RaftReplicator implements Replicator {
     this.checkUsable();
     this.raw.transferLeadership(to);
     this.schedulePump();
+  }
+
+  readonly membership: ClusterMembership = {
+    add: (member) => this.addMember(member),
+    remove: (nodeId) => this.removeMember(nodeId),
+    transferLeader: (to) => this.transferLeaderTo(to),
+  };
+
+  // ---- membership ----------------------------------------------------------------------------
+
+  private async addMember(member: NewMember): Promise<ReplicationStatus> {
+    this.checkLeader();
+    const context = `${member.host}:${member.raftPort}`;
+    const conf = this.raw.confState();
+    if (conf.voters.includes(member.nodeId)) return this.status();
+    // Single-server changes (docs/raft.md): the newcomer first receives the log as a learner, so
+    // the quorum never waits on a node that is still catching up.
+    if (!conf.learners.includes(member.nodeId)) await this.proposeConfChange({ type: 'addLearner', nodeId: member.nodeId, context });
+    if (member.learner) return this.status();
+    await this.waitCaughtUp(member.nodeId);
+    await this.proposeConfChange({ type: 'addVoter', nodeId: member.nodeId, context });
+    return this.status();
+  }
+
+  private async removeMember(nodeId: number): Promise<ReplicationStatus> {
+    this.checkLeader();
+    const conf = this.raw.confState();
+    if (!conf.voters.includes(nodeId) && !conf.learners.includes(nodeId)) {
+      throw new LoomError('NOT_FOUND', `node ${nodeId} is not a member of this group`, { nodeId });
+    }
+    await this.proposeConfChange({ type: 'removeNode', nodeId });
+    return this.status();
+  }
+
+  private async transferLeaderTo(to: number): Promise<ReplicationStatus> {
+    this.checkLeader();
+    if (to === this.nodeId) return this.status();
+    if (!this.raw.confState().voters.includes(to)) throw new LoomError('INVALID_ARGUMENT', `node ${to} is not a voter of this group`, { field: 'to' });
+    this.raw.transferLeadership(to);
+    this.schedulePump();
+    // Raft abandons a transfer after one election timeout; give it two before saying so.
+    const deadline = Date.now() + 2 * this.electionTimeoutMs + this.heartbeatMs;
+    while (Date.now() < deadline) {
+      await sleep(this.heartbeatMs);
+      this.checkUsable();
+      if (this.raw.raft.leader === to) return this.status();
+    }
+    throw new LoomError('UNAVAILABLE', `node ${to} did not take over leadership within ${2 * this.electionTimeoutMs} ms (not caught up or unreachable); retry`, { to });
+  }
+
+  /** Proposes one membership change; resolves once it is committed and applied by Raft here. */
+  private proposeConfChange(change: ConfChange): Promise<void> {
+    this.checkLeader();
+    const term = this.raw.raft.term;
+    let index: number;
+    try {
+      index = this.raw.proposeConfChange(change, this.now());
+    } catch (err) {
+      if (isLoomError(err, 'NOT_LEADER')) throw this.notLeader();
+      throw err;
+    }
+    this.logger.info({ change, index }, 'membership change proposed');
+    const committed = new Promise<void>((resolve, reject) => this.pending.set(index, { term, resolve, reject }));
+    this.schedulePump();
+    return committed;
+  }
+
+  /**
+   * A learner is caught up once it holds everything the leader had when we started waiting; from
+   * then on it receives the log in the pipeline like any follower.
+   */
+  private async waitCaughtUp(nodeId: number): Promise<void> {
+    const target = this.raw.raft.log.lastIndex();
+    const deadline = Date.now() + this.learnerCatchUpMs;
+    for (;;) {
+      this.checkLeader();
+      const match = this.raw.raft.progress.get(nodeId)?.match ?? 0;
+      if (match >= target) return;
+      if (Date.now() >= deadline) {
+        throw new LoomError('UNAVAILABLE', `node ${nodeId} was added as a learner but has not caught up (at ${match} of ${target}) within ${this.learnerCatchUpMs} ms; it stays a learner — run add again to promote it`, {
+          nodeId,
+          match,
+          target,
+        });
+      }
+      await sleep(this.heartbeatMs);
+    }
+  }
+
+  private checkLeader(): void {
+    this.checkUsable();
+    if (this.raw.raft.role !== 'leader') throw this.notLeader();
+  }
+
+  /** Committed membership changes tell the transport whom to dial (the address is the change's context). */
+  private learnPeers(change: ConfChange): void {
+    if (change.nodeId === this.nodeId) return;
+    if (change.type === 'removeNode') {
+      this.network.removePeer?.(change.nodeId);
+      return;
+    }
+    const match = change.context === undefined ? null : /^(.+):(\d{1,5})$/.exec(change.context);
+    if (match) this.network.addPeer?.({ id: change.nodeId, host: match[1], port: Number(match[2]) });
   }
 
   async close(): Promise<void> {
@@ -287,6 +401,7 @@ export class RaftReplicator implements Replicator {
     this.network.send(rd.messagesAfterPersist);
     if (rd.committedEntries.length > 0) {
       for (const e of rd.committedEntries) {
+        if (e.type === entryTypeConfChange) this.learnPeers(decodeConfChange(e.data));
         const p = this.pending.get(e.index);
         if (!p) continue;
         // The proposer learns the outcome of its own entry only: same index AND same term.
@@ -385,4 +500,8 @@ export class RaftReplicator implements Replicator {
     if (this.closed) throw new LoomError('UNAVAILABLE', 'the node is closing');
     if (this.failure) throw new LoomError('UNAVAILABLE', `this node stopped replicating: ${this.failure.message}`);
   }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -225,6 +225,7 @@ export class PeerTransport {
   private readonly peerInfo = new Map<number, NodeAddresses>();
   private readonly handlers: MessagesHandler[] = [];
   private server: net.Server | undefined;
+  private closing = false;
 
   constructor(options: TransportOptions) {
     assert(options.secret.length > 0, 'a peer transport needs a cluster secret');
@@ -255,6 +256,24 @@ export class PeerTransport {
       link.start();
     }
     return (server.address() as net.AddressInfo).port;
+  }
+
+  /** A member added at runtime (its address came in the membership change): dial it too. */
+  addPeer(peer: PeerAddress): void {
+    if (peer.id === this.nodeId || this.links.has(peer.id) || this.server === undefined || this.closing) return;
+    this.logger.info({ peer: peer.id, host: peer.host, port: peer.port }, 'raft peer added');
+    const link = new PeerLink(peer, this);
+    this.links.set(peer.id, link);
+    link.start();
+  }
+
+  /** A member removed at runtime: stop dialling it (its own connection to us closes with it). */
+  removePeer(id: number): void {
+    const link = this.links.get(id);
+    if (!link) return;
+    this.logger.info({ peer: id }, 'raft peer removed');
+    link.stop();
+    this.links.delete(id);
   }
 
   onMessages(handler: MessagesHandler): void {
@@ -304,6 +323,7 @@ export class PeerTransport {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     for (const link of this.links.values()) link.stop();
     for (const conn of [...this.inbound]) conn.close();
     const server = this.server;

@@ -78,9 +78,11 @@ export class TestCluster {
   readonly nodes: ClusterNode[] = [];
   readonly proxies: LinkProxy[] = [];
   private readonly root = makeTempDir('loom-cluster-');
+  private extraArgs: string[] = [];
 
   static async start(options: ClusterOptions = {}): Promise<TestCluster> {
     const cluster = new TestCluster();
+    cluster.extraArgs = options.extraArgs ?? [];
     const size = options.size ?? 3;
     const raftPorts: number[] = [];
     for (let i = 0; i < size; i++) raftPorts.push(await freePort());
@@ -101,6 +103,20 @@ export class TestCluster {
     }
     await Promise.all(cluster.nodes.map((n) => cluster.startNode(n.id)));
     return cluster;
+  }
+
+  /**
+   * Starts one more node that joins the running group (`--join`): its --peers lists the current
+   * members plus itself; it waits, as a non-voter, until `loom cluster add` adds it.
+   */
+  async addNode(): Promise<ClusterNode> {
+    const id = this.nodes.length + 1;
+    const raftPort = await freePort();
+    const peers = [...this.live().map((n) => `${n.id}=127.0.0.1:${n.raftPort}`), `${id}=127.0.0.1:${raftPort}`];
+    const args = ['--node-id', String(id), '--raft-port', String(raftPort), '--peers', peers.join(','), '--join', '--cluster-secret', clusterSecret, ...this.extraArgs];
+    this.nodes.push({ id, dir: path.join(this.root, `n${id}`), raftPort, args, serve: undefined, ports: {} });
+    await this.startNode(id);
+    return this.node(id);
   }
 
   node(id: number): ClusterNode {

@@ -29,8 +29,8 @@ export function putValue(entry: LogEntry): string | undefined {
 }
 
 /** Fails with a description of the first broken promise; returns the number of entries compared. */
-export function verifyAcks(cluster: TestCluster, acks: Ack[], commitIndex: number): number {
-  const logs = cluster.nodes.map((n) => readCommitted(n.dir).filter((e) => e.index <= commitIndex));
+export function verifyAcks(cluster: TestCluster, acks: Ack[], commitIndex: number, nodeIds = cluster.nodes.map((n) => n.id)): number {
+  const logs = nodeIds.map((id) => readCommitted(cluster.node(id).dir).filter((e) => e.index <= commitIndex));
   const reference = logs[0];
   expect(reference.length).toBe(commitIndex);
   for (let n = 1; n < logs.length; n++) {
@@ -39,7 +39,7 @@ export function verifyAcks(cluster: TestCluster, acks: Ack[], commitIndex: numbe
       const a = reference[i];
       const b = logs[n][i];
       if (a.index !== b.index || a.term !== b.term || a.type !== b.type || Buffer.compare(Buffer.from(a.data), Buffer.from(b.data)) !== 0) {
-        throw new Error(`node ${n + 1} differs from node 1 at index ${a.index}`);
+        throw new Error(`node ${nodeIds[n]} differs from node ${nodeIds[0]} at index ${a.index}`);
       }
     }
   }

@@ -4,7 +4,7 @@
 
 import type { Change, ObjectInfo } from '../../projections';
 import { LoomError } from '../../util';
-import type { OperationName, OperationOutputs } from '../operations';
+import type { ClusterStatus, OperationName, OperationOutputs } from '../operations';
 
 /** A decoded request: snake_case fields, `optional` ones absent when unset (see proto.ts). */
 export type ProtoRequest = Record<string, unknown>;
@@ -20,6 +20,9 @@ export const decodeRequest: { [N in OperationName]: (request: ProtoRequest) => R
   'ev.read': (r) => defined({ stream: r.stream, fromVersion: r.from_version, limit: r.limit, ...readOptions(r) }),
   'sql.query': (r) => defined({ sql: r.sql, params: parseJson(r.params, 'params'), limit: r.limit, cursor: r.cursor, ...readOptions(r) }),
   'cluster.status': () => ({}),
+  'cluster.add': (r) => defined({ nodeId: r.node_id, host: r.host, raftPort: r.raft_port, learner: r.learner }),
+  'cluster.remove': (r) => defined({ nodeId: r.node_id }),
+  'cluster.transfer': (r) => defined({ to: r.to }),
   'obj.info': (r) => defined({ bucket: r.bucket, name: r.name, ...readOptions(r) }),
   'obj.list': (r) => defined({ bucket: r.bucket, prefix: r.prefix, limit: r.limit, cursor: r.cursor, ...readOptions(r) }),
   'obj.del': (r) => defined({ bucket: r.bucket, name: r.name }),
@@ -56,17 +59,23 @@ export const encodeResponse: { [N in OperationName]: (output: OperationOutputs[N
     events: o.events.map((e) => ({ seq: e.seq, stream: e.stream, version: e.version, type: e.type, data: JSON.stringify(e.data), ts: e.ts })),
   }),
   'sql.query': (o) => defined({ columns: o.columns, rows: o.rows.map((row) => JSON.stringify(row)), cursor: o.cursor }),
-  'cluster.status': (o) =>
-    defined({
+  'cluster.status': (o) => encodeClusterStatus(o),
+  'cluster.add': (o) => encodeClusterStatus(o),
+  'cluster.remove': (o) => encodeClusterStatus(o),
+  'cluster.transfer': (o) => encodeClusterStatus(o),
+};
+
+function encodeClusterStatus(o: ClusterStatus): ProtoMessage {
+  return defined({
       node_id: o.nodeId,
       role: o.role,
       leader: o.leader ?? undefined,
       term: o.term,
       commit: o.commit,
       applied: o.applied,
-      members: o.members.map((m) => ({ id: m.id, role: m.role })),
-    }),
-};
+    members: o.members.map((m) => ({ id: m.id, role: m.role })),
+  });
+}
 
 export function encodeChange(change: Change): ProtoMessage {
   const common = { seq: change.seq, subject: change.subject, ts: change.ts };

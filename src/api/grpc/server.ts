@@ -45,7 +45,7 @@ const unaryRoutes: Record<string, Record<string, OperationName>> = {
   KV: { Put: 'kv.put', Get: 'kv.get', Delete: 'kv.del', List: 'kv.list' },
   Events: { Append: 'ev.append', Read: 'ev.read' },
   SQL: { Query: 'sql.query' },
-  Cluster: { Status: 'cluster.status' },
+  Cluster: { Status: 'cluster.status', AddMember: 'cluster.add', RemoveMember: 'cluster.remove', TransferLeader: 'cluster.transfer' },
   Buckets: { Stat: 'obj.info', List: 'obj.list', Delete: 'obj.del' },
 };
 

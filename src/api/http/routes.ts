@@ -110,6 +110,11 @@ export function registerRoutes(app: FastifyInstance, options: RouteOptions): voi
   app.post('/v1/sql', async (request: FastifyRequest<{ Querystring: Query }>) => run('sql.query', { ...jsonBody(request), ...readOptions(request.query) }));
 
   app.get('/v1/cluster/status', async () => run('cluster.status', {}));
+  app.post('/v1/cluster/members', async (request: FastifyRequest) => run('cluster.add', jsonBody(request)));
+  app.delete('/v1/cluster/members/:id', async (request: FastifyRequest<{ Params: { id: string } }>) =>
+    run('cluster.remove', { nodeId: intParam({ id: request.params.id }, 'id') }),
+  );
+  app.post('/v1/cluster/transfer-leader', async (request: FastifyRequest) => run('cluster.transfer', jsonBody(request)));
 
   app.get('/v1/watch', async (request: FastifyRequest<{ Querystring: Query }>, reply: FastifyReply) => {
     const subject = request.query.subject ?? '>';

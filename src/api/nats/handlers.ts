@@ -207,6 +207,12 @@ function parseRequest(msg: Msg): Request {
       return { name: 'sql.query', input: { ...json(), ...readOptions() } };
     case 'CLUSTER.STATUS':
       return { name: 'cluster.status', input: {} };
+    case 'CLUSTER.ADD':
+      return { name: 'cluster.add', input: json() };
+    case 'CLUSTER.REMOVE':
+      return { name: 'cluster.remove', input: json() };
+    case 'CLUSTER.TRANSFER':
+      return { name: 'cluster.transfer', input: json() };
     // Objects: the name travels in the JSON payload (any UTF-8, not a subject token). Bytes go
     // through HTTP or gRPC, which stream; see docs/buckets.md.
     case 'OBJ.INFO':

@@ -2,12 +2,15 @@
 // one ConfState into the next. One change at a time (docs/raft.md explains why not joint consensus).
 
 import { LoomError } from '../../util';
+import { confChangeContextBytesMax } from './limits';
 import type { ConfChange, ConfState } from './types';
 
 const changeTypes = new Set(['addVoter', 'addLearner', 'removeNode']);
 
 export function encodeConfChange(change: ConfChange): Uint8Array {
-  return Buffer.from(JSON.stringify({ type: change.type, nodeId: change.nodeId }));
+  const body: ConfChange = { type: change.type, nodeId: change.nodeId };
+  if (change.context !== undefined) body.context = change.context;
+  return Buffer.from(JSON.stringify(body));
 }
 
 export function decodeConfChange(data: Uint8Array): ConfChange {
@@ -22,6 +25,9 @@ export function checkConfChange(change: ConfChange): void {
   }
   if (!Number.isSafeInteger(change.nodeId) || change.nodeId <= 0) {
     throw new LoomError('INVALID_ARGUMENT', 'conf change nodeId must be a positive integer', { field: 'nodeId' });
+  }
+  if (change.context !== undefined && (typeof change.context !== 'string' || change.context.length > confChangeContextBytesMax)) {
+    throw new LoomError('INVALID_ARGUMENT', `conf change context must be a string of at most ${confChangeContextBytesMax} characters`, { field: 'context' });
   }
 }
 

@@ -12,3 +12,5 @@ export const snapshotChunkBytesMaxDefault = 1024 * 1024;
 export const pendingReadIndexMaxDefault = 4096;
 /** ReadIndex requests outstanding at a leader (waiting for a heartbeat quorum). */
 export const readIndexPendingMax = 65_536;
+/** Longest opaque context a membership change may carry (the node puts a raft address there). */
+export const confChangeContextBytesMax = 1024;

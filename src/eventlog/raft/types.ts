@@ -68,6 +68,11 @@ export type ConfChangeType = 'addVoter' | 'addLearner' | 'removeNode';
 export interface ConfChange {
   type: ConfChangeType;
   nodeId: number;
+  /**
+   * Opaque to Raft (etcd's ConfChange.Context): carried in the entry so every member learns it
+   * when the change applies. loom's node puts the added member's raft address here.
+   */
+  context?: string;
 }
 
 export interface RaftSnapshotMeta extends SnapshotMeta {
