@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ProjectionRunner } from '../../../src/projections/projection';
-import { SqlProjection, SqlStore, defineSqlProjection, type SqlProjectionDefinition } from '../../../src/projections/sql';
+import { SqlProjection, SqlStore, defineSqlProjection, sqlProjectionVersion, type SqlProjectionDefinition } from '../../../src/projections/sql';
 import { LoomError, silentLogger } from '../../../src/util';
 import { LogBuilder, tempDir } from './log-builder';
 
@@ -84,7 +84,7 @@ describe('developer SQL projections', () => {
     expect(counter.status()).toMatchObject({ state: 'RUNNING', appliedIndex: 5 });
     expect(store.db.prepare(`SELECT bucket FROM put_counts ORDER BY bucket`).pluck().all()).toEqual(['a', 'b']);
     expect(store.db.prepare(`SELECT * FROM events`).all()).toEqual(events);
-    expect(store.readCheckpoint('sql')).toEqual({ index: 5, version: 1 });
+    expect(store.readCheckpoint('sql')).toEqual({ index: 5, version: sqlProjectionVersion });
   });
 
   it('refuses a migration that creates a table it did not declare, or touches a table it does not own', () => {

@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import type { Outcome } from '../../../src/projections/decide';
 import { KvProjection, ViewStore } from '../../../src/projections/kv/kv-view';
 import { ProjectionRunner } from '../../../src/projections/projection';
-import { SqlProjection, SqlStore } from '../../../src/projections/sql';
+import { SqlProjection, SqlStore, sqlProjectionVersion } from '../../../src/projections/sql';
 import { silentLogger } from '../../../src/util';
 import { LogBuilder, baseTs, tempDir } from './log-builder';
 
@@ -235,6 +235,6 @@ describe('replicas and rebuilds', () => {
     expect(() => runner.apply([log.entries[0], corrupt])).toThrow(/entry 2/);
     expect(runner.status()).toMatchObject({ state: 'FAILED', failedIndex: 2, appliedIndex: 0 });
     expect(store.db.prepare(`SELECT count(*) FROM sqlite_schema WHERE name = 'kv_fresh'`).pluck().get()).toBe(0);
-    expect(store.readCheckpoint('sql')).toEqual({ index: 0, version: 1 });
+    expect(store.readCheckpoint('sql')).toEqual({ index: 0, version: sqlProjectionVersion });
   });
 });
