@@ -29,6 +29,7 @@ function loomAsync(args: string[]): Promise<CliAnswer> {
 describe('membership changes under load', () => {
   let cluster: TestCluster;
   let pool: NatsPool;
+  let writers: Writers | undefined;
 
   beforeAll(async () => {
     cluster = await TestCluster.start({ size: 3 });
@@ -36,6 +37,8 @@ describe('membership changes under load', () => {
   });
 
   afterAll(async () => {
+    // A failed expectation leaves the writers looping; stop them or jest never exits.
+    await writers?.stop();
     await pool?.close();
     await cluster?.close();
   });
@@ -51,9 +54,10 @@ describe('membership changes under load', () => {
 
   it('adds a fourth node and removes one of the first three while writes continue, losing nothing', async () => {
     const leader = await cluster.waitLeader();
-    const writers = new Writers(cluster, pool);
-    writers.start(writerCount);
-    await acksGrow(writers, 50);
+    const w = new Writers(cluster, pool);
+    writers = w;
+    w.start(writerCount);
+    await acksGrow(w, 50);
 
     // A joining node neither votes nor campaigns until it is added.
     const joiner = await cluster.addNode();
@@ -71,7 +75,7 @@ describe('membership changes under load', () => {
     expect(added.code).toBe(0);
     const afterAdd = JSON.parse(added.stdout) as { members: Array<{ id: number; role: string }> };
     expect(afterAdd.members.map((m) => `${m.id}:${m.role}`).sort()).toEqual(['1:voter', '2:voter', '3:voter', '4:voter']);
-    await acksGrow(writers, 50);
+    await acksGrow(w, 50);
     expect((await cluster.status(joiner.id))?.role).toBe('follower');
 
     // Remove one of the original three that does not lead, then stop it.
@@ -80,21 +84,21 @@ describe('membership changes under load', () => {
     expect(removal.code).toBe(0);
     expect((JSON.parse(removal.stdout) as { members: Array<{ id: number }> }).members.map((m) => m.id)).not.toContain(removed);
     await cluster.kill(removed, 'SIGTERM');
-    await acksGrow(writers, 50);
+    await acksGrow(w, 50);
 
-    // Leadership moves to the newcomer; the writers follow it.
+    // Leadership moves to the newcomer; the w follow it.
     const transfer = await loomAsync(['cluster', 'transfer-leader', '--to', String(joiner.id), '--http', `http://127.0.0.1:${cluster.node(leader).ports.http}`]);
     expect(transfer.code).toBe(0);
     expect(await cluster.waitLeader()).toBe(joiner.id);
-    await acksGrow(writers, 50);
+    await acksGrow(w, 50);
 
-    await writers.stop();
-    const maxRev = Math.max(...writers.acks.map((a) => a.rev));
+    await w.stop();
+    const maxRev = Math.max(...w.acks.map((a) => a.rev));
     const commit = await cluster.waitConverged(maxRev);
     const remaining = cluster.live().map((n) => n.id);
     expect(remaining.sort()).toEqual([1, 2, 3, 4].filter((id) => id !== removed));
     for (const id of remaining) await cluster.kill(id, 'SIGTERM');
-    const compared = verifyAcks(cluster, writers.acks, commit, remaining);
-    process.stdout.write(`membership: acked writes ${writers.acks.length}; log entries compared ${compared} on nodes ${remaining.join(', ')}\n`);
+    const compared = verifyAcks(cluster, w.acks, commit, remaining);
+    process.stdout.write(`membership: acked writes ${w.acks.length}; log entries compared ${compared} on nodes ${remaining.join(', ')}\n`);
   });
 });
