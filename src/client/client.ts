@@ -1,7 +1,13 @@
-// The TypeScript client SDK over the official `nats` client: KV, event streams, SQL and a watch
-// that resumes by itself from the last seq it delivered after any disconnect. It speaks only the
-// wire contract ($LOOM.API.*, CONTRACT.md), so it works against any loom node.
+// The TypeScript client SDK over the official `nats` client: KV, event streams, SQL, objects and a
+// watch that resumes by itself from the last seq it delivered after any disconnect. It speaks only
+// the wire contract ($LOOM.API.*, CONTRACT.md), so it works against any loom node. Object bytes go
+// over the node's HTTP door, which streams with flow control (docs/buckets.md).
 
+import { createHash } from 'node:crypto';
+import * as http from 'node:http';
+import * as https from 'node:https';
+import { Readable, Transform, pipeline as pipeStreams, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { connect as natsConnect, createInbox, headers as natsHeaders, type ConnectionOptions, type MsgHdrs, type NatsConnection, type Subscription } from 'nats';
 import { LoomError, errorCodes, names, type ErrorCode } from '../util';
 
@@ -13,7 +19,37 @@ export interface ClientOptions {
   timeoutMs?: number;
   /** Passed through to the nats client (reconnect settings, name, …). */
   nats?: Partial<ConnectionOptions>;
+  /**
+   * Base URL of a node's HTTP door, e.g. `http://127.0.0.1:8080`: `objects.put` and `objects.get`
+   * stream bytes through it (core NATS request/reply has no flow control). Needed only for those two.
+   */
+  http?: string;
 }
+
+export interface ObjectInfo {
+  bucket: string;
+  name: string;
+  size: number;
+  /** SHA-256 of the whole object, hex. */
+  sha256: string;
+  contentType: string;
+  metadata: Record<string, string>;
+  rev: number;
+  updatedAt: number;
+  chunkBytes: number;
+  chunkCount: number;
+}
+
+export interface PutObjectOptions {
+  contentType?: string;
+  /** Sent as `x-loom-meta-<key>` headers: keys are lower-cased, keys and values must be header-safe ASCII. */
+  metadata?: Record<string, string>;
+  /** Hex SHA-256 the node must see, or it rejects the upload and nothing becomes visible. */
+  sha256?: string;
+  chunkBytes?: number;
+}
+
+export type ObjectSource = Readable | AsyncIterable<Uint8Array | string> | Uint8Array | string;
 
 export interface ReadOptions {
   consistency?: 'local' | 'linearizable';
@@ -101,9 +137,71 @@ export class LoomClient {
     },
   };
 
+  readonly objects = {
+    /** Streams `source` to the node (HTTP PUT) and resolves with the committed object's info. */
+    put: async (bucket: string, name: string, source: ObjectSource, options: PutObjectOptions = {}): Promise<ObjectInfo> => {
+      names.checkBucket(bucket);
+      names.checkObjectName(name);
+      const headers: Record<string, string> = { 'content-type': options.contentType ?? 'application/octet-stream' };
+      for (const [key, value] of Object.entries(options.metadata ?? {})) {
+        if (!/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(key) || !/^[\x20-\x7e]*$/.test(value)) {
+          throw new LoomError('INVALID_ARGUMENT', `metadata ${JSON.stringify(key)} must be a header token with a printable ASCII value`, { field: 'metadata' });
+        }
+        headers[`x-loom-meta-${key.toLowerCase()}`] = value;
+      }
+      if (options.sha256 !== undefined) headers['x-loom-sha256'] = options.sha256;
+      if (options.chunkBytes !== undefined) headers['x-loom-chunk-bytes'] = String(options.chunkBytes);
+      const body = typeof source === 'string' || source instanceof Uint8Array ? Readable.from([Buffer.from(source)]) : Readable.from(source);
+      const response = await this.httpRequest('PUT', objectPath(bucket, name), headers, body);
+      return JSON.parse((await readAll(response)).toString('utf8')) as ObjectInfo;
+    },
+    /**
+     * Opens a download (HTTP GET, one `Range` when offset or length is given) as a Node Readable.
+     * A whole object is checked against its sha256 as it streams: the stream fails CORRUPT rather
+     * than end with wrong bytes.
+     */
+    get: async (bucket: string, name: string, options: { offset?: number; length?: number } & ReadOptions = {}): Promise<Readable> => {
+      names.checkBucket(bucket);
+      names.checkObjectName(name);
+      const headers: Record<string, string> = {};
+      const ranged = options.offset !== undefined || options.length !== undefined;
+      if (ranged) {
+        const offset = options.offset ?? 0;
+        if (!Number.isSafeInteger(offset) || offset < 0) throw new LoomError('INVALID_ARGUMENT', 'offset must be a non-negative integer', { field: 'offset' });
+        if (options.length !== undefined && (!Number.isSafeInteger(options.length) || options.length < 1)) {
+          throw new LoomError('INVALID_ARGUMENT', 'length must be a positive integer', { field: 'length' });
+        }
+        headers.range = `bytes=${offset}-${options.length === undefined ? '' : offset + options.length - 1}`;
+      }
+      const query = new URLSearchParams();
+      if (options.consistency !== undefined) query.set('consistency', options.consistency);
+      if (options.atLeast !== undefined) query.set('atLeast', String(options.atLeast));
+      const search = query.toString() === '' ? '' : `?${query.toString()}`;
+      const response = await this.httpRequest('GET', `${objectPath(bucket, name)}${search}`, headers);
+      const etag = /^"([0-9a-f]{64})"$/.exec(String(response.headers.etag ?? ''));
+      if (response.statusCode === 206 || !etag) return response;
+      // pipeline, not pipe: a response cut short (the node found a corrupt chunk) fails the stream.
+      return pipeStreams(response, new Sha256Check(etag[1], bucket, name), () => undefined);
+    },
+    info: (bucket: string, name: string, options: ReadOptions = {}): Promise<ObjectInfo> => {
+      names.checkBucket(bucket);
+      return this.requestJson(`$LOOM.API.OBJ.INFO.${bucket}`, json({ name }), readHeaders(options));
+    },
+    list: (bucket: string, options: { prefix?: string; limit?: number; cursor?: string } & ReadOptions = {}): Promise<{ items: ObjectInfo[]; cursor?: string }> => {
+      const { consistency, atLeast, ...body } = options;
+      names.checkBucket(bucket);
+      return this.requestJson(`$LOOM.API.OBJ.LIST.${bucket}`, json(body), readHeaders({ consistency, atLeast }));
+    },
+    delete: (bucket: string, name: string): Promise<{ rev: number; deleted: boolean }> => {
+      names.checkBucket(bucket);
+      return this.requestJson(`$LOOM.API.OBJ.DEL.${bucket}`, json({ name }));
+    },
+  };
+
   private constructor(
     readonly nc: NatsConnection,
     private readonly timeoutMs: number,
+    private readonly options: ClientOptions,
   ) {}
 
   static async connect(options: ClientOptions): Promise<LoomClient> {
@@ -114,7 +212,7 @@ export class LoomClient {
       reconnectTimeWait: 250,
       ...options.nats,
     });
-    return new LoomClient(nc, options.timeoutMs ?? 10_000);
+    return new LoomClient(nc, options.timeoutMs ?? 10_000, options);
   }
 
   status(): Promise<{ nodeId: number; role: string; leader: number | null; term: number; commit: number; applied: number }> {
@@ -149,6 +247,40 @@ export class LoomClient {
     return { data: reply.data, headers: reply.headers };
   }
 
+  /**
+   * One request to the HTTP door; resolves with the response once its status is 2xx, and turns an
+   * error status (JSON body {code, message, details}) into a LoomError with the same code.
+   */
+  private async httpRequest(method: string, path: string, headers: Record<string, string>, body?: Readable): Promise<http.IncomingMessage> {
+    const base = this.options.http;
+    if (base === undefined) throw new LoomError('INVALID_ARGUMENT', 'objects.put and objects.get need the node\'s HTTP address: connect({http: "http://host:port"})', { field: 'http' });
+    const url = new URL(path, base);
+    const transport = url.protocol === 'https:' ? https : http;
+    if (this.options.token !== undefined) headers.authorization = `Bearer ${this.options.token}`;
+    const request = transport.request(url, { method, headers });
+    const response = new Promise<http.IncomingMessage>((resolve, reject) => {
+      request.once('response', resolve);
+      request.once('error', (err) => reject(new LoomError('UNAVAILABLE', `${method} ${url.href} failed: ${err.message}`, { url: url.href })));
+    });
+    // A body the server rejects early (413, 400) ends the request; the response says why.
+    const sent = body ? pipeline(body, request) : Promise.resolve(request.end());
+    sent.catch(() => undefined);
+    const res = await response;
+    if (res.statusCode !== undefined && res.statusCode >= 200 && res.statusCode < 300) {
+      await sent;
+      return res;
+    }
+    const text = (await readAll(res)).toString('utf8');
+    let parsed: { code?: string; message?: string; details?: Record<string, unknown> } = {};
+    try {
+      parsed = JSON.parse(text) as typeof parsed;
+    } catch {
+      parsed = { message: text };
+    }
+    const code = parsed.code ?? (res.statusCode === 404 ? 'NOT_FOUND' : 'INTERNAL');
+    throw toLoomError(code, Buffer.from(JSON.stringify({ message: parsed.message ?? `HTTP ${res.statusCode}`, details: parsed.details ?? {} })));
+  }
+
   private async requestJson<T>(subject: string, data: Uint8Array, headers?: MsgHdrs): Promise<T> {
     const reply = await this.request(subject, data, headers);
     return JSON.parse(Buffer.from(reply.data).toString('utf8')) as T;
@@ -159,6 +291,41 @@ export class LoomClient {
 function checkBucketKey(bucket: string, key: string): void {
   names.checkBucket(bucket);
   names.checkKey(key);
+}
+
+/** The object's HTTP path: each `/`-separated part of the name percent-encoded. */
+function objectPath(bucket: string, name: string): string {
+  return `/v1/buckets/${encodeURIComponent(bucket)}/objects/${name.split('/').map(encodeURIComponent).join('/')}`;
+}
+
+async function readAll(stream: Readable): Promise<Buffer> {
+  const pieces: Buffer[] = [];
+  for await (const piece of stream) pieces.push(piece as Buffer);
+  return Buffer.concat(pieces);
+}
+
+/** Passes a whole object's bytes through and fails CORRUPT at the end if they do not hash to its sha256. */
+class Sha256Check extends Transform {
+  private readonly hash = createHash('sha256');
+
+  constructor(
+    private readonly expected: string,
+    private readonly bucket: string,
+    private readonly name: string,
+  ) {
+    super();
+  }
+
+  override _transform(piece: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    this.hash.update(piece);
+    done(null, piece);
+  }
+
+  override _flush(done: TransformCallback): void {
+    const actual = this.hash.digest('hex');
+    if (actual === this.expected) return done();
+    done(new LoomError('CORRUPT', `object ${this.name} in bucket ${this.bucket} arrived with sha256 ${actual}, not ${this.expected}`, { bucket: this.bucket, name: this.name }));
+  }
 }
 
 function readHeaders(options: ReadOptions): MsgHdrs | undefined {
