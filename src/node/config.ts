@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { entryBytesMaxDefault } from '../eventlog';
-import { LoomError } from '../util';
+import { LoomError, names } from '../util';
 
 const port = z.coerce.number({ error: 'expected a port number 0-65535 (0 picks a free port)' }).int().min(0).max(65535);
 const nameRule = /^[A-Za-z0-9_-]{1,64}$/;
@@ -60,6 +60,10 @@ export const configSchema = z
     role: z.enum(['db', 'disco']).default('db'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     entryBytesMax: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(entryBytesMaxDefault),
+    /** Default chunk size of object uploads (a chunk and its framing fit the default entryBytesMax). */
+    chunkBytes: z.coerce.number().int().min(names.chunkBytesMin).max(names.chunkBytesMax).default(names.chunkBytesDefault),
+    /** Largest object an upload may store. */
+    objectBytesMax: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(names.objectBytesMaxDefault),
   })
   .strict();
 

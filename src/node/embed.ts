@@ -25,6 +25,8 @@ export interface OpenNodeOptions {
   /** Developer SQL projections made with defineSqlProjection: their own tables, queryable with sql.query. */
   projections?: Array<Projection<SqlDatabase>>;
   plugins?: Array<(viewsDir: string) => ViewPlugin>;
+  /** Buckets: default chunk size of uploads and largest object (docs/buckets.md). */
+  objects?: { chunkBytes?: number; objectBytesMax?: number };
 }
 
 export interface EmbeddedNode {
@@ -45,6 +47,8 @@ export async function openNode(options: OpenNodeOptions = {}): Promise<EmbeddedN
     data: options.data ?? temporary,
     ...(options.sync ? { sync: options.sync } : {}),
     ...(options.authToken ? { authToken: options.authToken } : {}),
+    ...(options.objects?.chunkBytes !== undefined ? { chunkBytes: options.objects.chunkBytes } : {}),
+    ...(options.objects?.objectBytesMax !== undefined ? { objectBytesMax: options.objects.objectBytesMax } : {}),
     ...(doors ? { host: doors.host ?? '127.0.0.1', natsPort: doors.natsPort ?? 0, grpcPort: doors.grpcPort ?? 0, httpPort: doors.httpPort ?? 0 } : {}),
   };
   const config = loadConfig({ defaults: input });

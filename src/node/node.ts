@@ -89,6 +89,7 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
       logger: logger.child({ part: 'core' }),
       bus,
       plugins: [sqlPlugin, ...(options.plugins ?? [])],
+      objects: { chunkBytes: config.chunkBytes, objectBytesMax: config.objectBytesMax },
     });
     undo.push(() => opened.close());
     metrics.watchDatabase(opened);

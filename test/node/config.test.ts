@@ -53,6 +53,12 @@ describe('node configuration', () => {
     expect(configError(() => loadConfig({ flags: { peers: '1=nohostport' } })).message).toMatch(/peers.*ID=HOST:PORT/);
   });
 
+  it('takes the objects limits from --chunk-bytes and --object-bytes-max, within the chunk bounds', () => {
+    expect(loadConfig({})).toMatchObject({ chunkBytes: 256 * 1024, objectBytesMax: 5 * 1024 ** 3 });
+    expect(loadConfig({ flags: { 'chunk-bytes': '65536', 'object-bytes-max': '1000' } })).toMatchObject({ chunkBytes: 65536, objectBytesMax: 1000 });
+    expect(configError(() => loadConfig({ env: { LOOM_CHUNK_BYTES: String(2 * 1024 * 1024) } })).message).toMatch(/chunkBytes/);
+  });
+
   it('names the field, the source and the expected form of a bad value', () => {
     const err = configError(() => loadConfig({ env: { LOOM_HTTP_PORT: 'eighty' } }));
     expect(err.message).toMatch(/httpPort = "eighty" \(from environment LOOM_HTTP_PORT\): expected a port number/);

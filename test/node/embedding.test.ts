@@ -47,4 +47,15 @@ describe('embedding', () => {
       require('node:fs').rmSync(data, { recursive: true, force: true });
     }
   });
+
+  it('passes the objects limits through to uploads', async () => {
+    const node = await openNode({ memory: true, objects: { chunkBytes: 4096, objectBytesMax: 10_000 } });
+    try {
+      const info = await node.db.objects.put('files', 'a', Buffer.alloc(9000, 1));
+      expect(info).toMatchObject({ chunkBytes: 4096, chunkCount: 3 });
+      await expect(node.db.objects.put('files', 'b', Buffer.alloc(10_001, 1))).rejects.toMatchObject({ code: 'TOO_LARGE' });
+    } finally {
+      await node.close();
+    }
+  });
 });
