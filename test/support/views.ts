@@ -4,11 +4,15 @@
 import { createHash } from 'node:crypto';
 import * as path from 'node:path';
 import { LmdbLog, type LogEntry } from '../../src/eventlog';
-import { ViewStore, encodeMutation } from '../../src/projections';
+import { BlobStore, ViewStore, encodeMutation } from '../../src/projections';
 import { seededRandom } from './seeded';
 
-/** Appends `count` seeded mutations (puts, CAS conflicts, deletes, events) to a log at `logDir`. */
-export async function writeMutations(logDir: string, count: number, seed: number): Promise<void> {
+/**
+ * Appends `count` seeded mutations (puts, CAS conflicts, deletes, events) to a log at `logDir`, then
+ * `objects` seeded object operations (uploads sharing chunks, commits missing a chunk, deletes, and
+ * chunk collections).
+ */
+export async function writeMutations(logDir: string, count: number, seed: number, options: { objects?: number } = {}): Promise<void> {
   const random = seededRandom(seed);
   const log = LmdbLog.open({ path: logDir, sync: 'none' });
   const batch: LogEntry[] = [];
@@ -29,22 +33,53 @@ export async function writeMutations(logDir: string, count: number, seed: number
     else push('event.append', { stream: `s${Math.floor(random() * 20)}`, type: 'thing.happened', data: { i }, ...(random() < 0.3 ? { expectVersion: Math.floor(random() * 5) } : {}) });
     if (batch.length === 1000) await log.append(batch.splice(0));
   }
+  for (let i = 0; i < (options.objects ?? 0); i++) {
+    const r = random();
+    const name = `dir/o${Math.floor(random() * 30)}`;
+    if (r < 0.7) {
+      // Chunks from a pool of ten contents, so objects share them; now and then one is not stored.
+      const chunkBytes = 4096;
+      const count = 1 + Math.floor(random() * 3);
+      const pieces = Array.from({ length: count }, (_, j) => {
+        const pool = Math.floor(random() * 10);
+        return Buffer.alloc(j === count - 1 ? 1 + pool * 100 : chunkBytes, pool);
+      });
+      const skip = random() < 0.1 ? 0 : -1;
+      pieces.forEach((bytes, j) => {
+        if (j !== skip) push('blob.chunk', { sha256: createHash('sha256').update(bytes).digest(), bytes });
+      });
+      const whole = Buffer.concat(pieces);
+      push('blob.commit', {
+        bucket: 'files',
+        name,
+        size: whole.length,
+        sha256: createHash('sha256').update(whole).digest(),
+        chunkBytes,
+        chunks: Buffer.concat(pieces.map((bytes) => createHash('sha256').update(bytes).digest())),
+        metadata: { i: String(i) },
+      });
+    } else if (r < 0.85) push('blob.del', { bucket: 'files', name });
+    else push('blob.gc', { beforeTs: ts + index - 20, limit: 5 });
+    if (batch.length >= 1000) await log.append(batch.splice(0));
+  }
   if (batch.length > 0) await log.append(batch.splice(0));
   await log.close();
 }
 
 /** A digest of every key/value of the built-in LMDB views under `dataDir`. */
-export async function viewDigest(dataDir: string): Promise<{ digest: string; records: number }> {
+export async function viewDigest(dataDir: string): Promise<{ digest: string; records: number; blobRecords: number }> {
   const store = new ViewStore(path.join(dataDir, 'views', 'lmdb'));
   const hash = createHash('sha256');
   let records = 0;
+  let blobRecords = 0;
   try {
-    for (const [db, key, value] of store.dump()) {
+    for (const [db, key, value] of [...store.dump(), ...new BlobStore(store).dump()]) {
       hash.update(db).update('\0').update(key).update('\0').update(value).update('\n');
       records++;
+      if (db.startsWith('blob-')) blobRecords++;
     }
   } finally {
     await store.close();
   }
-  return { digest: hash.digest('hex'), records };
+  return { digest: hash.digest('hex'), records, blobRecords };
 }
