@@ -99,3 +99,35 @@ describe('malformed input through the NATS door', () => {
     expect(reply.code).toBeUndefined();
   });
 });
+
+describe('the OpenAPI document', () => {
+  it('describes every /v1 route the HTTP door serves', async () => {
+    const doc = (await (await fetch(`${base}/openapi.json`)).json()) as { paths: Record<string, Record<string, unknown>> };
+    const served: Array<[string, string]> = [
+      ['put', '/v1/kv/{bucket}/{key}'],
+      ['get', '/v1/kv/{bucket}/{key}'],
+      ['delete', '/v1/kv/{bucket}/{key}'],
+      ['get', '/v1/kv/{bucket}'],
+      ['post', '/v1/events/{stream}'],
+      ['get', '/v1/events/{stream}'],
+      ['post', '/v1/sql'],
+      ['get', '/v1/watch'],
+      ['get', '/v1/cluster/status'],
+      ['post', '/v1/cluster/members'],
+      ['delete', '/v1/cluster/members/{id}'],
+      ['post', '/v1/cluster/transfer-leader'],
+      ['put', '/v1/buckets/{bucket}/objects/{name}'],
+      ['get', '/v1/buckets/{bucket}/objects/{name}'],
+      ['delete', '/v1/buckets/{bucket}/objects/{name}'],
+      ['get', '/v1/buckets/{bucket}/objects'],
+    ];
+    for (const [method, path] of served) expect(doc.paths[path]?.[method]).toBeDefined();
+    // And every documented route answers something other than "no route" (watch streams forever).
+    for (const [method, path] of served.filter(([, p]) => p !== '/v1/watch')) {
+      const url = path.replace('{bucket}', 'b').replace('{key}', 'k').replace('{stream}', 's').replace('{name}', 'n').replace('{id}', '9');
+      const response = await fetch(`${base}${url}`, { method: method.toUpperCase(), ...(method === 'get' || method === 'delete' ? {} : { body: '{}', headers: { 'content-type': 'application/json' } }) });
+      const body = await response.text();
+      expect(body).not.toMatch(/no route/);
+    }
+  });
+});

@@ -48,7 +48,21 @@ export function openApiDocument(): Record<string, unknown> {
       '/v1/watch': {
         get: op('watch changes (Server-Sent Events, id = seq; resume with Last-Event-ID)', { parameters: [param('subject', 'query', 'subject filter, e.g. $KV.users.>'), param('fromSeq', 'query', 'deliver changes after this seq')] }),
       },
-      '/v1/cluster/status': { get: op('cluster status') },
+      '/v1/cluster/status': { get: op('cluster status: role, leader, term, commit, applied, members') },
+      '/v1/cluster/members': { post: op('add a member (learner first, then voter unless learner: true); leader only', { requestBody: json(schemaOf('cluster.add')) }) },
+      '/v1/cluster/members/{id}': { delete: op('remove a member; leader only', { parameters: [param('id', 'path', 'node id')] }) },
+      '/v1/cluster/transfer-leader': { post: op('hand leadership to another voter; leader only', { requestBody: json(schemaOf('cluster.transfer')) }) },
+      '/v1/buckets/{bucket}/objects/{name}': {
+        put: op('upload an object (streaming body; x-loom-sha256 or Digest checked; Content-Type kept)', {
+          parameters: [param('bucket', 'path', 'bucket'), param('name', 'path', 'object name')],
+          requestBody: { content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } },
+        }),
+        get: op('download an object (single Range, ETag = sha256, If-None-Match)', { parameters: [param('bucket', 'path', 'bucket'), param('name', 'path', 'object name')] }),
+        delete: op('delete an object', { parameters: [param('bucket', 'path', 'bucket'), param('name', 'path', 'object name')] }),
+      },
+      '/v1/buckets/{bucket}/objects': {
+        get: op('list objects', { parameters: [param('bucket', 'path', 'bucket'), param('prefix', 'query', 'name prefix'), param('limit', 'query', '1-10000'), param('cursor', 'query', 'from a previous page')] }),
+      },
       '/healthz': { get: op('liveness') },
       '/readyz': { get: op('readiness: applied up to commit') },
       '/metrics': { get: op('Prometheus metrics') },
