@@ -3,6 +3,7 @@
 
 import { createHash } from 'node:crypto';
 import { LoomError } from '../../util';
+import { pageByName } from '../paging';
 import { chunkAt, type BlobStore, type ObjectRecord } from './blob-view';
 
 export interface ObjectInfo {
@@ -56,25 +57,9 @@ export class BlobReader {
     return record ? objectInfo(bucket, name, record) : undefined;
   }
 
-  /** Objects of a bucket in name order, from after `cursor` (the last name returned). */
+  /** Objects of a bucket in name order, from after `cursor` (see paging.ts for what is stable). */
   list(bucket: string, prefix: string, limit: number, cursor?: string): ObjectListPage {
-    const after = cursor === undefined ? undefined : decodeCursor(cursor);
-    if (after !== undefined && !after.startsWith(prefix)) throw new LoomError('INVALID_ARGUMENT', 'cursor does not belong to this prefix', { field: 'cursor' });
-    const items: ObjectInfo[] = [];
-    let more = false;
-    for (const { key, value } of this.store.objects.getRange({ start: [bucket, after ?? prefix], end: [bucket, `${prefix}\uffff`] })) {
-      const name = key[1];
-      if (name === after) continue;
-      if (!name.startsWith(prefix)) break;
-      if (items.length === limit) {
-        more = true;
-        break;
-      }
-      items.push(objectInfo(bucket, name, value));
-    }
-    const page: ObjectListPage = { items };
-    if (more) page.cursor = Buffer.from(items[items.length - 1].name).toString('base64url');
-    return page;
+    return pageByName(this.store.objects, bucket, prefix, limit, cursor, (name, value) => objectInfo(bucket, name, value));
   }
 
   /** Whether a chunk is stored and referenced by an object (so an upload need not send it again). */
@@ -121,9 +106,4 @@ export class BlobReader {
     }
     return { chunks, unreferenced, bytes };
   }
-}
-
-function decodeCursor(cursor: string): string {
-  if (typeof cursor !== 'string' || !/^[A-Za-z0-9_-]+$/.test(cursor)) throw new LoomError('INVALID_ARGUMENT', 'cursor is not one this server issued', { field: 'cursor' });
-  return Buffer.from(cursor, 'base64url').toString();
 }

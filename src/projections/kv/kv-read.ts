@@ -2,7 +2,7 @@
 // Reads never write; they see the latest applied batch (each batch commits as one transaction).
 
 import type { Database } from 'lmdb';
-import { LoomError } from '../../util';
+import { pageByName } from '../paging';
 import { kvRecordRev, type HistoryRecord, type KvRecord, type StoredEvent, type ViewStore } from './kv-view';
 
 export interface KvListItem {
@@ -33,30 +33,9 @@ export class KvReader {
     return this.store.history.get([bucket, key, rev]);
   }
 
-  /**
-   * Keys of a bucket in key order, from after `cursor`. The cursor is the last key returned, so a
-   * listing is stable under concurrent writes: every key that exists throughout shows up exactly once.
-   */
+  /** Keys of a bucket in key order, from after `cursor` (see paging.ts for what is stable). */
   list(bucket: string, prefix: string, limit: number, cursor?: string): KvListPage {
-    const after = cursor === undefined ? undefined : decodeCursor(cursor);
-    if (after !== undefined && !after.startsWith(prefix)) {
-      throw new LoomError('INVALID_ARGUMENT', 'cursor does not belong to this prefix', { field: 'cursor' });
-    }
-    const items: KvListItem[] = [];
-    let more = false;
-    for (const { key, value } of this.store.kvRaw.getRange({ start: [bucket, after ?? prefix], end: [bucket, `${prefix}\uffff`] })) {
-      const name = key[1];
-      if (name === after) continue;
-      if (!name.startsWith(prefix)) break;
-      if (items.length === limit) {
-        more = true;
-        break;
-      }
-      items.push({ key: name, rev: kvRecordRev(value) });
-    }
-    const page: KvListPage = { items };
-    if (more) page.cursor = encodeCursor(items[items.length - 1].key);
-    return page;
+    return pageByName(this.store.kvRaw, bucket, prefix, limit, cursor, (key, value) => ({ key, rev: kvRecordRev(value) }));
   }
 
   streamVersion(stream: string): number {
@@ -104,15 +83,4 @@ export class KvReader {
     }
     return out;
   }
-}
-
-function encodeCursor(key: string): string {
-  return Buffer.from(key).toString('base64url');
-}
-
-function decodeCursor(cursor: string): string {
-  if (typeof cursor !== 'string' || !/^[A-Za-z0-9_-]*$/.test(cursor) || cursor.length === 0) {
-    throw new LoomError('INVALID_ARGUMENT', 'cursor is not one this server issued', { field: 'cursor' });
-  }
-  return Buffer.from(cursor, 'base64url').toString();
 }

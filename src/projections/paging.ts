@@ -1,0 +1,50 @@
+// Listing a bucket's names (keys, objects) page by page. The cursor is the last name returned,
+// opaque to clients, so a listing is stable under concurrent writes: every name that exists
+// throughout shows up exactly once, and names added behind the cursor are not.
+
+import type { Database } from 'lmdb';
+import { LoomError } from '../util';
+
+export interface NamePage<T> {
+  items: T[];
+  cursor?: string;
+}
+
+/** Entries of `db` keyed `[bucket, name]` whose name starts with `prefix`, after `cursor`. */
+export function pageByName<V, T>(
+  db: Database<V, [string, string]>,
+  bucket: string,
+  prefix: string,
+  limit: number,
+  cursor: string | undefined,
+  toItem: (name: string, value: V) => T,
+): NamePage<T> {
+  const after = cursor === undefined ? undefined : decodeCursor(cursor);
+  if (after !== undefined && !after.startsWith(prefix)) {
+    throw new LoomError('INVALID_ARGUMENT', 'cursor does not belong to this prefix', { field: 'cursor' });
+  }
+  const items: T[] = [];
+  let lastName = '';
+  let more = false;
+  for (const { key, value } of db.getRange({ start: [bucket, after ?? prefix], end: [bucket, `${prefix}\uffff`] })) {
+    const name = key[1];
+    if (name === after) continue;
+    if (!name.startsWith(prefix)) break;
+    if (items.length === limit) {
+      more = true;
+      break;
+    }
+    items.push(toItem(name, value));
+    lastName = name;
+  }
+  const page: NamePage<T> = { items };
+  if (more) page.cursor = Buffer.from(lastName).toString('base64url');
+  return page;
+}
+
+function decodeCursor(cursor: string): string {
+  if (typeof cursor !== 'string' || !/^[A-Za-z0-9_-]+$/.test(cursor)) {
+    throw new LoomError('INVALID_ARGUMENT', 'cursor is not one this server issued', { field: 'cursor' });
+  }
+  return Buffer.from(cursor, 'base64url').toString();
+}
