@@ -7,6 +7,7 @@ import * as net from 'node:net';
 import { connect } from 'nats';
 import type { NatsConnection } from 'nats';
 import { Bus, NatsServer } from '../src/bus';
+import { freePort } from '../test/support/ports';
 
 interface Target {
   name: string;
@@ -189,16 +190,6 @@ function stopChild(child: ChildProcess, ask: () => void): Promise<void> {
   });
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function canConnect(port: number): Promise<boolean> {
   return new Promise((resolve) => {

@@ -4,23 +4,16 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { connect, headers as natsHeaders, type NatsConnection } from 'nats';
 import { benchDir, fmt, machine, percentile, table } from './support';
+import { freePort } from '../test/support/ports';
 
 const secondsPerLevel = Number(process.env.BENCH_SECONDS ?? 5);
 const clientLevels = [1, 16, 128];
 const loomMain = path.resolve(process.cwd(), 'dist/cli/main.js');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 interface Measured {
   ops: number;

@@ -1,19 +1,12 @@
 // The client SDK against a real `loom serve` process: every operation, typed errors, and a watch
 // that survives a SIGKILL and restart of the server mid-stream with no gap and no duplicate.
 
-import * as net from 'node:net';
 import { connect, type LoomClient, type WatchChange } from '../../src/client';
 import { LoomError } from '../../src/util';
 import { startServe, stopServe, type ServeProcess } from '../support/cli';
 import { makeTempDir, removeDir } from '../support/tmp';
+import { freePort } from '../support/ports';
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 describe('the client SDK', () => {
   let dir: string;

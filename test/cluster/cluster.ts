@@ -7,16 +7,12 @@ import * as path from 'node:path';
 import { connect as natsConnect, headers as natsHeaders, type NatsConnection } from 'nats';
 import { startServe, stopServe, type ServeProcess } from '../support/cli';
 import { makeTempDir, removeDir } from '../support/tmp';
+import { freePort } from '../support/ports';
+
+export { freePort };
 
 export const clusterSecret = 'test-cluster-secret';
 
-export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 /** A proxy for one direction of one peer pair (from → to); `cut` drops it until `heal`. */
 export class LinkProxy {

@@ -8,6 +8,7 @@ import pino from 'pino';
 import { emptyMessage, type Message } from '../../src/eventlog/raft';
 import { FrameParser, PeerTransport, encodeFrame, validateMessage } from '../../src/replication';
 import { seededRandom } from '../../src/eventlog/raft';
+import { freePort } from '../support/ports';
 
 const secret = 'correct-horse-battery';
 
@@ -33,13 +34,6 @@ async function transportPair(secretB = secret) {
   return { a, b, portA, logA };
 }
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
