@@ -6,7 +6,7 @@ import type { LogEntry } from '../eventlog';
 import type { Outcome } from './decide';
 import { decodeMutation } from './entries';
 import type { KvReader } from './kv/kv-read';
-import { objectNameToken } from './names';
+import { objectNameToken } from '../util/names';
 
 /** What an object change carries: the object's info after a PUT; bucket and name after a DEL. */
 export interface ObjectChangeInfo {

@@ -22,7 +22,7 @@ import {
   historyMax,
   ttlMsMax,
   valueBytesMax,
-} from './names';
+} from '../util/names';
 
 const revision = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 const bytes = z.instanceof(Uint8Array, { message: 'expected bytes' });

@@ -1,7 +1,7 @@
 // Projections: mutation entries and their outcomes, the projection contract and runner, the
 // built-in views (KV and event streams on LMDB; SQL on SQLite) and change events.
 
-export * from './names';
+export * from '../util/names';
 export { blobChunkHeaderBytesMax, decodeMutation, encodeBlobChunkInPlace, encodeMutation, mutationTypes } from './entries';
 export type { BlobChunk, BlobCommit, BlobDel, BlobGc, EventAppend, KvBucket, KvDel, KvPut, Mutation, MutationType } from './entries';
 export { decideEventAppend, decideKvDel, decideKvPut } from './decide';

@@ -3,7 +3,7 @@
 
 import { createHash } from 'node:crypto';
 import { LoomError } from '../../util';
-import { checkLimit } from '../names';
+import { checkLimit } from '../../util/names';
 import { queryLimitDefault, queryLimitMax, queryParamsMax, querySqlBytesMax } from './limits';
 
 export type SqlParam = string | number | bigint | boolean | null | Uint8Array;

@@ -8,7 +8,7 @@ import { LoomError } from '../../util';
 import { decideEventAppend, decideKvDel, decideKvPut, type Outcome } from '../decide';
 import { chunkAt, decideBlobCommit } from '../blob/blob-view';
 import { decodeMutation, type BlobChunk, type BlobCommit, type BlobDel, type BlobGc, type EventAppend, type KvDel, type KvPut } from '../entries';
-import { bucketNamePattern } from '../names';
+import { bucketNamePattern } from '../../util/names';
 import type { Projection } from '../projection';
 import { quoteIdentifier, type SqlDatabase } from './sql-store';
 import { kvValueForSql } from './sql-value';
