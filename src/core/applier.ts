@@ -41,6 +41,8 @@ export class Applier {
   private commit = 0;
   private running: Promise<void> | undefined;
   private failure: Error | undefined;
+  /** Set while a snapshot replaces the views: no batch is handed out. */
+  private paused = false;
   private readonly waiters: Waiter[] = [];
   private readonly appliedListeners: Array<(entries: LogEntry[], outcomes: unknown[]) => void> = [];
 
@@ -85,7 +87,7 @@ export class Applier {
   advance(commitIndex: number): void {
     if (commitIndex <= this.commit) return;
     this.commit = commitIndex;
-    if (this.running === undefined) {
+    if (this.running === undefined && !this.paused) {
       this.running = this.run().finally(() => {
         this.running = undefined;
       });
@@ -116,6 +118,29 @@ export class Applier {
     };
   }
 
+  /** Stops handing out batches (the views are being replaced); resolves once none is in flight. */
+  async pause(): Promise<void> {
+    this.paused = true;
+    while (this.running) await this.running;
+  }
+
+  /**
+   * Resumes over new consumers — views installed from a snapshot — that hold everything up to
+   * `applied`. Waits for indexes up to it resolve (those entries were never applied here).
+   */
+  resume(consumers: EntryConsumer[], applied: number): void {
+    assert(this.paused && this.running === undefined, 'resume() follows pause()');
+    assert(applied >= this.applied, `a snapshot at ${applied} would move the applier back from ${this.applied}`);
+    this.consumers.splice(0, this.consumers.length, ...consumers);
+    this.applied = applied;
+    this.commit = Math.max(this.commit, applied);
+    this.settle([], []);
+    this.paused = false;
+    const commit = this.commit;
+    this.commit = applied;
+    this.advance(commit);
+  }
+
   /** Resolves once everything committed so far has been applied. */
   async idle(): Promise<void> {
     while (this.running) await this.running;
@@ -128,7 +153,7 @@ export class Applier {
 
   private async run(): Promise<void> {
     try {
-      while (this.applied < this.commit && !this.failure) {
+      while (this.applied < this.commit && !this.failure && !this.paused) {
         const hi = Math.min(this.commit, this.applied + this.batchEntriesMax) + 1;
         const batch = this.log.entries(this.applied + 1, hi, this.batchBytesMax);
         assert(batch.length > 0 && batch[0].index === this.applied + 1, `applier read a batch not starting at ${this.applied + 1}`);
@@ -147,7 +172,7 @@ export class Applier {
         for (const listener of this.appliedListeners) listener(batch, outcomes);
         // Consumers apply synchronously; yield to the event loop between batches so that a long
         // catch-up (start-up, a rebuild) never stops the node from serving.
-        if (this.applied < this.commit) await new Promise<void>((resolve) => setImmediate(resolve));
+        if (this.applied < this.commit && !this.paused) await new Promise<void>((resolve) => setImmediate(resolve));
       }
     } catch (err) {
       this.failure = err instanceof LoomError ? err : new LoomError('INTERNAL', `applying entry ${this.applied + 1} failed: ${(err as Error).message}`, { index: this.applied + 1 });

@@ -153,6 +153,16 @@ export class Core {
     return status;
   }
 
+  /** Stops applying (a snapshot is replacing the views); resolves once no batch is in flight. */
+  pauseApplier(): Promise<void> {
+    return this.applier.pause();
+  }
+
+  /** Resumes applying into new views that hold everything up to `applied`. */
+  resumeApplier(consumers: EntryConsumer[], applied: number): void {
+    this.applier.resume(consumers, applied);
+  }
+
   /** Resolves once everything committed so far is applied. */
   idle(): Promise<void> {
     return this.applier.idle();

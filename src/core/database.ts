@@ -85,13 +85,19 @@ export interface SqlQueries {
   query(input: SqlQueryInput): Promise<SqlResult>;
 }
 
-export interface DatabaseParts {
-  core: Core;
+/** What reads the views; replaced as a whole when a snapshot replaces the views. */
+export interface ViewReaders {
   reader: KvReader;
-  feed: ChangeFeed;
-  sql?: SqlQueries;
   /** The blob view's reads (Buckets); absent in databases built without it. */
   blobs?: BlobReader;
+  sql?: SqlQueries;
+}
+
+export interface DatabaseParts {
+  core: Core;
+  /** The current views' readers; throws UNAVAILABLE while a snapshot replaces them. */
+  views: () => ViewReaders;
+  feed: ChangeFeed;
   objectLimits?: ObjectsLimits;
   /** Runtime membership of the replicated group; absent on a single voter. */
   membership?: ClusterMembership;
@@ -107,7 +113,7 @@ export class Database {
     this.parts = parts;
     this.kv = new KvApi(this);
     this.events = new EventsApi(this);
-    this.objectsApi = parts.blobs ? new ObjectsApi(this, parts.blobs, parts.objectLimits) : undefined;
+    this.objectsApi = parts.views().blobs ? new ObjectsApi(this, () => parts.views().blobs as BlobReader, parts.objectLimits) : undefined;
   }
 
   /** Buckets: chunked, content-addressed objects (docs/buckets.md). */
@@ -127,7 +133,7 @@ export class Database {
   }
 
   get reader(): KvReader {
-    return this.parts.reader;
+    return this.parts.views().reader;
   }
 
   /** Proposes a validated mutation and turns a CONFLICT outcome into a LoomError. */
@@ -155,17 +161,26 @@ export class Database {
   }
 
   async sqlQuery(input: SqlQueryInput, options: ReadOptions = {}): Promise<SqlResult> {
-    if (!this.parts.sql) throw new LoomError('UNAVAILABLE', 'this node has no SQL view');
+    if (!this.parts.views().sql) throw new LoomError('UNAVAILABLE', 'this node has no SQL view');
     await this.settle(options);
-    return this.parts.sql.query(input);
+    const sql = this.parts.views().sql as SqlQueries;
+    return sql.query(input);
   }
 
   /** Every committed change matching `subject` with seq > fromSeq, then live ones. */
   watch(subject: string, options: { fromSeq?: number } = {}): Watch {
+    const parts = this.parts;
     return watchChanges(
       subject,
-      { fromSeq: options.fromSeq ?? this.parts.core.status().appliedIndex },
-      { log: this.parts.core.log, reader: this.parts.reader, feed: this.parts.feed, appliedIndex: () => this.parts.core.status().appliedIndex },
+      { fromSeq: options.fromSeq ?? parts.core.status().appliedIndex },
+      {
+        log: parts.core.log,
+        get reader() {
+          return parts.views().reader;
+        },
+        feed: parts.feed,
+        appliedIndex: () => parts.core.status().appliedIndex,
+      },
     );
   }
 }

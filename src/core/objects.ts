@@ -76,9 +76,14 @@ export class ObjectsApi {
   readonly chunkBytes: number;
   readonly objectBytesMax: number;
 
+  /** The current blob view's reads (replaced when a snapshot replaces the views). */
+  private get reader(): BlobReader {
+    return this.blobReader();
+  }
+
   constructor(
     private readonly db: Database,
-    private readonly reader: BlobReader,
+    private readonly blobReader: () => BlobReader,
     limits: ObjectsLimits = {},
   ) {
     this.chunkBytes = checkChunkBytes(limits.chunkBytes ?? chunkBytesDefault);

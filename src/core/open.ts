@@ -2,39 +2,23 @@
 // consumers, the live change feed, change events on the bus, TTL expiry. Used by the node (server)
 // and by embedders alike, so both run exactly the same code.
 
-import { mkdirSync } from 'node:fs';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { MsgHeaders, type Bus } from '../bus';
-import type { LogStore } from '../eventlog';
-import {
-  BlobProjection,
-  BlobReader,
-  BlobStore,
-  KvProjection,
-  KvReader,
-  ProjectionRunner,
-  ViewStore,
-  changeMessage,
-  changeOf,
-  type Change,
-  type Outcome,
-  type ProjectionStatus,
-} from '../projections';
-import type { Logger } from '../util';
-import type { EntryConsumer } from './applier';
+import type { LogStore, SnapshotMeta } from '../eventlog';
+import { changeMessage, changeOf, type Change, type Outcome, type ProjectionStatus } from '../projections';
+import { LoomError, type Logger } from '../util';
 import type { Replicator } from './replicator';
 import { Core } from './core';
-import { Database, type SqlQueries } from './database';
+import { Database } from './database';
 import { Expirer } from './expirer';
 import { ChunkCollector, type ObjectsLimits } from './objects';
+import { Snapshotter } from './snapshotter';
+import { SnapshotStore, decodeSnapshot, syncDir, writeSnapshotFiles, type SnapshotFile } from './snapshots';
+import { Views, type ViewPlugin } from './views';
 import { ChangeFeed } from './watch';
 
-/** A family of projections (e.g. the SQL view) plugged in by the node; opened over the views dir. */
-export interface ViewPlugin {
-  consumers: Array<EntryConsumer & { status(): ProjectionStatus }>;
-  sql?: SqlQueries;
-  close(): Promise<void>;
-}
+export type { ViewPlugin } from './views';
 
 export interface OpenDatabaseOptions {
   log: LogStore;
@@ -54,6 +38,12 @@ export interface OpenDatabaseOptions {
   orphanChunkAgeMs?: number;
   /** Consensus in front of the log (Raft in a cluster); a single voter when absent. */
   replicator?: Replicator;
+  /** Where snapshots of the views are kept (default: `<viewsDir>-snapshots`). */
+  snapshotsDir?: string;
+  /** Snapshot the views and compact the log every this many applied entries; 0 (default) never. */
+  snapshotEntries?: number;
+  /** Entries kept in the log below a snapshot for followers a little behind (default 5,000). */
+  snapshotCatchUpEntries?: number;
 }
 
 export interface OpenDatabase {
@@ -61,25 +51,65 @@ export interface OpenDatabase {
   core: Core;
   feed: ChangeFeed;
   projections(): ProjectionStatus[];
+  /** Snapshots the views now and compacts the log below them (as `snapshotEntries` does on its own). */
+  snapshot(): Promise<SnapshotMeta>;
   close(): Promise<void>;
 }
 
+export const snapshotCatchUpEntriesDefault = 5_000;
+
 export async function openDatabase(options: OpenDatabaseOptions): Promise<OpenDatabase> {
-  const { logger } = options;
-  mkdirSync(options.viewsDir, { recursive: true });
-  const views = new ViewStore(path.join(options.viewsDir, 'lmdb'), { sync: options.viewSync });
-  const kvRunner = new ProjectionRunner(new KvProjection(views), views, logger.child({ projection: 'kv' }));
-  const blobStore = new BlobStore(views);
-  const blobRunner = new ProjectionRunner(new BlobProjection(blobStore), views, logger.child({ projection: 'blob' }));
-  const plugins = (options.plugins ?? []).map((open) => open(options.viewsDir));
-  const runners = [kvRunner, blobRunner, ...plugins.flatMap((p) => p.consumers)];
-  const core = await Core.open({ log: options.log, logger, now: options.now, consumers: runners, replicator: options.replicator });
+  const { logger, log } = options;
+  const viewsDir = path.resolve(options.viewsDir);
+  const viewsOptions = { viewsDir, logger, viewSync: options.viewSync, plugins: options.plugins };
+  const snapshots = new SnapshotStore(options.snapshotsDir ?? `${viewsDir}-snapshots`);
+  let views = await openViewsCoveringLog(viewsOptions, log, snapshots, logger);
+  // Set while a snapshot replaces the views: reads answer UNAVAILABLE instead of touching closed files.
+  let replacing = false;
+  const current = (): Views => {
+    if (replacing) throw new LoomError('UNAVAILABLE', 'this node is installing a snapshot from the leader; retry shortly');
+    return views;
+  };
+  const core = await Core.open({ log, logger, now: options.now, consumers: views.consumers, replicator: options.replicator });
   const feed = new ChangeFeed();
-  const reader = new KvReader(views, [blobStore.conflicts]);
-  const sql = plugins.find((p) => p.sql)?.sql;
-  const db = new Database({ core, reader, feed, blobs: new BlobReader(blobStore), ...(options.objects ? { objectLimits: options.objects } : {}), ...(sql ? { sql } : {}), ...(options.replicator?.membership ? { membership: options.replicator.membership } : {}) });
+  const db = new Database({
+    core,
+    views: () => {
+      const v = current();
+      return { reader: v.reader, blobs: v.blobReader, ...(v.sql ? { sql: v.sql } : {}) };
+    },
+    feed,
+    ...(options.objects ? { objectLimits: options.objects } : {}),
+    ...(options.replicator?.membership ? { membership: options.replicator.membership } : {}),
+  });
+
+  const snapshotter = new Snapshotter({
+    log,
+    store: snapshots,
+    logger: logger.child({ part: 'snapshots' }),
+    snapshotEntries: options.snapshotEntries ?? 0,
+    catchUpEntries: options.snapshotCatchUpEntries ?? snapshotCatchUpEntriesDefault,
+    current,
+    confAt: options.replicator?.confAt?.bind(options.replicator),
+    replaceViews: async (files, meta) => {
+      await core.pauseApplier();
+      replacing = true;
+      try {
+        await views.close();
+        replaceViewsDir(viewsDir, files);
+        views = new Views(viewsOptions);
+      } finally {
+        replacing = false;
+      }
+      core.resumeApplier(views.consumers, Math.max(meta.index, views.appliedIndex()));
+      // Live watchers saw nothing of what the snapshot covers: they end instead of skipping it.
+      feed.publish({ first: meta.index, last: meta.index, changes: [], snapshot: true });
+    },
+  });
+  options.replicator?.useSnapshots?.(snapshotter);
 
   core.onApplied((entries, outcomes) => {
+    snapshotter.applied(entries[entries.length - 1].index);
     const changes: Change[] = [];
     for (let i = 0; i < entries.length; i++) {
       const change = changeOf(entries[i], outcomes[i] as Outcome | undefined);
@@ -118,13 +148,51 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<OpenDa
     db,
     core,
     feed,
-    projections: () => runners.map((r) => r.status()),
+    projections: () => views.consumers.map((r) => r.status()),
+    snapshot: async () => (await snapshotter.take()).meta,
     async close() {
       expirer.stop();
       collector.stop();
+      await snapshotter.close();
       await core.close();
-      for (const plugin of plugins) await plugin.close();
       await views.close();
     },
   };
+}
+
+/**
+ * Opens the views; if the log was compacted past what they hold (their writes are not fsynced,
+ * or a snapshot install was cut short), restores them from the newest snapshot first.
+ */
+async function openViewsCoveringLog(viewsOptions: ConstructorParameters<typeof Views>[0], log: LogStore, snapshots: SnapshotStore, logger: Logger): Promise<Views> {
+  const { viewsDir } = viewsOptions;
+  for (const leftover of [`${viewsDir}.incoming`, `${viewsDir}.old`]) fs.rmSync(leftover, { recursive: true, force: true });
+  const views = new Views(viewsOptions);
+  const compactedTo = log.firstIndex() - 1;
+  if (views.appliedIndex() >= compactedTo) return views;
+  const snapshot = snapshots.latest();
+  if (!snapshot || snapshot.meta.index < compactedTo) {
+    await views.close();
+    throw new LoomError('CORRUPT', `the views hold entries up to ${views.appliedIndex()} but the log starts at ${compactedTo + 1} and no snapshot in ${snapshots.dir} covers the gap`, {
+      applied: views.appliedIndex(),
+      logFirstIndex: compactedTo + 1,
+    });
+  }
+  logger.info({ applied: views.appliedIndex(), snapshot: snapshot.meta.index }, 'views are behind the compacted log: restoring them from the newest snapshot');
+  await views.close();
+  replaceViewsDir(viewsDir, decodeSnapshot(snapshot.data, snapshots.dir).files);
+  return new Views(viewsOptions);
+}
+
+/** Swaps the views directory for the snapshot's files: written aside, then renamed into place. */
+function replaceViewsDir(viewsDir: string, files: SnapshotFile[]): void {
+  const incoming = `${viewsDir}.incoming`;
+  const old = `${viewsDir}.old`;
+  fs.rmSync(incoming, { recursive: true, force: true });
+  fs.rmSync(old, { recursive: true, force: true });
+  writeSnapshotFiles(incoming, files);
+  if (fs.existsSync(viewsDir)) fs.renameSync(viewsDir, old);
+  fs.renameSync(incoming, viewsDir);
+  syncDir(path.dirname(viewsDir));
+  fs.rmSync(old, { recursive: true, force: true });
 }

@@ -2,7 +2,8 @@
 // durable and decides when they are committed. A single node commits what it has fsynced; the Raft
 // replicator (replication issue) commits what a quorum has, behind the same interface.
 
-import type { LogEntry, LogStore } from '../eventlog';
+import type { LogEntry, LogStore, SnapshotMeta } from '../eventlog';
+import type { ViewSnapshot } from './snapshots';
 import { LoomError } from '../util';
 
 export interface ProposedEntry {
@@ -30,7 +31,20 @@ export interface Replicator {
   status?(): ReplicationStatus;
   /** Membership changes and leadership transfer (docs/replication.md); absent on a single voter. */
   membership?: ClusterMembership;
+  /** Membership as of a log index, stored with snapshots and the compacted log; absent on a single voter. */
+  confAt?(index: number): SnapshotMeta['conf'];
+  /**
+   * The node's snapshots: the newest to send a follower behind the compacted log, and the installer
+   * of one received from the leader (docs/snapshots.md). Absent on a single voter.
+   */
+  useSnapshots?(snapshots: SnapshotHandler): void;
   close(): Promise<void>;
+}
+
+export interface SnapshotHandler {
+  latest(): ViewSnapshot | undefined;
+  /** Stores the snapshot, restarts the log after it and replaces the views; resolves when done. */
+  install(snapshot: ViewSnapshot): Promise<void>;
 }
 
 /** A member to add: its Raft id and the address its raft port listens on. */

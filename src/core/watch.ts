@@ -13,6 +13,11 @@ export interface ChangeBatch {
   first: number;
   last: number;
   changes: Change[];
+  /**
+   * Set when the views were replaced by a snapshot ending at `last`: the entries before it were
+   * never applied here, so a live watcher cannot go on without a gap.
+   */
+  snapshot?: true;
 }
 
 /** The live feed of applied changes, fed by the core right after each batch is applied. */
@@ -89,8 +94,16 @@ export function watchChanges(filter: string, options: WatchOptions, sources: Wat
       const queue: Change[] = [];
       let liveLast = last;
       let overflow = false;
+      let gap: LoomError | undefined;
       const unsubscribe = sources.feed.subscribe((batch) => {
-        if (overflow) return;
+        if (overflow || gap) return;
+        if (batch.snapshot) {
+          gap = new LoomError('NOT_FOUND', `cannot watch on from seq ${liveLast}: this node installed a snapshot at ${batch.last} and never saw the changes before it`, {
+            firstSeq: batch.last + 1,
+          });
+          wake?.();
+          return;
+        }
         assert(batch.first === liveLast + 1, `watch feed skipped from ${liveLast} to ${batch.first}`);
         liveLast = batch.last;
         for (const change of batch.changes) if (matches(change)) queue.push(change);
@@ -99,6 +112,7 @@ export function watchChanges(filter: string, options: WatchOptions, sources: Wat
       });
       try {
         while (!closed && !overflow) {
+          if (gap && queue.length === 0) throw gap;
           const change = queue.shift();
           if (change) {
             last = change.seq;

@@ -195,13 +195,13 @@ export class LmdbLog implements LogStore {
     });
   }
 
-  async compactPrefix(i: number): Promise<void> {
+  async compactPrefix(i: number, conf?: SnapshotMeta['conf']): Promise<void> {
     this.checkWritable();
     checkIndex(i, 'compactPrefix');
     if (i <= this.snapshot.index) return;
     assert(i <= this.last, `compactPrefix(${i}) beyond last index ${this.last}`);
     const oldFirst = this.firstIndex();
-    const snapshot = { index: i, term: this.term(i) };
+    const snapshot: SnapshotMeta = conf ? { index: i, term: this.term(i), conf } : { index: i, term: this.term(i) };
     this.snapshot = snapshot;
     for (let index = oldFirst; index <= i; index++) this.pending.delete(index);
     await this.write(() => {

@@ -69,14 +69,14 @@ export class MemoryLog implements LogStore {
     this.log.length = i - this.firstIndex();
   }
 
-  async compactPrefix(i: number): Promise<void> {
+  async compactPrefix(i: number, conf?: SnapshotMeta['conf']): Promise<void> {
     this.checkOpen();
     checkIndex(i, 'compactPrefix');
     if (i <= this.snapshot.index) return;
     assert(i <= this.lastIndex(), `compactPrefix(${i}) beyond last index ${this.lastIndex()}`);
     const term = this.term(i);
     this.log = this.log.slice(i - this.firstIndex() + 1);
-    this.snapshot = { index: i, term };
+    this.snapshot = conf ? { index: i, term, conf } : { index: i, term };
   }
 
   hardState(): HardState {

@@ -25,6 +25,8 @@ export interface HardState {
 export interface SnapshotMeta {
   index: number;
   term: number;
+  /** Raft membership as of `index`, kept by a replicated log so a restart knows its group. */
+  conf?: { voters: number[]; learners: number[] };
 }
 
 export interface LogStats {
@@ -54,8 +56,11 @@ export interface LogStore {
   lastIndex(): number;
   /** Removes every entry with index >= i (Raft log conflicts). Durable when it resolves. */
   truncateSuffix(i: number): Promise<void>;
-  /** Removes every entry with index <= i, remembering i and its term as the snapshot point. */
-  compactPrefix(i: number): Promise<void>;
+  /**
+   * Removes every entry with index <= i, remembering i, its term and (for a replicated log) the
+   * membership as of i as the snapshot point.
+   */
+  compactPrefix(i: number, conf?: SnapshotMeta['conf']): Promise<void>;
   hardState(): HardState;
   setHardState(state: HardState): Promise<void>;
   snapshotMeta(): SnapshotMeta;

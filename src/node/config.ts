@@ -50,6 +50,13 @@ export const configSchema = z
     heartbeatMs: z.coerce.number().int().min(5).max(60_000).default(100),
     /** Raft election timeout (randomized within [timeout, 2·timeout)); at least two heartbeats. */
     electionTimeoutMs: z.coerce.number().int().min(10).max(600_000).default(1000),
+    /**
+     * Snapshot the views and compact the log every this many applied entries; 0 never compacts.
+     * Default: 100,000 in a replicated group (--peers), 0 on a single node (docs/snapshots.md).
+     */
+    snapshotEntries: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+    /** Entries kept in the log below a snapshot, so a follower a little behind catches up from the log. */
+    snapshotCatchUpEntries: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(5_000),
     authToken: z.string().min(1).optional(),
     /** User and password NATS clients may CONNECT with, beside (or instead of) --auth-token. */
     natsUser: z.string().min(1).optional(),

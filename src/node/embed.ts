@@ -27,6 +27,11 @@ export interface OpenNodeOptions {
   plugins?: Array<(viewsDir: string) => ViewPlugin>;
   /** Buckets: default chunk size of uploads and largest object (docs/buckets.md). */
   objects?: { chunkBytes?: number; objectBytesMax?: number };
+  /**
+   * Snapshot the views and compact the log every `entries` applied entries, keeping
+   * `catchUpEntries` below each snapshot (docs/snapshots.md). Default: never.
+   */
+  snapshots?: { entries?: number; catchUpEntries?: number };
 }
 
 export interface EmbeddedNode {
@@ -49,6 +54,8 @@ export async function openNode(options: OpenNodeOptions = {}): Promise<EmbeddedN
     ...(options.authToken ? { authToken: options.authToken } : {}),
     ...(options.objects?.chunkBytes !== undefined ? { chunkBytes: options.objects.chunkBytes } : {}),
     ...(options.objects?.objectBytesMax !== undefined ? { objectBytesMax: options.objects.objectBytesMax } : {}),
+    ...(options.snapshots?.entries !== undefined ? { snapshotEntries: options.snapshots.entries } : {}),
+    ...(options.snapshots?.catchUpEntries !== undefined ? { snapshotCatchUpEntries: options.snapshots.catchUpEntries } : {}),
     ...(doors ? { host: doors.host ?? '127.0.0.1', natsPort: doors.natsPort ?? 0, grpcPort: doors.grpcPort ?? 0, httpPort: doors.httpPort ?? 0 } : {}),
   };
   const config = loadConfig({ defaults: input });

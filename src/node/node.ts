@@ -7,11 +7,14 @@ import { NatsApi, createGrpcServer, createHttpServer, listenError, type HttpServ
 import { Bus, NatsServer } from '../bus';
 import { openDatabase, type Database, type OpenDatabase, type ViewPlugin } from '../core';
 import { LmdbLog, MemoryLog, type LogStore } from '../eventlog';
-import { openSqlView, type Projection, type SqlDatabase } from '../projections';
+import { openSqlView, sqlFileName, type Projection, type SqlDatabase } from '../projections';
 import { LoomError, createLogger, lockDir, type DirLock, type Logger } from '../util';
 import type { Config } from './config';
 import { startReplication, type Replication } from './cluster';
 import { createMetrics } from './metrics';
+
+/** Entries between snapshots (and log compactions) in a replicated group, unless --snapshot-entries says otherwise. */
+export const snapshotEntriesClusterDefault = 100_000;
 
 /** The ports a node listens on; empty for an embedded node without network doors. */
 export interface Ports {
@@ -73,7 +76,14 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
     const bus = new Bus({ logger: logger.child({ part: 'bus' }), maxPayloadBytes: config.natsMaxPayloadBytes });
     const sqlPlugin = (viewsDir: string): ViewPlugin => {
       const view = openSqlView(viewsDir, { logger: logger.child({ part: 'sql' }), projections: options.sqlProjections, resultBytesMax: sqlResultBytesMax });
-      return { consumers: view.runners, sql: view.queries, close: () => view.close() };
+      return {
+        consumers: view.runners,
+        sql: view.queries,
+        backup: async (dir) => {
+          await view.store.db.backup(path.join(dir, sqlFileName));
+        },
+        close: () => view.close(),
+      };
     };
     // With --peers the log sits behind Raft; without, the node stays a single voter.
     let replication: Replication | undefined;
@@ -90,6 +100,9 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
       bus,
       plugins: [sqlPlugin, ...(options.plugins ?? [])],
       objects: { chunkBytes: config.chunkBytes, objectBytesMax: config.objectBytesMax },
+      snapshotsDir: path.join(dataDir, 'snapshots'),
+      snapshotEntries: config.snapshotEntries ?? (config.peers.length > 0 ? snapshotEntriesClusterDefault : 0),
+      snapshotCatchUpEntries: config.snapshotCatchUpEntries,
     });
     undo.push(() => opened.close());
     metrics.watchDatabase(opened);

@@ -1,7 +1,9 @@
 // `loom replay --projection NAME`: drops one view and rebuilds it from the log, with progress and
 // a summary. It takes the data directory's lock, so it never runs beside a live node.
 
+import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { SnapshotStore, decodeSnapshot } from '../core';
 import { LmdbLog } from '../eventlog';
 import { KvProjection, ProjectionRunner, SqlProjection, SqlStore, ViewStore, sqlFileName, type Projection, type ProjectionStore } from '../projections';
 import { LoomError, lockDir, silentLogger } from '../util';
@@ -25,6 +27,12 @@ interface ReplayTarget<Tx> {
   projection: Projection<Tx>;
   close(): Promise<void>;
 }
+
+/** The views' files (paths under the views directory, as snapshots name them), by projection. */
+const viewFiles: Record<string, (file: string) => boolean> = {
+  kv: (file) => file.startsWith('lmdb/'),
+  sql: (file) => file === sqlFileName,
+};
 
 /** The projections `loom replay` can rebuild, by name. */
 const targets: Record<string, (viewsDir: string) => ReplayTarget<unknown>> = {
@@ -54,18 +62,24 @@ export async function replayProjection(
   }
   const lock = lockDir(dataDir);
   const log = LmdbLog.open({ path: path.join(dataDir, 'log') });
-  const target = open(path.join(dataDir, 'views'));
+  const viewsDir = path.join(dataDir, 'views');
+  // A compacted log no longer holds the start: rebuild from the newest snapshot's copy of the view.
+  const compacted = log.firstIndex() > 1;
+  if (compacted) restoreFromSnapshot(dataDir, viewsDir, viewFiles[name], log.firstIndex() - 1);
+  const target = open(viewsDir);
   try {
     const { store, projection } = target;
-    store.transaction((tx) => {
-      projection.reset?.(tx);
-      store.writeCheckpoint(tx, projection.name, log.firstIndex() - 1, projection.version);
-    });
+    if (!compacted) {
+      store.transaction((tx) => {
+        projection.reset?.(tx);
+        store.writeCheckpoint(tx, projection.name, 0, projection.version);
+      });
+    }
     const runner = new ProjectionRunner(projection, store, silentLogger());
     const started = Date.now();
-    const first = log.firstIndex();
+    const first = runner.appliedIndex() + 1;
     const last = log.lastIndex();
-    const total = last - first + 1;
+    const total = Math.max(0, last - first + 1);
     let next = first;
     let lastReport = 0;
     while (next <= last) {
@@ -84,5 +98,23 @@ export async function replayProjection(
     await target.close();
     await log.close();
     lock.release();
+  }
+}
+
+/** Replaces one view's files by the newest snapshot's copy of them (which the log continues). */
+function restoreFromSnapshot(dataDir: string, viewsDir: string, wanted: (file: string) => boolean, compactedTo: number): void {
+  const snapshots = new SnapshotStore(path.join(dataDir, 'snapshots'));
+  const snapshot = snapshots.latest();
+  if (!snapshot || snapshot.meta.index < compactedTo) {
+    throw new LoomError('CORRUPT', `the log starts at ${compactedTo + 1} and no snapshot in ${snapshots.dir} covers what was compacted; the view cannot be rebuilt here`, {
+      logFirstIndex: compactedTo + 1,
+    });
+  }
+  const files = decodeSnapshot(snapshot.data, snapshots.dir).files.filter((f) => wanted(f.name));
+  for (const f of files) {
+    const target = path.join(viewsDir, ...f.name.split('/'));
+    for (const stale of [target, `${target}-wal`, `${target}-shm`, path.join(path.dirname(target), 'lock.mdb')]) fs.rmSync(stale, { force: true });
+    fs.mkdirSync(path.dirname(target), { recursive: true });
+    fs.writeFileSync(target, f.bytes);
   }
 }

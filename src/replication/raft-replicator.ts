@@ -1,10 +1,10 @@
 // The Raft driver behind the core's Replicator seam: ticks Raft from a timer, persists each Ready
 // before sending what depends on it, hands committed indexes to the applier, then advances.
 
-import type { ClusterMember, ClusterMembership, NewMember, ProposedEntry, ReplicationStatus, Replicator } from '../core';
-import type { LogStore } from '../eventlog';
+import type { ClusterMember, ClusterMembership, NewMember, ProposedEntry, ReplicationStatus, Replicator, SnapshotHandler } from '../core';
+import type { LogStore, SnapshotMeta } from '../eventlog';
 import { randomInt } from 'node:crypto';
-import { RawNode, decodeConfChange, entryTypeConfChange, seededRandom, type ConfChange, type Message, type Ready, type Role } from '../eventlog/raft';
+import { RawNode, applyConfChange, decodeConfChange, entryTypeConfChange, seededRandom, type ConfChange, type ConfState, type Message, type RaftSnapshot, type Ready, type Role } from '../eventlog/raft';
 import { LoomError, assert, isLoomError, type Logger } from '../util';
 import type { NodeAddresses } from './frames';
 import { electionTimeoutMsDefault, heartbeatMsDefault, learnerCatchUpMsMax, readIndexTimeoutMsDefault } from './limits';
@@ -81,6 +81,8 @@ export class RaftReplicator implements Replicator {
   private pumpScheduled = false;
   private ticker: NodeJS.Timeout | undefined;
   private closed = false;
+  private readonly genesis: ConfState;
+  private snapshots: SnapshotHandler | undefined;
   private failure: Error | undefined;
 
   constructor(options: RaftReplicatorOptions) {
@@ -97,6 +99,7 @@ export class RaftReplicator implements Replicator {
     this.readIndexTimeoutMs = options.readIndexTimeoutMs ?? Math.max(readIndexTimeoutMsDefault, 2 * electionTimeoutMs);
     const hard = options.log.hardState();
     this.commit = hard.commit;
+    this.genesis = { voters: [...options.voters].sort((a, b) => a - b), learners: [] };
     this.raw = new RawNode(
       {
         id: options.nodeId,
@@ -111,6 +114,7 @@ export class RaftReplicator implements Replicator {
         // Election timeouts must differ between nodes and between runs of the same node; the
         // seed is the only randomness, so a logged seed replays a node's timeouts.
         random: seededRandom(randomInt(2 ** 31)),
+        snapshotSource: () => this.snapshotToSend(),
       },
       options.log,
     );
@@ -166,6 +170,26 @@ export class RaftReplicator implements Replicator {
 
   commitIndex(): number {
     return this.commit;
+  }
+
+  useSnapshots(snapshots: SnapshotHandler): void {
+    this.snapshots = snapshots;
+  }
+
+  /**
+   * Membership as of `index` (at or after the log's compaction point): the conf stored with the
+   * compacted log (or the genesis), then every membership change entry up to `index`.
+   */
+  confAt(index: number): ConfState {
+    const snap = this.log.snapshotMeta();
+    assert(index >= snap.index, `membership at ${index} is below the compacted log (${snap.index})`);
+    let conf: ConfState = snap.conf ? { voters: [...snap.conf.voters], learners: [...snap.conf.learners] } : { voters: [...this.genesis.voters], learners: [] };
+    for (let i = snap.index + 1; i <= index; ) {
+      const batch = this.log.entries(i, index + 1, 4 * 1024 * 1024);
+      for (const e of batch) if (e.type === entryTypeConfChange) conf = applyConfChange(conf, decodeConfChange(e.data));
+      i += batch.length;
+    }
+    return conf;
   }
 
   onCommit(listener: (commitIndex: number) => void): void {
@@ -369,10 +393,29 @@ export class RaftReplicator implements Replicator {
     }
   }
 
-  /** Queues the Ready's snapshot, entries and hard state; they share one transaction and fsync. */
+  /** The newest snapshot of the views, for Raft to send a follower behind the compacted log. */
+  private snapshotToSend(): RaftSnapshot | undefined {
+    const latest = this.snapshots?.latest();
+    if (!latest) return undefined;
+    assert(latest.meta.conf !== undefined, 'a replicated node stores the membership with its snapshots');
+    return { meta: { index: latest.meta.index, term: latest.meta.term, conf: latest.meta.conf }, data: latest.data };
+  }
+
+  /**
+   * Queues the Ready's snapshot, entries and hard state. Entries and hard state share one
+   * transaction and fsync; a snapshot is installed first (views replaced, log restarted after it).
+   */
   private persist(rd: Ready): Array<Promise<void>> {
-    // Compaction is not done yet (docs/replication.md), so no leader ever needs to send one.
-    assert(rd.snapshot === undefined, 'snapshots are not installed by this driver yet');
+    const snapshot = rd.snapshot;
+    if (snapshot === undefined) return this.persistLog(rd);
+    const snapshots = this.snapshots;
+    assert(snapshots !== undefined, 'a snapshot arrived but this node has no snapshot installer');
+    this.logger.info({ index: snapshot.meta.index, term: snapshot.meta.term, bytes: snapshot.data.byteLength }, 'installing a snapshot from the leader');
+    const meta: SnapshotMeta = { index: snapshot.meta.index, term: snapshot.meta.term, conf: snapshot.meta.conf };
+    return [snapshots.install({ meta, data: snapshot.data }).then(() => Promise.all(this.persistLog(rd)).then(() => undefined))];
+  }
+
+  private persistLog(rd: Ready): Array<Promise<void>> {
     const writes: Array<Promise<void>> = [];
     if (rd.entries.length > 0) {
       const first = rd.entries[0].index;
@@ -399,6 +442,12 @@ export class RaftReplicator implements Replicator {
   /** The Ready is durable: send what vouched for it, move the commit index, advance. */
   private complete(rd: Ready): void {
     this.network.send(rd.messagesAfterPersist);
+    if (rd.snapshot) {
+      if (rd.snapshot.meta.index > this.commit) {
+        this.commit = rd.snapshot.meta.index;
+        for (const listener of this.commitListeners) listener(this.commit);
+      }
+    }
     if (rd.committedEntries.length > 0) {
       for (const e of rd.committedEntries) {
         if (e.type === entryTypeConfChange) this.learnPeers(decodeConfChange(e.data));

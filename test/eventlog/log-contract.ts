@@ -162,8 +162,9 @@ export function logContract(name: string, makeFactory: () => LogFactory): void {
       if (!factory.reopen) return;
       await log.append([entry(1, 1), entry(2, 1), entry(3, 2)]);
       await log.setHardState({ term: 2, vote: 1, commit: 2 });
-      await log.compactPrefix(1);
+      await log.compactPrefix(1, { voters: [1, 2, 3], learners: [4] });
       log = await factory.reopen(log);
+      expect(log.snapshotMeta()).toEqual({ index: 1, term: 1, conf: { voters: [1, 2, 3], learners: [4] } });
       expect(log.firstIndex()).toBe(2);
       expect(log.lastIndex()).toBe(3);
       expect(log.term(3)).toBe(2);

@@ -1,0 +1,107 @@
+// Takes snapshots of the views every `snapshotEntries` applied entries and compacts the log below
+// them (keeping `catchUpEntries` for followers a little behind); installs a snapshot received from
+// the leader. See docs/snapshots.md.
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { LogStore, SnapshotMeta } from '../eventlog';
+import { LoomError, assert, type Logger } from '../util';
+import { decodeSnapshot, encodeSnapshot, readSnapshotFiles, type SnapshotFile, type SnapshotStore, type ViewSnapshot } from './snapshots';
+import type { Views } from './views';
+
+export interface SnapshotterOptions {
+  log: LogStore;
+  store: SnapshotStore;
+  logger: Logger;
+  /** Take a snapshot once this many entries were applied since the last one; 0 never does. */
+  snapshotEntries: number;
+  /** Entries kept in the log below a snapshot, so a follower a little behind catches up from the log. */
+  catchUpEntries: number;
+  /** The views now. */
+  current: () => Views;
+  /** Replaces the views by the snapshot's files (pausing the applier around it). */
+  replaceViews: (files: SnapshotFile[], meta: SnapshotMeta) => Promise<void>;
+  /** Raft membership as of an index, in a replicated group. */
+  confAt?: (index: number) => SnapshotMeta['conf'];
+}
+
+export class Snapshotter {
+  private readonly options: SnapshotterOptions;
+  private taking: Promise<void> | undefined;
+  private lastIndex: number;
+  private closed = false;
+
+  constructor(options: SnapshotterOptions) {
+    this.options = options;
+    this.lastIndex = Math.max(options.store.latest()?.meta.index ?? 0, options.log.firstIndex() - 1);
+  }
+
+  /** The newest snapshot, to send a follower that needs entries the log no longer has. */
+  latest(): ViewSnapshot | undefined {
+    return this.options.store.latest();
+  }
+
+  /** Called after every applied batch: starts a snapshot in the background when one is due. */
+  applied(index: number): void {
+    const { snapshotEntries } = this.options;
+    if (snapshotEntries <= 0 || this.taking || this.closed || index - this.lastIndex < snapshotEntries) return;
+    if (!this.options.current().canBackup()) return;
+    this.taking = this.take()
+      .then(() => undefined)
+      .catch((err: unknown) => this.options.logger.error({ err }, 'taking a snapshot failed; the log stays uncompacted until the next try'))
+      .finally(() => {
+        this.taking = undefined;
+      });
+  }
+
+  /** Copies the views, stores them as a snapshot, then compacts the log below it. */
+  async take(): Promise<ViewSnapshot> {
+    const { log, store, logger } = this.options;
+    const views = this.options.current();
+    if (!views.canBackup()) throw new LoomError('UNAVAILABLE', 'a view plugin of this node cannot copy itself, so no snapshot can be taken');
+    // Each view's copy holds at least this much: checkpoints only move forward.
+    const index = views.appliedIndex();
+    assert(index >= log.firstIndex() - 1, `views at ${index} lag the compacted log starting at ${log.firstIndex()}`);
+    const started = Date.now();
+    const tmp = path.join(store.dir, `taking-${index}`);
+    fs.rmSync(tmp, { recursive: true, force: true });
+    let files: SnapshotFile[];
+    try {
+      await views.backup(tmp);
+      files = readSnapshotFiles(tmp);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+    const conf = this.options.confAt?.(index);
+    const meta: SnapshotMeta = conf ? { index, term: log.term(index), conf } : { index, term: log.term(index) };
+    const snapshot: ViewSnapshot = { meta, data: encodeSnapshot(meta, files) };
+    store.save(snapshot);
+    this.lastIndex = Math.max(this.lastIndex, index);
+    const compactTo = index - this.options.catchUpEntries;
+    if (compactTo > log.firstIndex() - 1) await log.compactPrefix(compactTo, this.options.confAt?.(compactTo));
+    logger.info({ index, bytes: snapshot.data.byteLength, ms: Date.now() - started, logFirstIndex: log.firstIndex() }, 'snapshot taken; log compacted below it');
+    return snapshot;
+  }
+
+  /**
+   * Installs a snapshot received from the leader: stored durably first (a crash part-way restores
+   * the views from it on start), then the log restarts after it, then the views are replaced.
+   */
+  async install(snapshot: ViewSnapshot): Promise<void> {
+    while (this.taking) await this.taking;
+    const { log, store, logger } = this.options;
+    const { meta, files } = decodeSnapshot(snapshot.data, `received at index ${snapshot.meta.index}`);
+    assert(meta.index === snapshot.meta.index && meta.term === snapshot.meta.term, 'a snapshot names the position it was taken at');
+    const started = Date.now();
+    store.save(snapshot);
+    await log.resetToSnapshot(snapshot.meta);
+    await this.options.replaceViews(files, snapshot.meta);
+    this.lastIndex = Math.max(this.lastIndex, meta.index);
+    logger.info({ index: meta.index, term: meta.term, bytes: snapshot.data.byteLength, ms: Date.now() - started }, 'snapshot installed');
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    while (this.taking) await this.taking;
+  }
+}

@@ -1,0 +1,80 @@
+// The views of one database, opened together over one directory: the built-in LMDB views (KV,
+// event streams, blobs) and the plugged-in families (the SQL view). They are replaced as a whole
+// when a snapshot is installed, so everything that reads them goes through `Views`, never keeps
+// a store of its own.
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { BlobProjection, BlobReader, BlobStore, KvProjection, KvReader, ProjectionRunner, ViewStore, type ProjectionStatus } from '../projections';
+import type { Logger } from '../util';
+import type { EntryConsumer } from './applier';
+import type { SqlQueries } from './database';
+
+/** A family of projections (e.g. the SQL view) plugged in by the node; opened over the views dir. */
+export interface ViewPlugin {
+  consumers: Array<EntryConsumer & { status(): ProjectionStatus }>;
+  sql?: SqlQueries;
+  /**
+   * Copies the plugin's files, consistent with its checkpoints, under `dir` with the names they
+   * have under the views directory. Without it the node cannot take snapshots (nor compact its log).
+   */
+  backup?(dir: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface ViewsOptions {
+  viewsDir: string;
+  logger: Logger;
+  /** fsync the views too (the log always fsyncs; views can be rebuilt from it or a snapshot). */
+  viewSync?: boolean;
+  plugins?: Array<(viewsDir: string) => ViewPlugin>;
+}
+
+export const lmdbViewsDirName = 'lmdb';
+
+export class Views {
+  readonly store: ViewStore;
+  readonly blobStore: BlobStore;
+  readonly reader: KvReader;
+  readonly blobReader: BlobReader;
+  readonly consumers: Array<EntryConsumer & { status(): ProjectionStatus }>;
+  readonly sql: SqlQueries | undefined;
+  private readonly plugins: ViewPlugin[];
+
+  constructor(options: ViewsOptions) {
+    const { logger } = options;
+    fs.mkdirSync(options.viewsDir, { recursive: true });
+    this.store = new ViewStore(path.join(options.viewsDir, lmdbViewsDirName), { sync: options.viewSync });
+    const kvRunner = new ProjectionRunner(new KvProjection(this.store), this.store, logger.child({ projection: 'kv' }));
+    this.blobStore = new BlobStore(this.store);
+    const blobRunner = new ProjectionRunner(new BlobProjection(this.blobStore), this.store, logger.child({ projection: 'blob' }));
+    this.plugins = (options.plugins ?? []).map((open) => open(options.viewsDir));
+    this.consumers = [kvRunner, blobRunner, ...this.plugins.flatMap((p) => p.consumers)];
+    this.reader = new KvReader(this.store, [this.blobStore.conflicts]);
+    this.blobReader = new BlobReader(this.blobStore);
+    this.sql = this.plugins.find((p) => p.sql)?.sql;
+  }
+
+  /** The lowest checkpoint of every view: everything up to it is in all of them. */
+  appliedIndex(): number {
+    return Math.min(...this.consumers.map((c) => c.appliedIndex()));
+  }
+
+  /** Whether every view can copy itself (a plugin without `backup` cannot). */
+  canBackup(): boolean {
+    return this.plugins.every((p) => p.backup !== undefined);
+  }
+
+  /** Copies every view under `dir` (same layout as the views directory), each consistent with its checkpoint. */
+  async backup(dir: string): Promise<void> {
+    const lmdbDir = path.join(dir, lmdbViewsDirName);
+    fs.mkdirSync(lmdbDir, { recursive: true });
+    await this.store.env.backup(lmdbDir, false);
+    for (const plugin of this.plugins) await plugin.backup?.(dir);
+  }
+
+  async close(): Promise<void> {
+    for (const plugin of this.plugins) await plugin.close();
+    await this.store.close();
+  }
+}

@@ -1,0 +1,193 @@
+// Snapshots of the views (docs/snapshots.md): the self-checking file, compaction below a snapshot,
+// views restored from it when they lag the compacted log, and installing one received from a leader.
+
+import { rmSync, writeFileSync } from 'node:fs';
+import { SingleNodeReplicator, SnapshotStore, decodeSnapshot, encodeSnapshot, openDatabase, type OpenDatabase, type SnapshotHandler } from '../../src/core';
+import { LmdbLog, type LogStore } from '../../src/eventlog';
+import { LoomError, silentLogger } from '../../src/util';
+import { makeTempDir, removeDir } from '../support/tmp';
+
+function loomError(fn: () => unknown): LoomError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(LoomError);
+    return err as LoomError;
+  }
+  throw new Error('expected a LoomError');
+}
+
+/** A single voter that hands the core's snapshot installer to the test, as Raft's driver would get it. */
+class CapturingReplicator extends SingleNodeReplicator {
+  handler: SnapshotHandler | undefined;
+  useSnapshots(handler: SnapshotHandler): void {
+    this.handler = handler;
+  }
+}
+
+describe('snapshot files', () => {
+  const meta = { index: 42, term: 3, conf: { voters: [1, 2, 3], learners: [] } };
+  const files = [
+    { name: 'lmdb/data.mdb', bytes: Buffer.from('pages') },
+    { name: 'sql.db', bytes: Buffer.from('sqlite') },
+  ];
+
+  it('round-trips position, membership and files', () => {
+    const decoded = decodeSnapshot(encodeSnapshot(meta, files), 'test');
+    expect(decoded.meta).toEqual(meta);
+    expect(decoded.files.map((f) => [f.name, Buffer.from(f.bytes).toString()])).toEqual([
+      ['lmdb/data.mdb', 'pages'],
+      ['sql.db', 'sqlite'],
+    ]);
+  });
+
+  it('rejects a flipped byte, a foreign file and a path outside the views as CORRUPT', () => {
+    const data = Buffer.from(encodeSnapshot(meta, files));
+    data[data.length - 3] ^= 0xff;
+    expect(loomError(() => decodeSnapshot(data, 'flipped')).message).toContain('sha256');
+    expect(loomError(() => decodeSnapshot(Buffer.from('not a snapshot at all, no header'), 'junk')).code).toBe('CORRUPT');
+    const escaping = encodeSnapshot(meta, [{ name: '../../etc/passwd', bytes: Buffer.from('x') }]);
+    expect(loomError(() => decodeSnapshot(escaping, 'escaping')).message).toContain('outside the views directory');
+  });
+
+  it('keeps only the newest snapshot on disk', () => {
+    const dir = makeTempDir();
+    try {
+      const store = new SnapshotStore(dir);
+      store.save({ meta: { index: 1, term: 1 }, data: encodeSnapshot({ index: 1, term: 1 }, files) });
+      store.save({ meta: { index: 9, term: 2 }, data: encodeSnapshot({ index: 9, term: 2 }, files) });
+      const reopened = new SnapshotStore(dir);
+      expect(reopened.latest()?.meta).toEqual({ index: 9, term: 2 });
+    } finally {
+      removeDir(dir);
+    }
+  });
+});
+
+describe('snapshots of a database', () => {
+  let dir: string;
+  let log: LogStore;
+  let opened: OpenDatabase | undefined;
+
+  const open = async (extra: Partial<Parameters<typeof openDatabase>[0]> = {}): Promise<OpenDatabase> => {
+    opened = await openDatabase({ log, viewsDir: `${dir}/views`, logger: silentLogger(), snapshotCatchUpEntries: 10, ttlScanIntervalMs: 60_000, ...extra });
+    return opened;
+  };
+
+  const fill = async (db: OpenDatabase, count: number, tag: string): Promise<void> => {
+    for (let i = 0; i < count; i++) {
+      await db.db.kv.put('b', `k${i % 50}`, JSON.stringify({ tag, i }));
+      if (i % 10 === 0) await db.db.events.append(`s${i % 3}`, { type: 'done', data: { tag, i } });
+    }
+    await db.db.objects.put('files', 'a.bin', Buffer.alloc(300 * 1024, 5));
+  };
+
+  beforeEach(() => {
+    dir = makeTempDir();
+    log = LmdbLog.open({ path: `${dir}/log` });
+  });
+  afterEach(async () => {
+    await opened?.close();
+    opened = undefined;
+    await log.close();
+    removeDir(dir);
+  });
+
+  it('compacts the log below a snapshot and restores lost views from it on start', async () => {
+    const db = await open();
+    await fill(db, 120, 'one');
+    const applied = db.core.status().appliedIndex;
+    const meta = await db.snapshot();
+    expect(meta.index).toBe(applied);
+    expect(log.firstIndex()).toBe(applied - 10 + 1);
+    const before = await db.db.kv.get('b', 'k7');
+    const events = await db.db.events.read('s1');
+    await db.close();
+    opened = undefined;
+
+    // The views are not fsynced: lose them entirely, as a crash may lose their last writes.
+    rmSync(`${dir}/views`, { recursive: true, force: true });
+    const again = await open();
+    expect(await again.db.kv.get('b', 'k7')).toEqual(before);
+    expect(await again.db.events.read('s1')).toEqual(events);
+    const info = await again.db.objects.stat('files', 'a.bin');
+    expect(info.size).toBe(300 * 1024);
+    // …and it goes on from where the snapshot and the log left off.
+    const { rev } = await again.db.kv.put('b', 'k7', 'after');
+    expect(rev).toBe(log.lastIndex());
+    expect(Buffer.from((await again.db.kv.get('b', 'k7')).value).toString()).toBe('after');
+  });
+
+  it('takes snapshots on its own every snapshotEntries applied entries', async () => {
+    const db = await open({ snapshotEntries: 50 });
+    await fill(db, 130, 'auto');
+    await db.db.kv.put('b', 'last', 'x');
+    const deadline = Date.now() + 10_000;
+    while (log.firstIndex() === 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(log.firstIndex()).toBeGreaterThan(1);
+    expect(new SnapshotStore(`${dir}/views-snapshots`).latest()?.meta.index).toBeGreaterThanOrEqual(50);
+  });
+
+  it('refuses to start when the views lag a compacted log that no snapshot covers', async () => {
+    const db = await open();
+    await fill(db, 40, 'x');
+    await db.snapshot();
+    await db.close();
+    opened = undefined;
+    rmSync(`${dir}/views`, { recursive: true, force: true });
+    rmSync(`${dir}/views-snapshots`, { recursive: true, force: true });
+    await expect(open()).rejects.toMatchObject({ code: 'CORRUPT', message: expect.stringContaining('no snapshot') });
+  });
+
+  it('installs a snapshot from another node: views replaced, log restarted, live watchers ended', async () => {
+    // The "leader": its own database and snapshot.
+    const leaderDir = makeTempDir();
+    const leaderLog = LmdbLog.open({ path: `${leaderDir}/log` });
+    const leader = await openDatabase({ log: leaderLog, viewsDir: `${leaderDir}/views`, logger: silentLogger(), snapshotCatchUpEntries: 10, ttlScanIntervalMs: 60_000 });
+    try {
+      await fill(leader, 80, 'leader');
+      await leader.snapshot();
+      const snapshot = new SnapshotStore(`${leaderDir}/views-snapshots`).latest()!;
+
+      // The "follower": a few entries of its own, a live watcher, then the install.
+      const replicator = new CapturingReplicator({ log, now: Date.now });
+      await replicator.start();
+      const db = await open({ replicator });
+      await db.db.kv.put('b', 'mine', 'stale');
+      const watch = db.db.watch('>', { fromSeq: 0 });
+      const seen: number[] = [];
+      const ended = (async () => {
+        for await (const change of watch) seen.push(change.seq);
+      })().then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      await new Promise((r) => setTimeout(r, 50));
+      await replicator.handler!.install(snapshot);
+
+      expect(log.firstIndex()).toBe(snapshot.meta.index + 1);
+      expect(await db.db.kv.get('b', 'k3')).toEqual(await leader.db.kv.get('b', 'k3'));
+      expect(await db.db.kv.get('b', 'mine').catch((e: LoomError) => e.code)).toBe('NOT_FOUND');
+      expect(await db.db.events.read('s0')).toEqual(await leader.db.events.read('s0'));
+      expect(db.core.status().appliedIndex).toBe(snapshot.meta.index);
+      expect(db.projections().map((p) => p.appliedIndex)).toEqual(leader.projections().map((p) => p.appliedIndex));
+      expect(await ended).toMatchObject({ code: 'NOT_FOUND' });
+      expect(seen).toEqual([1]);
+    } finally {
+      await leader.close();
+      await leaderLog.close();
+      removeDir(leaderDir);
+    }
+  });
+
+  it('rejects a damaged snapshot file on start rather than restoring garbage', async () => {
+    const db = await open();
+    await fill(db, 30, 'x');
+    const meta = await db.snapshot();
+    await db.close();
+    opened = undefined;
+    rmSync(`${dir}/views`, { recursive: true, force: true });
+    writeFileSync(`${dir}/views-snapshots/snap-${String(meta.index).padStart(20, '0')}.bin`, 'LOOMSNP1 damaged');
+    await expect(open()).rejects.toMatchObject({ code: 'CORRUPT' });
+  });
+});
