@@ -24,3 +24,8 @@ export const readIndexTimeoutMsDefault = 3000;
 export const stringBytesMax = 1024;
 /** Longest `cluster add` waits for a new learner to catch up before promoting it to voter. */
 export const learnerCatchUpMsMax = 60_000;
+/**
+ * When the leader's connection closes, the survivors campaign in turns by id, one turn every
+ * electionTimeoutMs / this (250 ms by default), so that two of them rarely split the vote.
+ */
+export const earlyCampaignSlotDivisor = 4;

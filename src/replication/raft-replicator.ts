@@ -7,7 +7,7 @@ import { randomInt } from 'node:crypto';
 import { RawNode, applyConfChange, decodeConfChange, entryTypeConfChange, seededRandom, type ConfChange, type ConfState, type Message, type RaftSnapshot, type Ready, type Role } from '../eventlog/raft';
 import { LoomError, assert, isLoomError, type Logger } from '../util';
 import type { NodeAddresses } from './frames';
-import { electionTimeoutMsDefault, heartbeatMsDefault, learnerCatchUpMsMax, readIndexTimeoutMsDefault } from './limits';
+import { earlyCampaignSlotDivisor, electionTimeoutMsDefault, heartbeatMsDefault, learnerCatchUpMsMax, readIndexTimeoutMsDefault } from './limits';
 
 /** What the driver needs from the network; the TCP transport in production, anything in tests. */
 export interface RaftNetwork {
@@ -18,6 +18,8 @@ export interface RaftNetwork {
   addPeer?(peer: { id: number; host: string; port: number }): void;
   /** A member was removed: stop dialling it. */
   removePeer?(id: number): void;
+  /** Called with a peer's id when its connection to this node closes (its process may be gone). */
+  onPeerDown?(handler: (id: number) => void): void;
 }
 
 export interface RaftReplicatorOptions {
@@ -80,6 +82,7 @@ export class RaftReplicator implements Replicator {
   private persisting: Promise<void> | undefined;
   private pumpScheduled = false;
   private ticker: NodeJS.Timeout | undefined;
+  private earlyCampaign: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly genesis: ConfState;
   private snapshots: SnapshotHandler | undefined;
@@ -119,6 +122,7 @@ export class RaftReplicator implements Replicator {
       options.log,
     );
     this.network.onMessages((_from, messages) => this.receive(messages));
+    this.network.onPeerDown?.((id) => this.peerDown(id));
   }
 
   start(): void {
@@ -335,6 +339,7 @@ export class RaftReplicator implements Replicator {
     if (this.closed) return;
     this.closed = true;
     if (this.ticker) clearInterval(this.ticker);
+    clearTimeout(this.earlyCampaign);
     this.failAll(new LoomError('UNAVAILABLE', 'the node is closing; the outcome of this write is unknown'));
     // The log closes after us: let the write in flight finish first.
     await this.persisting?.catch(() => undefined);
@@ -352,6 +357,31 @@ export class RaftReplicator implements Replicator {
   }
 
   // ---- the loop ------------------------------------------------------------------------------
+
+  /**
+   * The leader's connection to us closed — a killed process closes it at once. Stop honouring its
+   * lease (so we grant votes) and campaign after a short random delay instead of waiting out a
+   * whole election timeout. PreVote keeps this harmless when the leader is in fact alive: a
+   * follower that still hears it refuses, and its next heartbeat brings us back.
+   */
+  private peerDown(id: number): void {
+    if (this.closed || this.failure || this.raw.raft.role !== 'follower' || this.raw.raft.leader !== id) return;
+    this.raw.forgetLeader();
+    this.schedulePump();
+    // Survivors take turns by id (each turn a quarter of the election timeout, jittered within a
+    // tenth), so two of them rarely split the vote by campaigning at the same moment.
+    const rank = this.raw.confState().voters.filter((v) => v !== id && v < this.nodeId).length;
+    const slotMs = Math.floor(this.electionTimeoutMs / earlyCampaignSlotDivisor);
+    const delayMs = rank * slotMs + randomInt(Math.max(1, Math.floor(this.electionTimeoutMs / 10)));
+    clearTimeout(this.earlyCampaign);
+    this.earlyCampaign = setTimeout(() => {
+      this.earlyCampaign = undefined;
+      if (this.closed || this.failure || this.raw.raft.role !== 'follower' || this.raw.raft.leader !== 0) return;
+      this.logger.info({ lost: id }, 'campaigning early: the leader closed its connection');
+      this.raw.campaign();
+      this.schedulePump();
+    }, delayMs);
+  }
 
   private receive(messages: Message[]): void {
     if (this.closed || this.failure) return;

@@ -224,6 +224,7 @@ export class PeerTransport {
   private readonly inbound = new Set<PeerConnection>();
   private readonly peerInfo = new Map<number, NodeAddresses>();
   private readonly handlers: MessagesHandler[] = [];
+  private readonly downHandlers: Array<(id: number) => void> = [];
   private server: net.Server | undefined;
   private closing = false;
 
@@ -238,7 +239,11 @@ export class PeerTransport {
   /** Listens on the raft port and starts dialling every peer; resolves with the bound port. */
   async listen(): Promise<number> {
     const server = net.createServer((socket) => {
-      const conn = new PeerConnection(socket, this, undefined, () => undefined, (c) => this.inbound.delete(c));
+      const conn = new PeerConnection(socket, this, undefined, () => undefined, (c) => {
+        this.inbound.delete(c);
+        // The peer's own connection to us closed: its process may be gone (a SIGKILL closes it at once).
+        if (c.peerId !== undefined && !this.closing) for (const handler of this.downHandlers) handler(c.peerId);
+      });
       this.inbound.add(conn);
     });
     this.server = server;
@@ -274,6 +279,11 @@ export class PeerTransport {
     this.logger.info({ peer: id }, 'raft peer removed');
     link.stop();
     this.links.delete(id);
+  }
+
+  /** Called with a peer's id when its authenticated connection to this node closes. */
+  onPeerDown(handler: (id: number) => void): void {
+    this.downHandlers.push(handler);
   }
 
   onMessages(handler: MessagesHandler): void {

@@ -16,10 +16,9 @@ describe('leader failover', () => {
   let pool: NatsPool;
 
   beforeAll(async () => {
-    // A tighter election timeout than the 1 s default (same heartbeat ratio) keeps the 3 s bound
-    // meaningful when this suite shares two cores with the rest of `npm test`; the default timing
-    // is measured by `npm run bench -- cluster`.
-    cluster = await TestCluster.start({ size: 3, extraArgs: ['--heartbeat-ms', '70', '--election-timeout-ms', '700'] });
+    // Default timers (100 ms heartbeat, 1 s election timeout): the survivors campaign early once
+    // the killed leader's connections close (docs/replication.md).
+    cluster = await TestCluster.start({ size: 3 });
     pool = new NatsPool(cluster);
   });
 

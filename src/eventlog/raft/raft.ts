@@ -141,6 +141,16 @@ export class Raft {
     this.hup(false);
   }
 
+  /**
+   * etcd's ForgetLeader: a follower told by its driver that the leader is gone (its connection
+   * closed) stops honouring the leader's lease, so it grants (pre-)votes at once instead of after an
+   * election timeout. It does not campaign by itself, and a heartbeat from a live leader restores it.
+   */
+  forgetLeader(): void {
+    if (this.role !== 'follower' || this.leader === 0) return;
+    this.leader = 0;
+  }
+
   step(m: Message): void {
     assert(m.to === this.id, `message for ${m.to} stepped into ${this.id}`);
     if (m.term > this.term) {

@@ -47,6 +47,10 @@ export class RawNode {
     this.raft.campaign();
   }
 
+  forgetLeader(): void {
+    this.raft.forgetLeader();
+  }
+
   /** Proposes an application entry (`ts` is set once, by the proposer); returns its log index. */
   propose(type: string, data: Uint8Array, ts: number): number {
     return this.raft.propose(type, data, ts);

@@ -142,6 +142,32 @@ describe('raft elections', () => {
     expect(h.node(2).raw.status()).toMatchObject({ term: 1, leader: 1 });
   });
 
+  it('a follower that forgets its dead leader grants a PreVote at once; one that still hears it does not', async () => {
+    const h = new Harness([1, 2, 3], { preVote: true, checkQuorum: true, electionTimeoutTicks: 10 });
+    await h.campaign(1);
+    h.isolate(1); // the leader is gone, but nobody has timed out yet
+    // only 2 learnt it (its connection closed): 3 still honours the lease and ignores 2's PreVote
+    h.node(2).raw.forgetLeader();
+    h.node(2).raw.campaign();
+    await h.deliverAll();
+    expect(h.node(2).raw.status()).toMatchObject({ role: 'preCandidate', term: 1 });
+    // once 3 forgets it too, 2's next campaign wins well before any election timeout
+    h.node(3).raw.forgetLeader();
+    h.node(2).raw.campaign();
+    await h.deliverAll();
+    expect(h.node(2).raw.status()).toMatchObject({ role: 'leader', term: 2 });
+    expect(h.node(3).raw.status()).toMatchObject({ leader: 2, term: 2 });
+  });
+
+  it('forgetLeader is a no-op on a leader or a follower without a leader', async () => {
+    const h = new Harness([1, 2, 3], { preVote: true, checkQuorum: true });
+    h.node(2).raw.forgetLeader();
+    expect(h.node(2).raw.status()).toMatchObject({ role: 'follower', leader: 0 });
+    await h.campaign(1);
+    h.node(1).raw.forgetLeader();
+    expect(h.node(1).raw.status()).toMatchObject({ role: 'leader', leader: 1 });
+  });
+
   it('a candidate counts its own vote only once the vote is durable', async () => {
     // found by the simulator (seed 7647): a single voter that led on an unwritten vote crashed,
     // restarted in the old term, voted for another node, and two leaders shared a term
