@@ -293,6 +293,16 @@ export class Writers {
     await Promise.all(this.running);
   }
 
+  /** Resolves once `by` more writes are acknowledged; fails if writes stall for `timeoutMs`. */
+  async grow(by: number, timeoutMs = 30_000): Promise<void> {
+    const target = this.acks.length + by;
+    const deadline = Date.now() + timeoutMs;
+    while (this.acks.length < target) {
+      if (Date.now() > deadline) throw new Error(`writes stalled at ${this.acks.length} acknowledgements`);
+      await sleep(20);
+    }
+  }
+
   private async run(writer: number): Promise<void> {
     let n = 0;
     let attempt = 0;

@@ -43,21 +43,12 @@ describe('membership changes under load', () => {
     await cluster?.close();
   });
 
-  const acksGrow = async (writers: Writers, by: number): Promise<void> => {
-    const target = writers.acks.length + by;
-    const deadline = Date.now() + 20_000;
-    while (writers.acks.length < target) {
-      if (Date.now() > deadline) throw new Error(`writes stalled at ${writers.acks.length} acknowledgements`);
-      await sleep(20);
-    }
-  };
-
   it('adds a fourth node and removes one of the first three while writes continue, losing nothing', async () => {
     const leader = await cluster.waitLeader();
     const w = new Writers(cluster, pool);
     writers = w;
     w.start(writerCount);
-    await acksGrow(w, 50);
+    await w.grow(50);
 
     // A joining node neither votes nor campaigns until it is added.
     const joiner = await cluster.addNode();
@@ -75,7 +66,7 @@ describe('membership changes under load', () => {
     expect(added.code).toBe(0);
     const afterAdd = JSON.parse(added.stdout) as { members: Array<{ id: number; role: string }> };
     expect(afterAdd.members.map((m) => `${m.id}:${m.role}`).sort()).toEqual(['1:voter', '2:voter', '3:voter', '4:voter']);
-    await acksGrow(w, 50);
+    await w.grow(50);
     expect((await cluster.status(joiner.id))?.role).toBe('follower');
 
     // Remove one of the original three that does not lead, then stop it.
@@ -84,13 +75,13 @@ describe('membership changes under load', () => {
     expect(removal.code).toBe(0);
     expect((JSON.parse(removal.stdout) as { members: Array<{ id: number }> }).members.map((m) => m.id)).not.toContain(removed);
     await cluster.kill(removed, 'SIGTERM');
-    await acksGrow(w, 50);
+    await w.grow(50);
 
     // Leadership moves to the newcomer; the w follow it.
     const transfer = await loomAsync(['cluster', 'transfer-leader', '--to', String(joiner.id), '--http', `http://127.0.0.1:${cluster.node(leader).ports.http}`]);
     expect(transfer.code).toBe(0);
     expect(await cluster.waitLeader()).toBe(joiner.id);
-    await acksGrow(w, 50);
+    await w.grow(50);
 
     await w.stop();
     const maxRev = Math.max(...w.acks.map((a) => a.rev));

@@ -45,21 +45,12 @@ describe('snapshot catch-up', () => {
     await cluster?.close();
   });
 
-  const acksGrow = async (w: Writers, by: number): Promise<void> => {
-    const target = w.acks.length + by;
-    const deadline = Date.now() + 30_000;
-    while (w.acks.length < target) {
-      if (Date.now() > deadline) throw new Error(`writes stalled at ${w.acks.length} acknowledgements`);
-      await sleep(20);
-    }
-  };
-
   it('brings a follower that missed compacted entries back by snapshot, with identical views', async () => {
     const leader = await cluster.waitLeader();
     const w = new Writers(cluster, pool);
     writers = w;
     w.start(4);
-    await acksGrow(w, 60);
+    await w.grow(60);
 
     const follower = [1, 2, 3].find((id) => id !== leader)!;
     await cluster.kill(follower, 'SIGKILL');
@@ -74,7 +65,7 @@ describe('snapshot catch-up', () => {
       const reply = await pool.request(leader, `$LOOM.API.EV.APPEND.orders-${i % 4}`, Buffer.from(JSON.stringify({ type: 'placed', data: { i } })));
       expect(reply.ok).toBe(true);
     }
-    await acksGrow(w, 3 * snapshotEntries);
+    await w.grow(3 * snapshotEntries);
     // The leader has snapshotted and compacted past everything the follower holds.
     const deadline = Date.now() + 20_000;
     while ((await metric(cluster, leader, 'loom_log_first_index')) <= behind + 1) {
@@ -83,7 +74,7 @@ describe('snapshot catch-up', () => {
     }
 
     await cluster.startNode(follower);
-    await acksGrow(w, 100);
+    await w.grow(100);
     await w.stop();
     const maxRev = Math.max(...w.acks.map((a) => a.rev));
     const commit = await cluster.waitConverged(maxRev, 30_000);
