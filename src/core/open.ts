@@ -91,8 +91,8 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<OpenDa
     catchUpEntries: options.snapshotCatchUpEntries ?? snapshotCatchUpEntriesDefault,
     current,
     confAt: options.replicator?.confAt?.bind(options.replicator),
+    pauseApplier: () => core.pauseApplier(),
     replaceViews: async (files, meta) => {
-      await core.pauseApplier();
       replacing = true;
       try {
         await views.close();

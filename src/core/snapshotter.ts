@@ -19,7 +19,9 @@ export interface SnapshotterOptions {
   catchUpEntries: number;
   /** The views now. */
   current: () => Views;
-  /** Replaces the views by the snapshot's files (pausing the applier around it). */
+  /** Stops the applier (it must not read the log while the log restarts after a snapshot). */
+  pauseApplier: () => Promise<void>;
+  /** Replaces the views by the snapshot's files, then resumes the applier from them. */
   replaceViews: (files: SnapshotFile[], meta: SnapshotMeta) => Promise<void>;
   /** Raft membership as of an index, in a replicated group. */
   confAt?: (index: number) => SnapshotMeta['conf'];
@@ -94,6 +96,7 @@ export class Snapshotter {
     assert(meta.index === snapshot.meta.index && meta.term === snapshot.meta.term, 'a snapshot names the position it was taken at');
     const started = Date.now();
     store.save(snapshot);
+    await this.options.pauseApplier();
     await log.resetToSnapshot(snapshot.meta);
     await this.options.replaceViews(files, snapshot.meta);
     this.lastIndex = Math.max(this.lastIndex, meta.index);

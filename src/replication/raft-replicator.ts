@@ -2,7 +2,7 @@
 // before sending what depends on it, hands committed indexes to the applier, then advances.
 
 import type { ClusterMember, ClusterMembership, NewMember, ProposedEntry, ReplicationStatus, Replicator, SnapshotHandler } from '../core';
-import type { LogStore, SnapshotMeta } from '../eventlog';
+import type { LogEntry, LogStore, SnapshotMeta } from '../eventlog';
 import { randomInt } from 'node:crypto';
 import { RawNode, applyConfChange, decodeConfChange, entryTypeConfChange, seededRandom, type ConfChange, type ConfState, type Message, type RaftSnapshot, type Ready, type Role } from '../eventlog/raft';
 import { LoomError, assert, isLoomError, type Logger } from '../util';
@@ -69,6 +69,8 @@ export class RaftReplicator implements Replicator {
   private readonly electionTimeoutMs: number;
   private readonly learnerCatchUpMs: number;
   private commit: number;
+  /** Highest index whose entry is durable in the local log: committed entries up to it may be applied at once. */
+  private durableIndex: number;
   private readonly commitListeners: Array<(commitIndex: number) => void> = [];
   private readonly leaderListeners: Array<(change: LeaderChange) => void> = [];
   /** Proposals of this node not yet committed, by index, with the term they were proposed in. */
@@ -102,6 +104,7 @@ export class RaftReplicator implements Replicator {
     this.readIndexTimeoutMs = options.readIndexTimeoutMs ?? Math.max(readIndexTimeoutMsDefault, 2 * electionTimeoutMs);
     const hard = options.log.hardState();
     this.commit = hard.commit;
+    this.durableIndex = options.log.lastIndex();
     this.genesis = { voters: [...options.voters].sort((a, b) => a - b), learners: [] };
     this.raw = new RawNode(
       {
@@ -407,15 +410,23 @@ export class RaftReplicator implements Replicator {
       if (rd.softState) this.changedRole(rd.softState.role, rd.softState.leader);
       this.network.send(rd.messages);
       for (const rs of rd.readStates) this.finishRead(rs.context, rs.index);
+      // Entries this Ready writes over are not durable until it is.
+      if (rd.entries.length > 0) this.durableIndex = Math.min(this.durableIndex, rd.entries[0].index - 1);
+      // Committed entries already durable here go to the applier now rather than after this Ready's
+      // fsync, which would add a whole disk write to every write's latency (the leader commits
+      // entries of the previous Ready while persisting the next one).
+      let early = 0;
+      while (early < rd.committedEntries.length && rd.committedEntries[early].index <= this.durableIndex) early++;
+      if (early > 0) this.releaseCommitted(rd.committedEntries.slice(0, early));
       const writes = this.persist(rd);
       if (writes.length === 0) {
-        this.complete(rd);
+        this.complete(rd, early);
         continue;
       }
       this.persisting = Promise.all(writes).then(
         () => {
           this.persisting = undefined;
-          this.complete(rd);
+          this.complete(rd, early);
           this.pump();
         },
         (err: unknown) => this.fail(err as Error),
@@ -470,32 +481,35 @@ export class RaftReplicator implements Replicator {
   }
 
   /** The Ready is durable: send what vouched for it, move the commit index, advance. */
-  private complete(rd: Ready): void {
+  private complete(rd: Ready, released: number): void {
+    if (rd.snapshot) this.durableIndex = rd.snapshot.meta.index;
+    if (rd.entries.length > 0) this.durableIndex = rd.entries[rd.entries.length - 1].index;
     this.network.send(rd.messagesAfterPersist);
-    if (rd.snapshot) {
-      if (rd.snapshot.meta.index > this.commit) {
-        this.commit = rd.snapshot.meta.index;
-        for (const listener of this.commitListeners) listener(this.commit);
-      }
+    if (rd.snapshot && rd.snapshot.meta.index > this.commit) {
+      this.commit = rd.snapshot.meta.index;
+      for (const listener of this.commitListeners) listener(this.commit);
     }
-    if (rd.committedEntries.length > 0) {
-      for (const e of rd.committedEntries) {
-        if (e.type === entryTypeConfChange) this.learnPeers(decodeConfChange(e.data));
-        const p = this.pending.get(e.index);
-        if (!p) continue;
-        // The proposer learns the outcome of its own entry only: same index AND same term.
-        if (p.term === e.term) {
-          this.pending.delete(e.index);
-          p.resolve();
-        } else this.settleProposal(e.index, this.outcomeUnknown());
-      }
-      const last = rd.committedEntries[rd.committedEntries.length - 1].index;
-      if (last > this.commit) {
-        this.commit = last;
-        for (const listener of this.commitListeners) listener(last);
-      }
-    }
+    if (released < rd.committedEntries.length) this.releaseCommitted(rd.committedEntries.slice(released));
     this.raw.advance();
+  }
+
+  /** Committed entries, durable here: answer their proposers, learn peers, move the applier. */
+  private releaseCommitted(entries: LogEntry[]): void {
+    for (const e of entries) {
+      if (e.type === entryTypeConfChange) this.learnPeers(decodeConfChange(e.data));
+      const p = this.pending.get(e.index);
+      if (!p) continue;
+      // The proposer learns the outcome of its own entry only: same index AND same term.
+      if (p.term === e.term) {
+        this.pending.delete(e.index);
+        p.resolve();
+      } else this.settleProposal(e.index, this.outcomeUnknown());
+    }
+    const last = entries[entries.length - 1].index;
+    if (last > this.commit) {
+      this.commit = last;
+      for (const listener of this.commitListeners) listener(last);
+    }
   }
 
   private changedRole(role: Role, leader: number): void {

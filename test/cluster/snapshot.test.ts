@@ -11,8 +11,8 @@ import { NatsPool, TestCluster, Writers, sleep } from './cluster';
 
 jest.setTimeout(120_000);
 
-const snapshotEntries = 300;
-const catchUpEntries = 50;
+const snapshotEntries = 100;
+const catchUpEntries = 20;
 
 function logBounds(dir: string): { first: number; last: number } {
   const log = LmdbLog.open({ path: path.join(dir, 'log'), readOnly: true });
@@ -45,12 +45,24 @@ describe('snapshot catch-up', () => {
     await cluster?.close();
   });
 
+  /** On a stall, say what each node was doing before failing. */
+  const grow = async (w: Writers, by: number): Promise<void> => {
+    try {
+      await w.grow(by, 60_000);
+    } catch (err) {
+      for (const n of cluster.live()) {
+        process.stderr.write(`node ${n.id}: ${JSON.stringify(await cluster.status(n.id))}\n${n.serve?.output().slice(-3000) ?? ''}\n`);
+      }
+      throw err;
+    }
+  };
+
   it('brings a follower that missed compacted entries back by snapshot, with identical views', async () => {
     const leader = await cluster.waitLeader();
     const w = new Writers(cluster, pool);
     writers = w;
     w.start(4);
-    await w.grow(60);
+    await grow(w, 60);
 
     const follower = [1, 2, 3].find((id) => id !== leader)!;
     await cluster.kill(follower, 'SIGKILL');
@@ -65,7 +77,7 @@ describe('snapshot catch-up', () => {
       const reply = await pool.request(leader, `$LOOM.API.EV.APPEND.orders-${i % 4}`, Buffer.from(JSON.stringify({ type: 'placed', data: { i } })));
       expect(reply.ok).toBe(true);
     }
-    await w.grow(3 * snapshotEntries);
+    await grow(w, 3 * snapshotEntries);
     // The leader has snapshotted and compacted past everything the follower holds.
     const deadline = Date.now() + 20_000;
     while ((await metric(cluster, leader, 'loom_log_first_index')) <= behind + 1) {
@@ -74,7 +86,7 @@ describe('snapshot catch-up', () => {
     }
 
     await cluster.startNode(follower);
-    await w.grow(100);
+    await grow(w, 50);
     await w.stop();
     const maxRev = Math.max(...w.acks.map((a) => a.rev));
     const commit = await cluster.waitConverged(maxRev, 30_000);
