@@ -29,3 +29,5 @@ export const learnerCatchUpMsMax = 60_000;
  * electionTimeoutMs / this (250 ms by default), so that two of them rarely split the vote.
  */
 export const earlyCampaignSlotDivisor = 4;
+/** Bytes of committed entries a leader reads back from its log at once to hand them to the applier. */
+export const releaseBatchBytesMax = 4 * 1024 * 1024;

@@ -7,7 +7,7 @@ import { randomInt } from 'node:crypto';
 import { RawNode, applyConfChange, decodeConfChange, entryTypeConfChange, seededRandom, type ConfChange, type ConfState, type Message, type RaftSnapshot, type Ready, type Role } from '../eventlog/raft';
 import { LoomError, assert, isLoomError, type Logger } from '../util';
 import type { NodeAddresses } from './frames';
-import { earlyCampaignSlotDivisor, electionTimeoutMsDefault, heartbeatMsDefault, learnerCatchUpMsMax, readIndexTimeoutMsDefault } from './limits';
+import { earlyCampaignSlotDivisor, releaseBatchBytesMax, electionTimeoutMsDefault, heartbeatMsDefault, learnerCatchUpMsMax, readIndexTimeoutMsDefault } from './limits';
 
 /** What the driver needs from the network; the TCP transport in production, anything in tests. */
 export interface RaftNetwork {
@@ -75,6 +75,8 @@ export class RaftReplicator implements Replicator {
   private readonly leaderListeners: Array<(change: LeaderChange) => void> = [];
   /** Proposals of this node not yet committed, by index, with the term they were proposed in. */
   private readonly pending = new Map<number, PendingProposal>();
+  /** Committed membership changes of this node waiting for Raft to apply them. */
+  private readonly confChangesCommitted: Array<{ index: number; resolve: () => void; reject: (err: Error) => void }> = [];
   private readBatch: ReadBatch | undefined;
   private readonly reads = new Map<string, ReadBatch>();
   private readSeq = 0;
@@ -389,7 +391,17 @@ export class RaftReplicator implements Replicator {
   private receive(messages: Message[]): void {
     if (this.closed || this.failure) return;
     for (const m of messages) this.raw.step(m);
+    if (this.raw.raft.role === 'leader') this.releaseLeaderCommits();
     this.schedulePump();
+  }
+
+  /**
+   * A leader's log only grows, so entries a quorum acknowledged that are durable here can be
+   * applied as the acknowledgements arrive, without waiting for the Ready being persisted to finish.
+   */
+  private releaseLeaderCommits(): void {
+    const upTo = Math.min(this.raw.raft.log.committed, this.durableIndex);
+    while (this.commit < upTo) this.releaseCommitted(this.log.entries(this.commit + 1, upTo + 1, releaseBatchBytesMax));
   }
 
   private schedulePump(): void {
@@ -491,18 +503,26 @@ export class RaftReplicator implements Replicator {
     }
     if (released < rd.committedEntries.length) this.releaseCommitted(rd.committedEntries.slice(released));
     this.raw.advance();
+    const applied = this.raw.raft.log.applied;
+    while (this.confChangesCommitted.length > 0 && this.confChangesCommitted[0].index <= applied) this.confChangesCommitted.shift()?.resolve();
   }
 
   /** Committed entries, durable here: answer their proposers, learn peers, move the applier. */
   private releaseCommitted(entries: LogEntry[]): void {
+    const released = this.commit;
     for (const e of entries) {
+      // Released already, as the leader's acknowledgements arrived (releaseLeaderCommits).
+      if (e.index <= released) continue;
       if (e.type === entryTypeConfChange) this.learnPeers(decodeConfChange(e.data));
       const p = this.pending.get(e.index);
       if (!p) continue;
       // The proposer learns the outcome of its own entry only: same index AND same term.
       if (p.term === e.term) {
         this.pending.delete(e.index);
-        p.resolve();
+        // A membership change answers once Raft itself has applied it (at advance), so the
+        // status its caller reads back shows the new membership.
+        if (e.type === entryTypeConfChange) this.confChangesCommitted.push({ index: e.index, resolve: p.resolve, reject: p.reject });
+        else p.resolve();
       } else this.settleProposal(e.index, this.outcomeUnknown());
     }
     const last = entries[entries.length - 1].index;
@@ -576,6 +596,7 @@ export class RaftReplicator implements Replicator {
 
   private failAll(err: Error): void {
     for (const index of [...this.pending.keys()]) this.settleProposal(index, err);
+    for (const change of this.confChangesCommitted.splice(0)) change.reject(err);
     for (const batch of [...this.reads.values()]) this.failRead(batch, err);
     if (this.readBatch) this.failRead(this.readBatch, err);
     this.readBatch = undefined;
