@@ -46,6 +46,7 @@ class PeerConnection {
   private readonly parser = new FrameParser(handshakeFrameBytesMax);
   private readonly nonce = randomBytes(32);
   private sentHello = false;
+  private corked = false;
   /** The peer's id once its hello was verified. */
   peerId: number | undefined;
   private readonly timer: NodeJS.Timeout;
@@ -74,6 +75,15 @@ class PeerConnection {
   write(bytes: Buffer): boolean {
     if (this.closed) return false;
     if (this.socket.writableLength > peerQueueBytesMax) return false;
+    // Frames written in one tick (a Ready's messages, acks, early appends) leave in one system call.
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        this.socket.uncork();
+      });
+    }
     this.socket.write(bytes);
     return true;
   }
