@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { statSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { LoomError, assert } from '../util';
-import { decodeEntryValue, decodeIndexKey, encodeEntryValue, encodeIndexKey } from './codec';
+import { decodeEntryFrame, decodeEntryValue, decodeIndexKey, encodeEntryValue, encodeIndexKey, indexKeyEncoder, sharedValueDecoder } from './codec';
 import { entryBytesMaxDefault, readBytesMaxDefault } from './limits';
 import type { HardState, LogEntry, LogStats, LogStore, SnapshotMeta } from './types';
 import { checkAppend, checkIndex, entrySizeBytes } from './validate';
@@ -54,6 +54,11 @@ export class LmdbLog implements LogStore {
   readonly file: string;
   private readonly env: RootDatabase;
   private readonly entriesDb: Database<Buffer, Buffer>;
+  /**
+   * The same database, for range reads: keys decode straight to indexes and each value is handed
+   * over in lmdb-js's shared read buffer, decoded (and CRC-checked) before the next one is read.
+   */
+  private readonly entriesReader: Database<Uint8Array, number>;
   private readonly metaDb: Database<unknown, string>;
   private readonly entryBytesMax: number;
   private readonly observer: LogObserver | undefined;
@@ -86,6 +91,9 @@ export class LmdbLog implements LogStore {
       cache: false,
     });
     this.entriesDb = this.env.openDB<Buffer, Buffer>({ name: 'entries', encoding: 'binary', keyEncoding: 'binary', cache: false });
+    // lmdb-js takes per-database encoders although its typings list them only for the root.
+    const readerOptions = { name: 'entries', keyEncoder: indexKeyEncoder, encoder: sharedValueDecoder, cache: false };
+    this.entriesReader = this.env.openDB<Uint8Array, number>(readerOptions);
     this.metaDb = this.env.openDB<unknown, string>({ name: 'meta', encoding: 'msgpack', cache: false });
     this.snapshot = (this.metaDb.get(snapshotKey) as SnapshotMeta | undefined) ?? { index: 0, term: 0 };
     this.hard = (this.metaDb.get(hardStateKey) as HardState | undefined) ?? { term: 0, vote: 0, commit: 0 };
@@ -147,10 +155,9 @@ export class LmdbLog implements LogStore {
       let runEnd = index + 1;
       while (runEnd < hi && !this.pending.has(runEnd)) runEnd++;
       let expected = index;
-      for (const { key, value } of this.entriesDb.getRange({ start: encodeIndexKey(index), end: encodeIndexKey(runEnd) })) {
-        const stored = decodeIndexKey(key);
-        if (stored !== expected) break;
-        if (!take(decodeEntryValue(value, stored, this.file))) return out;
+      for (const { key, value } of this.entriesReader.getRange({ start: index, end: runEnd })) {
+        if (key !== expected) break;
+        if (!take(decodeEntryFrame(value, value.length, key, this.file))) return out;
         expected++;
       }
       if (expected !== runEnd) {
@@ -269,12 +276,11 @@ export class LmdbLog implements LogStore {
       lastIndex: this.last,
       ...(bad ? { bad } : {}),
     });
-    for (const { key, value } of this.entriesDb.getRange({})) {
-      const index = decodeIndexKey(key);
+    for (const { key: index, value } of this.entriesReader.getRange({ start: 0 })) {
       if (index !== expected) return report({ index: expected, reason: `entry ${expected} is missing (next stored is ${index})` });
       let entry: LogEntry;
       try {
-        entry = decodeEntryValue(value, index, this.file);
+        entry = decodeEntryFrame(value, value.length, index, this.file);
       } catch (err) {
         return report({ index, reason: (err as Error).message });
       }
