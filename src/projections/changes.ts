@@ -39,6 +39,23 @@ export function objectSubject(bucket: string, name: string): string {
   return `$OBJ.${bucket}.${objectNameToken(name)}`;
 }
 
+/** Entry types whose changes have subjects under each first token (see changeOf). */
+const entryTypesBySubjectRoot: Record<string, string[]> = {
+  $KV: ['kv.put', 'kv.del'],
+  $EV: ['event.append'],
+  $OBJ: ['blob.commit', 'blob.del'],
+};
+
+/**
+ * The entry types whose changes can match a subject filter: a replay need not decode any other.
+ * Decided by the filter's first token alone, so it may include types whose changes then do not match.
+ */
+export function changeEntryTypes(filter: string): Set<string> {
+  const root = filter.split('.', 1)[0];
+  if (root === '*' || root === '>') return new Set(Object.values(entryTypesBySubjectRoot).flat());
+  return new Set(entryTypesBySubjectRoot[root] ?? []);
+}
+
 const empty = new Uint8Array(0);
 
 /** The change an applied entry made, given its outcome; undefined when it changed nothing visible. */
