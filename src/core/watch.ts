@@ -4,7 +4,7 @@
 // replays from the log again, so memory stays bounded whatever the watcher's speed.
 
 import { isValidSubject, subjectMatchesFilter } from '../bus';
-import type { LogStore } from '../eventlog';
+import type { LogEntry, LogStore } from '../eventlog';
 import { changeEntryTypes, replayedChangeOf, type Change, type KvReader } from '../projections';
 import { LoomError, assert } from '../util';
 
@@ -83,15 +83,17 @@ export function watchChanges(filter: string, options: WatchOptions, sources: Wat
         }
         const hi = Math.min(sources.appliedIndex(), last + replayMax) + 1;
         const conflicts = sources.reader.conflictsIn(last + 1, hi);
-        const entries = sources.log.entries(last + 1, hi);
         const changes: Change[] = [];
-        for (const entry of entries) {
+        const collect = (entry: LogEntry): void => {
           // Entries whose changes cannot match are not decoded at all.
-          if (!types.has(entry.type)) continue;
+          if (!types.has(entry.type)) return;
           const change = replayedChangeOf(entry, sources.reader, conflicts);
           if (change && matches(change)) changes.push(change);
-        }
-        last = entries[entries.length - 1].index;
+        };
+        // Changes keep nothing of an entry's bytes, so the log need not copy them out (visitEntries).
+        const log = sources.log;
+        const read = log.visitEntries ? log.visitEntries(last + 1, hi, collect) : readEach(log, last + 1, hi, collect);
+        last += read;
         if (changes.length > 0) yield changes;
       }
       if (closed) return;
@@ -204,6 +206,12 @@ function changesOneByOne(batches: AsyncGenerator<Change[]>, stop: () => void): W
     },
   };
   return watch;
+}
+
+function readEach(log: LogStore, lo: number, hi: number, visit: (entry: LogEntry) => void): number {
+  const entries = log.entries(lo, hi);
+  for (const entry of entries) visit(entry);
+  return entries.length;
 }
 
 /** A matcher for one subject filter, split once; `prefix.>` filters become a string prefix test. */

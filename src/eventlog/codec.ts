@@ -128,11 +128,23 @@ export function decodeEntryValue(value: Uint8Array, index: number, file: string)
  * data, numeric ts) is read directly; anything else goes through msgpackr.
  */
 export function decodeEntryFrame(bytes: Uint8Array, size: number, index: number, file: string): LogEntry {
+  return decodeFrame(bytes, size, index, file, true);
+}
+
+/**
+ * The same, except that the entry's data may be a view into `bytes`: for a caller that is done
+ * with the entry before `bytes` is reused (LmdbLog.visitEntries).
+ */
+export function decodeEntryFrameView(bytes: Uint8Array, size: number, index: number, file: string): LogEntry {
+  return decodeFrame(bytes, size, index, file, false);
+}
+
+function decodeFrame(bytes: Uint8Array, size: number, index: number, file: string, copyData: boolean): LogEntry {
   if (size < crcBytes + 1) throw corruptEntry(index, file, `value is ${size} bytes, shorter than its frame`);
   const stored = ((bytes[0] << 24) | (bytes[1] << 16) | (bytes[2] << 8) | bytes[3]) >>> 0;
   const actual = crc32cOf(bytes, crcBytes, size);
   if (stored !== actual) throw corruptEntry(index, file, `CRC32C ${hex(actual)} does not match the stored ${hex(stored)}`);
-  const entry = bytes[crcBytes] === 0x95 ? readPlainRecord(bytes, size, crcBytes + 1) : undefined;
+  const entry = bytes[crcBytes] === 0x95 ? readPlainRecord(bytes, size, crcBytes + 1, copyData) : undefined;
   if (entry === undefined) return unpackRecord(Buffer.from(bytes.subarray(crcBytes, size)), index, file);
   if (entry.index !== index) throw corruptEntry(index, file, `it records index ${entry.index}`);
   return entry;
@@ -164,12 +176,12 @@ let at = 0;
  * [index, term, type, data, ts] laid out the way msgpackr writes it, or undefined for any other
  * layout (the caller then decodes with msgpackr, which also reports malformed bodies).
  */
-function readPlainRecord(bytes: Uint8Array, size: number, start: number): LogEntry | undefined {
+function readPlainRecord(bytes: Uint8Array, size: number, start: number, copyData: boolean): LogEntry | undefined {
   at = start;
   const index = readNumber(bytes, size);
   const term = readNumber(bytes, size);
   const type = readType(bytes, size);
-  const data = readBinCopy(bytes, size);
+  const data = readBin(bytes, size, copyData);
   const ts = readNumber(bytes, size);
   if (at !== size || type === undefined || data === undefined) return undefined;
   return { index, term, type, data, ts };
@@ -233,7 +245,7 @@ function readType(bytes: Uint8Array, size: number): string | undefined {
   return type;
 }
 
-function readBinCopy(bytes: Uint8Array, size: number): Buffer | undefined {
+function readBin(bytes: Uint8Array, size: number, copy: boolean): Uint8Array | undefined {
   if (at < 0 || at >= size) return undefined;
   const tag = bytes[at];
   let length: number;
@@ -250,6 +262,8 @@ function readBinCopy(bytes: Uint8Array, size: number): Buffer | undefined {
   } else return undefined;
   if (p + length > size) return undefined;
   at = p + length;
+  // A plain view costs less to make than a Buffer, and the caller only reads it.
+  if (!copy) return new Uint8Array(bytes.buffer, bytes.byteOffset + p, length);
   const data = Buffer.allocUnsafe(length);
   data.set(new Uint8Array(bytes.buffer, bytes.byteOffset + p, length));
   return data;

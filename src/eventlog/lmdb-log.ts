@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { statSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { LoomError, assert } from '../util';
-import { decodeEntryFrame, decodeEntryValue, decodeIndexKey, encodeEntryValue, encodeIndexKey, indexKeyEncoder, sharedValueDecoder } from './codec';
+import { decodeEntryFrame, decodeEntryFrameView, decodeEntryValue, decodeIndexKey, encodeEntryValue, encodeIndexKey, indexKeyEncoder, sharedValueDecoder } from './codec';
 import { entryBytesMaxDefault, readBytesMaxDefault } from './limits';
 import type { HardState, LogEntry, LogStats, LogStore, SnapshotMeta } from './types';
 import { checkAppend, checkIndex, entrySizeBytes } from './validate';
@@ -129,18 +129,35 @@ export class LmdbLog implements LogStore {
   }
 
   entries(lo: number, hi: number, bytesMax = readBytesMaxDefault): LogEntry[] {
+    const out: LogEntry[] = [];
+    this.scan(lo, hi, bytesMax, true, (entry) => out.push(entry));
+    return out;
+  }
+
+  /**
+   * Like `entries`, but an entry's data may be a view into lmdb-js's shared read buffer, which any
+   * read of any LMDB database in this process overwrites: `visit` must be done with the bytes
+   * before it reads LMDB (or returns).
+   */
+  visitEntries(lo: number, hi: number, visit: (entry: LogEntry) => void, bytesMax = readBytesMaxDefault): number {
+    return this.scan(lo, hi, bytesMax, false, visit);
+  }
+
+  private scan(lo: number, hi: number, bytesMax: number, copyData: boolean, visit: (entry: LogEntry) => void): number {
     this.checkOpen();
     if (lo < this.firstIndex() || hi > this.last + 1 || lo > hi) {
       throw new LoomError('NOT_FOUND', `entries [${lo}, ${hi}) are outside the log [${this.firstIndex()}, ${this.last}]`, { lo, hi });
     }
-    const out: LogEntry[] = [];
+    let visited = 0;
     let bytes = 0;
     const take = (entry: LogEntry): boolean => {
       bytes += entrySizeBytes(entry);
-      if (out.length > 0 && bytes > bytesMax) return false;
-      out.push(entry);
+      if (visited > 0 && bytes > bytesMax) return false;
+      visited++;
+      visit(entry);
       return true;
     };
+    const decode = copyData ? decodeEntryFrame : decodeEntryFrameView;
     // An entry is either pending (appended, its group commit not finished) or on disk. Pending
     // entries are usually a suffix, but group commits can finish out of order, so runs of each are
     // read in turn.
@@ -148,7 +165,7 @@ export class LmdbLog implements LogStore {
     while (index < hi) {
       const pendingEntry = this.pending.get(index);
       if (pendingEntry !== undefined) {
-        if (!take(pendingEntry)) return out;
+        if (!take(pendingEntry)) return visited;
         index++;
         continue;
       }
@@ -157,7 +174,7 @@ export class LmdbLog implements LogStore {
       let expected = index;
       for (const { key, value } of this.entriesReader.getRange({ start: index, end: runEnd })) {
         if (key !== expected) break;
-        if (!take(decodeEntryFrame(value, value.length, key, this.file))) return out;
+        if (!take(decode(value, value.length, key, this.file))) return visited;
         expected++;
       }
       if (expected !== runEnd) {
@@ -165,7 +182,7 @@ export class LmdbLog implements LogStore {
       }
       index = runEnd;
     }
-    return out;
+    return visited;
   }
 
   term(i: number): number {

@@ -4,7 +4,7 @@
 
 import type { LogEntry } from '../eventlog';
 import type { Outcome } from './decide';
-import { decodeMutation } from './entries';
+import { decodeMutationTransient } from './entries';
 import type { KvReader } from './kv/kv-read';
 import { objectNameToken } from '../util/names';
 
@@ -58,14 +58,19 @@ export function changeEntryTypes(filter: string): Set<string> {
 
 const empty = new Uint8Array(0);
 
-/** The change an applied entry made, given its outcome; undefined when it changed nothing visible. */
+/**
+ * The change an applied entry made, given its outcome; undefined when it changed nothing visible.
+ * The change shares no memory with `entry.data` (a put's value is copied), so the entry may come
+ * from LogStore.visitEntries.
+ */
 export function changeOf(entry: LogEntry, outcome: Outcome | undefined): Change | undefined {
   if (!outcome || !outcome.ok) return undefined;
-  const mutation = decodeMutation(entry);
+  const mutation = decodeMutationTransient(entry);
   if (!mutation) return undefined;
   switch (mutation.type) {
     case 'kv.put': {
-      const { bucket, key, value } = mutation.body;
+      const { bucket, key } = mutation.body;
+      const value = Buffer.from(mutation.body.value);
       return { kind: 'kv', seq: entry.index, subject: kvSubject(bucket, key), op: 'PUT', bucket, key, value, ts: entry.ts };
     }
     case 'kv.del': {
@@ -97,11 +102,11 @@ export function changeOf(entry: LogEntry, outcome: Outcome | undefined): Change 
  */
 export function replayedChangeOf(entry: LogEntry, reader: KvReader, conflicts: Set<number>): Change | undefined {
   if (conflicts.has(entry.index)) return undefined;
-  if (entry.type === 'event.append') {
-    const stored = reader.event(entry.index);
-    return changeOf(entry, { ok: true, seq: entry.index, version: stored?.version ?? 0 });
-  }
-  return changeOf(entry, { ok: true, seq: entry.index });
+  // The entry is decoded before the views are read: its data may live in lmdb-js's shared read
+  // buffer, which the read of the stored event overwrites (LmdbLog.visitEntries).
+  const change = changeOf(entry, { ok: true, seq: entry.index });
+  if (change?.kind === 'event') change.version = reader.event(entry.index)?.version ?? 0;
+  return change;
 }
 
 /** Header and payload form of a change on the bus (CONTRACT.md "Change subjects"). */

@@ -255,6 +255,20 @@ describe('the database API on one node', () => {
       expect(await none.next()).toEqual({ done: true, value: undefined });
     });
 
+    it('replays event versions and values exactly as they were delivered live', async () => {
+      const { db } = opened;
+      const live = db.watch('>', { fromSeq: 0 });
+      for (let i = 0; i < 3; i++) {
+        await db.events.append('v', { type: 't', data: { i } });
+        await db.kv.put('v', `k${i}`, `value ${i}`);
+      }
+      const form = (c: Change): unknown => (c.kind === 'event' ? [c.seq, c.version, c.data] : c.kind === 'kv' ? [c.seq, Buffer.from(c.value).toString()] : c.seq);
+      const delivered = (await take(live, 6)).map(form);
+      const replayed = (await take(db.watch('>', { fromSeq: 0 }), 6)).map(form);
+      expect(replayed).toEqual(delivered);
+      expect(delivered).toEqual([[1, 1, { i: 0 }], [2, 'value 0'], [3, 2, { i: 1 }], [4, 'value 1'], [5, 3, { i: 2 }], [6, 'value 2']]);
+    });
+
     it('refuses an invalid subject filter', () => {
       expect(() => opened.db.watch('$KV..x')).toThrow(/not a valid subject filter/);
     });
