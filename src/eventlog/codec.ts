@@ -4,6 +4,7 @@
 import { crc32c } from '@node-rs/crc32';
 import { Packr } from 'msgpackr';
 import { LoomError } from '../util';
+import { crc32cOf } from './crc32c';
 import type { LogEntry } from './types';
 
 const keyBytes = 8;
@@ -22,11 +23,47 @@ export function encodeIndexKey(index: number): Buffer {
   return key;
 }
 
-export function decodeIndexKey(key: Uint8Array): number {
-  const high = ((key[0] << 24) | (key[1] << 16) | (key[2] << 8) | key[3]) >>> 0;
-  const low = ((key[4] << 24) | (key[5] << 16) | (key[6] << 8) | key[7]) >>> 0;
+export function decodeIndexKey(key: Uint8Array, start = 0): number {
+  const k = start;
+  const high = ((key[k] << 24) | (key[k + 1] << 16) | (key[k + 2] << 8) | key[k + 3]) >>> 0;
+  const low = ((key[k + 4] << 24) | (key[k + 5] << 16) | (key[k + 6] << 8) | key[k + 7]) >>> 0;
   return high * 0x1_0000_0000 + low;
 }
+
+/** lmdb-js key encoding for the same keys, read and written as numbers without a Buffer per key. */
+export const indexKeyEncoder = {
+  writeKey(index: number, target: Uint8Array, start: number): number {
+    const high = Math.floor(index / 0x1_0000_0000);
+    const low = index >>> 0;
+    target[start] = high >>> 24;
+    target[start + 1] = high >>> 16;
+    target[start + 2] = high >>> 8;
+    target[start + 3] = high;
+    target[start + 4] = low >>> 24;
+    target[start + 5] = low >>> 16;
+    target[start + 6] = low >>> 8;
+    target[start + 7] = low;
+    return start + keyBytes;
+  },
+  readKey(source: Uint8Array, start: number, end: number): number {
+    if (end - start !== keyBytes) throw new LoomError('CORRUPT', `log key is ${end - start} bytes, not ${keyBytes}`);
+    return decodeIndexKey(source, start);
+  },
+};
+
+/**
+ * lmdb-js value "decoding" for range reads that decode each value in place: hands over the bytes
+ * as they are, usually lmdb-js's shared read buffer, valid only until the next read.
+ */
+export const sharedValueDecoder = {
+  needsStableBuffer: false,
+  encode(): never {
+    throw new Error('entriesReader is for reads; entries are written through the binary handle');
+  },
+  decode(bytes: Uint8Array, size: number): Uint8Array {
+    return bytes.length === size ? bytes : bytes.subarray(0, size);
+  },
+};
 
 /** Entries with at least this much data are framed piece by piece, copying the data only once. */
 const largeDataBytesMin = 16 * 1024;
@@ -81,26 +118,155 @@ function binHeader(n: number): Buffer {
  * naming the entry and the file: a damaged entry is never returned as data.
  */
 export function decodeEntryValue(value: Uint8Array, index: number, file: string): LogEntry {
-  const buf = Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
-  const corrupt = (why: string): LoomError =>
-    new LoomError('CORRUPT', `log entry ${index} in ${file} is corrupt: ${why}`, { index, file });
-  if (buf.length < crcBytes + 1) throw corrupt(`value is ${buf.length} bytes, shorter than its frame`);
-  const body = buf.subarray(crcBytes);
-  const stored = buf.readUInt32BE(0);
-  const actual = crc32c(body);
-  if (stored !== actual) throw corrupt(`CRC32C ${hex(actual)} does not match the stored ${hex(stored)}`);
+  return decodeEntryFrame(value, value.byteLength, index, file);
+}
+
+/**
+ * The same, from `bytes[0, size)`, which may be a buffer lmdb-js reuses for its next read: the
+ * entry returned shares no memory with it (its data is copied out), so a range read need not copy
+ * each value first. The common layout (five fields, integer index and term, short type, binary
+ * data, numeric ts) is read directly; anything else goes through msgpackr.
+ */
+export function decodeEntryFrame(bytes: Uint8Array, size: number, index: number, file: string): LogEntry {
+  return decodeFrame(bytes, size, index, file, true);
+}
+
+/**
+ * The same, except that the entry's data may be a view into `bytes`: for a caller that is done
+ * with the entry before `bytes` is reused (LmdbLog.visitEntries).
+ */
+export function decodeEntryFrameView(bytes: Uint8Array, size: number, index: number, file: string): LogEntry {
+  return decodeFrame(bytes, size, index, file, false);
+}
+
+function decodeFrame(bytes: Uint8Array, size: number, index: number, file: string, copyData: boolean): LogEntry {
+  if (size < crcBytes + 1) throw corruptEntry(index, file, `value is ${size} bytes, shorter than its frame`);
+  const stored = ((bytes[0] << 24) | (bytes[1] << 16) | (bytes[2] << 8) | bytes[3]) >>> 0;
+  const actual = crc32cOf(bytes, crcBytes, size);
+  if (stored !== actual) throw corruptEntry(index, file, `CRC32C ${hex(actual)} does not match the stored ${hex(stored)}`);
+  const entry = bytes[crcBytes] === 0x95 ? readPlainRecord(bytes, size, crcBytes + 1, copyData) : undefined;
+  if (entry === undefined) return unpackRecord(Buffer.from(bytes.subarray(crcBytes, size)), index, file);
+  if (entry.index !== index) throw corruptEntry(index, file, `it records index ${entry.index}`);
+  return entry;
+}
+
+function corruptEntry(index: number, file: string, why: string): LoomError {
+  return new LoomError('CORRUPT', `log entry ${index} in ${file} is corrupt: ${why}`, { index, file });
+}
+
+function unpackRecord(body: Buffer, index: number, file: string): LogEntry {
   let fields: unknown;
   try {
     fields = packr.unpack(body);
   } catch (err) {
-    throw corrupt(`body does not decode (${(err as Error).message})`);
+    throw corruptEntry(index, file, `body does not decode (${(err as Error).message})`);
   }
-  if (!Array.isArray(fields) || fields.length < 5) throw corrupt('body is not an entry record');
+  if (!Array.isArray(fields) || fields.length < 5) throw corruptEntry(index, file, 'body is not an entry record');
   const [storedIndex, term, type, data, ts, meta] = fields as [number, number, string, Uint8Array, number, unknown];
-  if (storedIndex !== index) throw corrupt(`it records index ${storedIndex}`);
+  if (storedIndex !== index) throw corruptEntry(index, file, `it records index ${storedIndex}`);
   const entry: LogEntry = { index, term, type, data, ts };
   if (meta !== undefined) entry.meta = meta as Record<string, unknown>;
   return entry;
+}
+
+// Where readPlainRecord's field readers stopped; -1 once a field is not in the common layout.
+let at = 0;
+
+/**
+ * [index, term, type, data, ts] laid out the way msgpackr writes it, or undefined for any other
+ * layout (the caller then decodes with msgpackr, which also reports malformed bodies).
+ */
+function readPlainRecord(bytes: Uint8Array, size: number, start: number, copyData: boolean): LogEntry | undefined {
+  at = start;
+  const index = readNumber(bytes, size);
+  const term = readNumber(bytes, size);
+  const type = readType(bytes, size);
+  const data = readBin(bytes, size, copyData);
+  const ts = readNumber(bytes, size);
+  if (at !== size || type === undefined || data === undefined) return undefined;
+  return { index, term, type, data, ts };
+}
+
+const float64 = new Float64Array(1);
+const float64Bytes = new Uint8Array(float64.buffer);
+const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+function readNumber(bytes: Uint8Array, size: number): number {
+  if (at < 0 || at >= size) return fail();
+  const tag = bytes[at];
+  if (tag <= 0x7f) {
+    at += 1;
+    return tag;
+  }
+  const width = tag === 0xcc ? 1 : tag === 0xcd ? 2 : tag === 0xce ? 4 : tag === 0xcb ? 8 : 0;
+  if (width === 0 || at + 1 + width > size) return fail();
+  const p = at + 1;
+  at = p + width;
+  if (tag === 0xcc) return bytes[p];
+  if (tag === 0xcd) return (bytes[p] << 8) | bytes[p + 1];
+  if (tag === 0xce) return ((bytes[p] << 24) | (bytes[p + 1] << 16) | (bytes[p + 2] << 8) | bytes[p + 3]) >>> 0;
+  for (let i = 0; i < 8; i++) float64Bytes[littleEndian ? 7 - i : i] = bytes[p + i];
+  return float64[0];
+}
+
+function fail(): number {
+  at = -1;
+  return NaN;
+}
+
+/** Entry types seen so far, so that reading one allocates no string. Few types exist. */
+const knownTypes: Array<{ bytes: Uint8Array; type: string }> = [];
+const knownTypesMax = 32;
+
+function readType(bytes: Uint8Array, size: number): string | undefined {
+  if (at < 0 || at >= size) return undefined;
+  const tag = bytes[at];
+  let length: number;
+  let p: number;
+  if (tag >= 0xa0 && tag <= 0xbf) {
+    length = tag - 0xa0;
+    p = at + 1;
+  } else if (tag === 0xd9 && at + 1 < size) {
+    length = bytes[at + 1];
+    p = at + 2;
+  } else return undefined;
+  if (p + length > size) return undefined;
+  at = p + length;
+  for (const known of knownTypes) {
+    const b = known.bytes;
+    if (b.length !== length) continue;
+    let same = true;
+    for (let i = 0; i < length && same; i++) same = b[i] === bytes[p + i];
+    if (same) return known.type;
+  }
+  const copy = Buffer.from(bytes.subarray(p, p + length));
+  const type = copy.toString('utf8');
+  if (knownTypes.length < knownTypesMax && Buffer.from(type).equals(copy)) knownTypes.push({ bytes: copy, type });
+  return type;
+}
+
+function readBin(bytes: Uint8Array, size: number, copy: boolean): Uint8Array | undefined {
+  if (at < 0 || at >= size) return undefined;
+  const tag = bytes[at];
+  let length: number;
+  let p: number;
+  if (tag === 0xc4 && at + 2 <= size) {
+    length = bytes[at + 1];
+    p = at + 2;
+  } else if (tag === 0xc5 && at + 3 <= size) {
+    length = (bytes[at + 1] << 8) | bytes[at + 2];
+    p = at + 3;
+  } else if (tag === 0xc6 && at + 5 <= size) {
+    length = ((bytes[at + 1] << 24) | (bytes[at + 2] << 16) | (bytes[at + 3] << 8) | bytes[at + 4]) >>> 0;
+    p = at + 5;
+  } else return undefined;
+  if (p + length > size) return undefined;
+  at = p + length;
+  // A plain view costs less to make than a Buffer, and the caller only reads it.
+  if (!copy) return new Uint8Array(bytes.buffer, bytes.byteOffset + p, length);
+  const data = Buffer.allocUnsafe(length);
+  data.set(new Uint8Array(bytes.buffer, bytes.byteOffset + p, length));
+  return data;
 }
 
 function hex(n: number): string {

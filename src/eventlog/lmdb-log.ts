@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { statSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { LoomError, assert } from '../util';
-import { decodeEntryValue, decodeIndexKey, encodeEntryValue, encodeIndexKey } from './codec';
+import { decodeEntryFrame, decodeEntryFrameView, decodeEntryValue, decodeIndexKey, encodeEntryValue, encodeIndexKey, indexKeyEncoder, sharedValueDecoder } from './codec';
 import { entryBytesMaxDefault, readBytesMaxDefault } from './limits';
 import type { HardState, LogEntry, LogStats, LogStore, SnapshotMeta } from './types';
 import { checkAppend, checkIndex, entrySizeBytes } from './validate';
@@ -54,6 +54,11 @@ export class LmdbLog implements LogStore {
   readonly file: string;
   private readonly env: RootDatabase;
   private readonly entriesDb: Database<Buffer, Buffer>;
+  /**
+   * The same database, for range reads: keys decode straight to indexes and each value is handed
+   * over in lmdb-js's shared read buffer, decoded (and CRC-checked) before the next one is read.
+   */
+  private readonly entriesReader: Database<Uint8Array, number>;
   private readonly metaDb: Database<unknown, string>;
   private readonly entryBytesMax: number;
   private readonly observer: LogObserver | undefined;
@@ -86,6 +91,9 @@ export class LmdbLog implements LogStore {
       cache: false,
     });
     this.entriesDb = this.env.openDB<Buffer, Buffer>({ name: 'entries', encoding: 'binary', keyEncoding: 'binary', cache: false });
+    // lmdb-js takes per-database encoders although its typings list them only for the root.
+    const readerOptions = { name: 'entries', keyEncoder: indexKeyEncoder, encoder: sharedValueDecoder, cache: false };
+    this.entriesReader = this.env.openDB<Uint8Array, number>(readerOptions);
     this.metaDb = this.env.openDB<unknown, string>({ name: 'meta', encoding: 'msgpack', cache: false });
     this.snapshot = (this.metaDb.get(snapshotKey) as SnapshotMeta | undefined) ?? { index: 0, term: 0 };
     this.hard = (this.metaDb.get(hardStateKey) as HardState | undefined) ?? { term: 0, vote: 0, commit: 0 };
@@ -121,18 +129,35 @@ export class LmdbLog implements LogStore {
   }
 
   entries(lo: number, hi: number, bytesMax = readBytesMaxDefault): LogEntry[] {
+    const out: LogEntry[] = [];
+    this.scan(lo, hi, bytesMax, true, (entry) => out.push(entry));
+    return out;
+  }
+
+  /**
+   * Like `entries`, but an entry's data may be a view into lmdb-js's shared read buffer, which any
+   * read of any LMDB database in this process overwrites: `visit` must be done with the bytes
+   * before it reads LMDB (or returns).
+   */
+  visitEntries(lo: number, hi: number, visit: (entry: LogEntry) => void, bytesMax = readBytesMaxDefault): number {
+    return this.scan(lo, hi, bytesMax, false, visit);
+  }
+
+  private scan(lo: number, hi: number, bytesMax: number, copyData: boolean, visit: (entry: LogEntry) => void): number {
     this.checkOpen();
     if (lo < this.firstIndex() || hi > this.last + 1 || lo > hi) {
       throw new LoomError('NOT_FOUND', `entries [${lo}, ${hi}) are outside the log [${this.firstIndex()}, ${this.last}]`, { lo, hi });
     }
-    const out: LogEntry[] = [];
+    let visited = 0;
     let bytes = 0;
     const take = (entry: LogEntry): boolean => {
       bytes += entrySizeBytes(entry);
-      if (out.length > 0 && bytes > bytesMax) return false;
-      out.push(entry);
+      if (visited > 0 && bytes > bytesMax) return false;
+      visited++;
+      visit(entry);
       return true;
     };
+    const decode = copyData ? decodeEntryFrame : decodeEntryFrameView;
     // An entry is either pending (appended, its group commit not finished) or on disk. Pending
     // entries are usually a suffix, but group commits can finish out of order, so runs of each are
     // read in turn.
@@ -140,17 +165,16 @@ export class LmdbLog implements LogStore {
     while (index < hi) {
       const pendingEntry = this.pending.get(index);
       if (pendingEntry !== undefined) {
-        if (!take(pendingEntry)) return out;
+        if (!take(pendingEntry)) return visited;
         index++;
         continue;
       }
       let runEnd = index + 1;
       while (runEnd < hi && !this.pending.has(runEnd)) runEnd++;
       let expected = index;
-      for (const { key, value } of this.entriesDb.getRange({ start: encodeIndexKey(index), end: encodeIndexKey(runEnd) })) {
-        const stored = decodeIndexKey(key);
-        if (stored !== expected) break;
-        if (!take(decodeEntryValue(value, stored, this.file))) return out;
+      for (const { key, value } of this.entriesReader.getRange({ start: index, end: runEnd })) {
+        if (key !== expected) break;
+        if (!take(decode(value, value.length, key, this.file))) return visited;
         expected++;
       }
       if (expected !== runEnd) {
@@ -158,7 +182,7 @@ export class LmdbLog implements LogStore {
       }
       index = runEnd;
     }
-    return out;
+    return visited;
   }
 
   term(i: number): number {
@@ -269,12 +293,11 @@ export class LmdbLog implements LogStore {
       lastIndex: this.last,
       ...(bad ? { bad } : {}),
     });
-    for (const { key, value } of this.entriesDb.getRange({})) {
-      const index = decodeIndexKey(key);
+    for (const { key: index, value } of this.entriesReader.getRange({ start: 0 })) {
       if (index !== expected) return report({ index: expected, reason: `entry ${expected} is missing (next stored is ${index})` });
       let entry: LogEntry;
       try {
-        entry = decodeEntryValue(value, index, this.file);
+        entry = decodeEntryFrame(value, value.length, index, this.file);
       } catch (err) {
         return report({ index, reason: (err as Error).message });
       }

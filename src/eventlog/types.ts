@@ -50,6 +50,13 @@ export interface LogStore {
   append(entries: LogEntry[]): Promise<void>;
   /** Entries with lo <= index < hi, stopping early once bytesMax is passed (at least one entry is returned). */
   entries(lo: number, hi: number, bytesMax?: number): LogEntry[];
+  /**
+   * Calls `visit` with each entry with lo <= index < hi, in order, stopping once bytesMax is passed
+   * (at least one entry is visited); returns how many it visited. Unlike `entries`, an entry's
+   * `data` may point into a buffer that is reused once `visit` returns: a scan that keeps nothing of
+   * the bytes saves a copy of each. Optional: callers fall back to `entries`.
+   */
+  visitEntries?(lo: number, hi: number, visit: (entry: LogEntry) => void, bytesMax?: number): number;
   /** The term of entry i; for i = snapshot index, the snapshot's term; 0 for index 0. */
   term(i: number): number;
   firstIndex(): number;

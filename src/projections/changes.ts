@@ -4,7 +4,7 @@
 
 import type { LogEntry } from '../eventlog';
 import type { Outcome } from './decide';
-import { decodeMutation } from './entries';
+import { decodeMutationTransient } from './entries';
 import type { KvReader } from './kv/kv-read';
 import { objectNameToken } from '../util/names';
 
@@ -39,16 +39,38 @@ export function objectSubject(bucket: string, name: string): string {
   return `$OBJ.${bucket}.${objectNameToken(name)}`;
 }
 
+/** Entry types whose changes have subjects under each first token (see changeOf). */
+const entryTypesBySubjectRoot: Record<string, string[]> = {
+  $KV: ['kv.put', 'kv.del'],
+  $EV: ['event.append'],
+  $OBJ: ['blob.commit', 'blob.del'],
+};
+
+/**
+ * The entry types whose changes can match a subject filter: a replay need not decode any other.
+ * Decided by the filter's first token alone, so it may include types whose changes then do not match.
+ */
+export function changeEntryTypes(filter: string): Set<string> {
+  const root = filter.split('.', 1)[0];
+  if (root === '*' || root === '>') return new Set(Object.values(entryTypesBySubjectRoot).flat());
+  return new Set(entryTypesBySubjectRoot[root] ?? []);
+}
+
 const empty = new Uint8Array(0);
 
-/** The change an applied entry made, given its outcome; undefined when it changed nothing visible. */
+/**
+ * The change an applied entry made, given its outcome; undefined when it changed nothing visible.
+ * The change shares no memory with `entry.data` (a put's value is copied), so the entry may come
+ * from LogStore.visitEntries.
+ */
 export function changeOf(entry: LogEntry, outcome: Outcome | undefined): Change | undefined {
   if (!outcome || !outcome.ok) return undefined;
-  const mutation = decodeMutation(entry);
+  const mutation = decodeMutationTransient(entry);
   if (!mutation) return undefined;
   switch (mutation.type) {
     case 'kv.put': {
-      const { bucket, key, value } = mutation.body;
+      const { bucket, key } = mutation.body;
+      const value = Buffer.from(mutation.body.value);
       return { kind: 'kv', seq: entry.index, subject: kvSubject(bucket, key), op: 'PUT', bucket, key, value, ts: entry.ts };
     }
     case 'kv.del': {
@@ -80,11 +102,11 @@ export function changeOf(entry: LogEntry, outcome: Outcome | undefined): Change 
  */
 export function replayedChangeOf(entry: LogEntry, reader: KvReader, conflicts: Set<number>): Change | undefined {
   if (conflicts.has(entry.index)) return undefined;
-  if (entry.type === 'event.append') {
-    const stored = reader.event(entry.index);
-    return changeOf(entry, { ok: true, seq: entry.index, version: stored?.version ?? 0 });
-  }
-  return changeOf(entry, { ok: true, seq: entry.index });
+  // The entry is decoded before the views are read: its data may live in lmdb-js's shared read
+  // buffer, which the read of the stored event overwrites (LmdbLog.visitEntries).
+  const change = changeOf(entry, { ok: true, seq: entry.index });
+  if (change?.kind === 'event') change.version = reader.event(entry.index)?.version ?? 0;
+  return change;
 }
 
 /** Header and payload form of a change on the bus (CONTRACT.md "Change subjects"). */

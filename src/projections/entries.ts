@@ -314,10 +314,31 @@ const blobChunkFixedBytes = blobChunkPrefix.length + 32 + blobChunkBytesKey.leng
 
 /** Decodes a mutation entry from the log; undefined for entries that are not mutations (e.g. raft.noop). */
 export function decodeMutation(entry: LogEntry): Mutation | undefined {
-  if (!(entry.type in schemas)) return undefined;
+  return entry.type in schemas ? unpackMutation(entry, false) : undefined;
+}
+
+/**
+ * Bodies up to this size are decoded by `decodeMutationTransient` from one reused buffer: msgpackr
+ * then reuses that buffer's DataView instead of making one for every entry's data.
+ */
+const scratchBytes = 64 * 1024;
+const scratch = Buffer.allocUnsafe(scratchBytes);
+
+/**
+ * The same, except that byte fields (a put's value, a chunk's bytes) may point into a buffer the
+ * next call overwrites: for a view that copies what it keeps before it decodes the next entry.
+ */
+export function decodeMutationTransient(entry: LogEntry): Mutation | undefined {
+  return entry.type in schemas ? unpackMutation(entry, entry.data.byteLength <= scratchBytes) : undefined;
+}
+
+function unpackMutation(entry: LogEntry, inScratch: boolean): Mutation {
   let body: unknown;
   try {
-    body = packr.unpack(entry.data);
+    if (inScratch) {
+      scratch.set(entry.data);
+      body = packr.unpack(scratch, entry.data.byteLength);
+    } else body = packr.unpack(entry.data);
   } catch (err) {
     throw new LoomError('CORRUPT', `entry ${entry.index} (${entry.type}) does not decode: ${(err as Error).message}`, { index: entry.index });
   }

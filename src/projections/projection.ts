@@ -85,7 +85,7 @@ export class ProjectionRunner<Tx> {
         index: this.failure.index,
       });
     }
-    const relevant = this.handles ? entries.filter((e) => this.handles?.has(e.type)) : entries;
+    const relevant = this.handledOf(entries);
     const last = entries[entries.length - 1].index;
     let outcomes: Array<Outcome | undefined> | void;
     try {
@@ -108,11 +108,23 @@ export class ProjectionRunner<Tx> {
     this.applied = last;
     if (this.state === 'REBUILDING') this.state = 'RUNNING';
     if (!outcomes) return [];
-    if (!this.handles) return outcomes;
-    // Spread the outcomes of the handled entries back over the whole batch.
-    const byIndex = new Map<number, Outcome | undefined>();
-    relevant.forEach((e, i) => byIndex.set(e.index, (outcomes as Array<Outcome | undefined>)[i]));
-    return entries.map((e) => byIndex.get(e.index));
+    if (relevant === entries) return outcomes;
+    // Spread the outcomes of the handled entries back over the whole batch (both are in log order).
+    const spread: Array<Outcome | undefined> = new Array(entries.length);
+    for (let i = 0, j = 0; i < entries.length; i++) spread[i] = entries[i] === relevant[j] ? outcomes[j++] : undefined;
+    return spread;
+  }
+
+  /** The entries of the batch this projection handles: the batch itself when it handles them all. */
+  private handledOf(entries: LogEntry[]): LogEntry[] {
+    const handles = this.handles;
+    if (!handles) return entries;
+    let first = 0;
+    while (first < entries.length && handles.has(entries[first].type)) first++;
+    if (first === entries.length) return entries;
+    const relevant = entries.slice(0, first);
+    for (let i = first + 1; i < entries.length; i++) if (handles.has(entries[i].type)) relevant.push(entries[i]);
+    return relevant;
   }
 
   status(): ProjectionStatus {

@@ -228,6 +228,47 @@ describe('the database API on one node', () => {
       watch.close();
     });
 
+    it('answers overlapping next() calls in order, each change once', async () => {
+      const { db } = opened;
+      for (let i = 0; i < 30; i++) await db.kv.put(i % 3 ? 'o' : 'other', `k${i}`, `${i}`);
+      const watch = db.watch('$KV.o.>', { fromSeq: 0 });
+      const results = await Promise.all(Array.from({ length: 20 }, () => watch.next()));
+      expect(results.map((r) => (r.value as Change & { key: string }).key)).toEqual(Array.from({ length: 30 }, (_, i) => i).filter((i) => i % 3).map((i) => `k${i}`));
+      watch.close();
+      expect(await watch.next()).toEqual({ done: true, value: undefined });
+    });
+
+    it('matches filters on every kind of change, including wildcards in the first token', async () => {
+      const { db } = opened;
+      await db.kv.put('m', 'k', 'v');
+      await db.events.append('m', { type: 't', data: 1 });
+      await db.kv.delete('m', 'k');
+      const subjects = async (filter: string): Promise<string[]> => (await take(db.watch(filter, { fromSeq: 0 }), 3)).map((c) => c.subject);
+      expect(await subjects('>')).toEqual(['$KV.m.k', '$EV.m.t', '$KV.m.k']);
+      expect(await subjects('*.m.*')).toEqual(['$KV.m.k', '$EV.m.t', '$KV.m.k']);
+      const none = db.watch('KV.m.>', { fromSeq: 0 });
+      await db.kv.put('m', 'k2', 'v');
+      await db.events.append('m', { type: 'after', data: 2 });
+      const next = await take(db.watch('$EV.>', { fromSeq: 0 }), 2);
+      expect(next.map((c) => c.seq)).toEqual([2, 5]);
+      none.close();
+      expect(await none.next()).toEqual({ done: true, value: undefined });
+    });
+
+    it('replays event versions and values exactly as they were delivered live', async () => {
+      const { db } = opened;
+      const live = db.watch('>', { fromSeq: 0 });
+      for (let i = 0; i < 3; i++) {
+        await db.events.append('v', { type: 't', data: { i } });
+        await db.kv.put('v', `k${i}`, `value ${i}`);
+      }
+      const form = (c: Change): unknown => (c.kind === 'event' ? [c.seq, c.version, c.data] : c.kind === 'kv' ? [c.seq, Buffer.from(c.value).toString()] : c.seq);
+      const delivered = (await take(live, 6)).map(form);
+      const replayed = (await take(db.watch('>', { fromSeq: 0 }), 6)).map(form);
+      expect(replayed).toEqual(delivered);
+      expect(delivered).toEqual([[1, 1, { i: 0 }], [2, 'value 0'], [3, 2, { i: 1 }], [4, 'value 1'], [5, 3, { i: 2 }], [6, 'value 2']]);
+    });
+
     it('refuses an invalid subject filter', () => {
       expect(() => opened.db.watch('$KV..x')).toThrow(/not a valid subject filter/);
     });

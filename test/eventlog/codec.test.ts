@@ -1,4 +1,7 @@
-import { decodeEntryValue, decodeIndexKey, encodeEntryValue, encodeIndexKey } from '../../src/eventlog/codec';
+import { crc32c } from '@node-rs/crc32';
+import { Packr } from 'msgpackr';
+import { crc32cOf } from '../../src/eventlog/crc32c';
+import { decodeEntryFrame, decodeEntryValue, decodeIndexKey, encodeEntryValue, encodeIndexKey, indexKeyEncoder } from '../../src/eventlog/codec';
 
 describe('the entry codec', () => {
   it('encodes indexes as fixed-width big-endian keys whose byte order is numeric order', () => {
@@ -38,6 +41,56 @@ describe('the entry codec', () => {
         expect(value.equals(expected)).toBe(true);
         expect(decodeEntryValue(value, entry.index, 'f')).toEqual(entry);
       }
+    }
+  });
+
+  it('computes the same CRC32C as the native code for every length and offset', () => {
+    const bytes = Buffer.alloc(2100);
+    for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 2654435761) >>> 13;
+    for (let length = 0; length <= 300; length++) {
+      for (const start of [0, 1, 3, 8]) expect(crc32cOf(bytes, start, start + length)).toBe(crc32c(bytes.subarray(start, start + length)));
+    }
+    for (const length of [1000, 2048]) expect(crc32cOf(bytes, 5, 5 + length)).toBe(crc32c(bytes.subarray(5, 5 + length)));
+  });
+
+  it('decodes an entry from a reused buffer without keeping a reference to it', () => {
+    const entries = [
+      { index: 7, term: 2, type: 'kv.put', data: Buffer.from('first'), ts: 1_800_000_000_000 },
+      { index: 2 ** 32 + 9, term: 70_000, type: 'event.append', data: Buffer.alloc(300, 1), ts: 5 },
+      { index: 8, term: 1, type: 'x'.repeat(40), data: Buffer.alloc(0), ts: 0.5 },
+    ];
+    const shared = Buffer.alloc(4096, 0xee);
+    for (const entry of entries) {
+      const value = encodeEntryValue(entry);
+      value.copy(shared);
+      const decoded = decodeEntryFrame(shared, value.length, entry.index, 'f');
+      shared.fill(0xee);
+      expect(decoded).toEqual(entry);
+      expect(Buffer.isBuffer(decoded.data)).toBe(true);
+    }
+  });
+
+  it('decodes the layouts msgpackr may choose that the direct reader does not take', () => {
+    const packr = new Packr({ useRecords: false, moreTypes: false });
+    const frame = (fields: unknown[]): Buffer => {
+      const body = packr.pack(fields);
+      const value = Buffer.concat([Buffer.alloc(4), body]);
+      value.writeUInt32BE(crc32c(body), 0);
+      return value;
+    };
+    const data = Buffer.from('d');
+    expect(decodeEntryValue(frame([3, 1, 't', data, -5]), 3, 'f')).toEqual({ index: 3, term: 1, type: 't', data, ts: -5 });
+    expect(decodeEntryValue(frame([3, 1, 't', data, 5, { m: 1 }]), 3, 'f')).toEqual({ index: 3, term: 1, type: 't', data, ts: 5, meta: { m: 1 } });
+    expect(() => decodeEntryValue(frame([3, 1, 't', data]), 3, 'f')).toThrow(/not an entry record/);
+    expect(() => decodeEntryValue(frame([4, 1, 't', data, 5]), 3, 'f')).toThrow(/records index 4/);
+  });
+
+  it('reads and writes lmdb keys as numbers in the same layout as encodeIndexKey', () => {
+    const target = Buffer.alloc(20);
+    for (const index of [0, 1, 255, 2 ** 32 - 1, 2 ** 32, 2 ** 40 + 17, Number.MAX_SAFE_INTEGER]) {
+      expect(indexKeyEncoder.writeKey(index, target, 3)).toBe(11);
+      expect(target.subarray(3, 11).equals(encodeIndexKey(index))).toBe(true);
+      expect(indexKeyEncoder.readKey(target, 3, 11)).toBe(index);
     }
   });
 });

@@ -6,7 +6,7 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import * as path from 'node:path';
 import type { LogEntry } from '../../eventlog';
 import { decideEventAppend, decideKvDel, decideKvPut, type Outcome } from '../decide';
-import { decodeMutation, type EventAppend, type KvDel, type KvPut } from '../entries';
+import { decodeMutationTransient, type EventAppend, type KvDel, type KvPut } from '../entries';
 import type { Projection, ProjectionStore } from '../projection';
 
 export interface KvRecord {
@@ -124,7 +124,8 @@ export class KvProjection implements Projection<void> {
     const outcomes: Array<Outcome | undefined> = new Array(entries.length);
     for (let i = 0; i < entries.length; i++) {
       const entry = entries[i];
-      const mutation = decodeMutation(entry);
+      // Every byte field is copied into LMDB before the next entry is decoded (see put and remember).
+      const mutation = decodeMutationTransient(entry);
       if (!mutation) continue;
       switch (mutation.type) {
         case 'kv.put':
@@ -160,7 +161,7 @@ export class KvProjection implements Projection<void> {
       s.ttl.putSync([expiresAt, put.bucket, put.key], entry.index);
     }
     s.kvRaw.putSync(key, encodeKvRecord(entry.index, current?.createRev ?? entry.index, entry.ts, expiresAt, put.value));
-    this.remember(put.bucket, put.key, { rev: entry.index, op: 'PUT', value: put.value, updatedAt: entry.ts });
+    if (this.keepsHistory(put.bucket)) this.remember(put.bucket, put.key, { rev: entry.index, op: 'PUT', value: put.value, updatedAt: entry.ts });
     return outcome;
   }
 
@@ -172,7 +173,7 @@ export class KvProjection implements Projection<void> {
     if (!outcome.ok || !current) return outcome;
     if (current.expiresAt !== undefined) s.ttl.removeSync([current.expiresAt, del.bucket, del.key]);
     s.kvRaw.removeSync(key);
-    this.remember(del.bucket, del.key, { rev: entry.index, op: 'DEL', updatedAt: entry.ts });
+    if (this.keepsHistory(del.bucket)) this.remember(del.bucket, del.key, { rev: entry.index, op: 'DEL', updatedAt: entry.ts });
     return outcome;
   }
 
@@ -188,15 +189,24 @@ export class KvProjection implements Projection<void> {
     return outcome;
   }
 
+  /** How many revisions of each key `bucket` keeps, the current one included. */
+  private historyOf(bucket: string): number {
+    let history = this.historyByBucket.get(bucket);
+    if (history === undefined) {
+      history = this.store.buckets.get(bucket)?.history ?? 1;
+      this.historyByBucket.set(bucket, history);
+    }
+    return history;
+  }
+
+  private keepsHistory(bucket: string): boolean {
+    return this.historyOf(bucket) > 1;
+  }
+
   /** Keeps the last `history` revisions of a key when its bucket asks for more than the current one. */
   private remember(bucket: string, key: string, record: HistoryRecord): void {
     const s = this.store;
-    let history = this.historyByBucket.get(bucket);
-    if (history === undefined) {
-      history = s.buckets.get(bucket)?.history ?? 1;
-      this.historyByBucket.set(bucket, history);
-    }
-    if (history <= 1) return;
+    const history = this.historyOf(bucket);
     s.history.putSync([bucket, key, record.rev], record);
     const revs: number[] = [];
     for (const k of s.history.getKeys({ start: [bucket, key, 0], end: [bucket, key, Number.MAX_SAFE_INTEGER] })) revs.push(k[2]);
