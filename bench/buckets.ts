@@ -3,6 +3,7 @@
 
 import { closeSync, fdatasyncSync, openSync, writeSync } from 'node:fs';
 import * as http from 'node:http';
+import { loadavg } from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -24,6 +25,12 @@ function diskWriteMBps(dir: string): number {
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   closeSync(fd);
   return total / mib / seconds;
+}
+
+/** CPU time of the whole process (client and node, all threads) since `since`, per MiB moved. */
+function cpuMsPerMiB(since: NodeJS.CpuUsage, bytes: number): number {
+  const used = process.cpuUsage(since);
+  return (used.user + used.system) / 1000 / (bytes / mib);
 }
 
 function source(size: number, seed: number): Readable {
@@ -88,6 +95,7 @@ export async function run(): Promise<void> {
   const client = new loaded.loom.v1.Buckets(`127.0.0.1:${node.ports.grpc}`, grpc.credentials.createInsecure()) as Client;
   const port = node.ports.http as number;
   try {
+    const loadBefore = loadavg()[0];
     const disk = diskWriteMBps(work.dir);
     const rows: Array<Array<string | number>> = [];
     let seed = 1;
@@ -97,6 +105,7 @@ export async function run(): Promise<void> {
     ]) {
       for (const door of ['http', 'grpc'] as const) {
         const names: string[] = [];
+        let cpu = process.cpuUsage();
         let started = process.hrtime.bigint();
         for (let i = 0; i < count; i++) {
           const name = `${door}-${size}-${i}`;
@@ -105,18 +114,21 @@ export async function run(): Promise<void> {
           else await grpcPut(client, name, size, seed++);
         }
         const up = (size * count) / mib / (Number(process.hrtime.bigint() - started) / 1e9);
+        const upCpu = cpuMsPerMiB(cpu, size * count);
+        cpu = process.cpuUsage();
         started = process.hrtime.bigint();
         for (const name of names) {
           const n = door === 'http' ? await httpGet(port, name) : await grpcGet(client, name);
           if (n !== size) throw new Error(`downloaded ${n} bytes of ${size}`);
         }
         const down = (size * count) / mib / (Number(process.hrtime.bigint() - started) / 1e9);
-        rows.push([`${size / mib} MiB × ${count}`, door, fmt(up, 1), `${fmt((100 * up) / disk, 0)}%`, fmt(down, 1)]);
+        const downCpu = cpuMsPerMiB(cpu, size * count);
+        rows.push([`${size / mib} MiB × ${count}`, door, fmt(up, 1), `${fmt((100 * up) / disk, 0)}%`, fmt(upCpu, 1), fmt(down, 1), fmt(downCpu, 1)]);
       }
     }
-    process.stdout.write(`buckets — ${machine()}\n`);
+    process.stdout.write(`buckets — ${machine()}, load average ${fmt(loadBefore, 2)} before, ${fmt(loadavg()[0], 2)} after\n`);
     process.stdout.write(`disk sequential write (512 MiB, 4 MiB writes, one fdatasync): ${fmt(disk, 1)} MiB/s\n\n`);
-    process.stdout.write(`${table(['objects', 'door', 'upload MiB/s', 'upload / disk', 'download MiB/s'], rows)}\n`);
+    process.stdout.write(`${table(['objects', 'door', 'upload MiB/s', 'upload / disk', 'up cpu ms/MiB', 'download MiB/s', 'down cpu ms/MiB'], rows)}\n`);
   } finally {
     client.close();
     await node.close();
