@@ -64,7 +64,8 @@ const roomyBuffers = new WeakSet<ArrayBufferLike>();
  * byte of the buffer's memory outside that entry's data.
  */
 export function allocEntryData(dataBytesMax: number): Buffer {
-  const memory = new ArrayBuffer(entryFrameHeadBytesMax + dataBytesMax + entryFrameTailBytesMax);
+  // allocUnsafeSlow: its own memory, never the shared pool, and not zero-filled (the caller fills the data).
+  const memory = Buffer.allocUnsafeSlow(entryFrameHeadBytesMax + dataBytesMax + entryFrameTailBytesMax).buffer;
   roomyBuffers.add(memory);
   return Buffer.from(memory, entryFrameHeadBytesMax, dataBytesMax);
 }
