@@ -49,6 +49,8 @@ export interface VerifyReport {
 const mapSizeBytesDefault = 64 * 1024 * 1024 * 1024;
 /** Bytes of durable entries kept in memory for the reader that follows the commit (the applier). */
 export const recentBytesMax = 8 * 1024 * 1024;
+/** Most durable entries kept so: small entries would otherwise fill the heap with tens of thousands. */
+export const recentEntriesMax = 4096;
 const hardStateKey = 'hard';
 const snapshotKey = 'snapshot';
 
@@ -66,9 +68,9 @@ export class LmdbLog implements LogStore {
   /** Appended entries whose write has not committed yet: readable before they are on disk. */
   private readonly pending = new Map<number, LogEntry>();
   /**
-   * The latest durable entries, oldest first, at most recentBytesMax: the applier reads an entry
-   * right after its commit, and takes it from here instead of copying it back out of LMDB and
-   * checking the CRC of bytes this process wrote itself.
+   * The latest durable entries, oldest first, at most recentBytesMax and recentEntriesMax: the
+   * applier reads an entry right after its commit, and takes it from here instead of copying it
+   * back out of LMDB and checking the CRC of bytes this process wrote itself.
    */
   private readonly recent = new Map<number, LogEntry>();
   private recentBytes = 0;
@@ -314,7 +316,7 @@ export class LmdbLog implements LogStore {
     this.recent.set(entry.index, entry);
     this.recentBytes += entrySizeBytes(entry);
     for (const [index, oldest] of this.recent) {
-      if (this.recentBytes <= recentBytesMax) break;
+      if (this.recentBytes <= recentBytesMax && this.recent.size <= recentEntriesMax) break;
       this.recent.delete(index);
       this.recentBytes -= entrySizeBytes(oldest);
     }
