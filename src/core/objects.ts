@@ -22,6 +22,7 @@ import {
   type ObjectListPage,
   type ObjectRecord,
 } from '../projections';
+import { allocEntryData } from '../eventlog';
 import { LoomError, isLoomError, type Logger } from '../util';
 import type { Database, ReadOptions } from './database';
 
@@ -106,8 +107,9 @@ export class ObjectsApi {
     const inflight: Array<Promise<unknown>> = [];
     const window = Math.max(1, Math.min(uploadChunksInFlightMax, Math.floor(uploadBytesInFlightMax / chunkBytes)));
     let size = 0;
-    // Chunk bytes go straight into the entry body, after room for its header: never copied to encode.
-    let frame = Buffer.allocUnsafe(blobChunkHeaderBytesMax + chunkBytes);
+    // Chunk bytes go straight into the entry body, after room for its header, in a buffer with room
+    // for the log's framing too: the chunk is copied only into LMDB, never to encode or frame it.
+    let frame = allocEntryData(blobChunkHeaderBytesMax + chunkBytes);
     let filled = 0;
     let lastChunkSeq = 0;
 
@@ -128,8 +130,8 @@ export class ObjectsApi {
             lastChunkSeq = Math.max(lastChunkSeq, seq);
           }),
         );
-        // The proposal holds the frame; the next chunk fills a fresh one.
-        frame = Buffer.allocUnsafe(blobChunkHeaderBytesMax + chunkBytes);
+        // The proposal holds the frame (and the log frames the entry in it); the next chunk fills a fresh one.
+        frame = allocEntryData(blobChunkHeaderBytesMax + chunkBytes);
         if (inflight.length >= window) await inflight.shift();
       }
       filled = 0;

@@ -5,6 +5,7 @@ import { crc32c } from '@node-rs/crc32';
 import { Packr } from 'msgpackr';
 import { LoomError } from '../util';
 import { crc32cOf } from './crc32c';
+import { entryTypeBytesMax } from './limits';
 import type { LogEntry } from './types';
 
 const keyBytes = 8;
@@ -82,9 +83,35 @@ export function encodeEntryValue(entry: LogEntry): Buffer {
 }
 
 /**
+ * Room `allocEntryData` leaves in front of an entry's data for its framing: CRC, array header,
+ * index and term (msgpack numbers, at most 9 bytes each), type (str8 header and at most
+ * entryTypeBytesMax bytes) and the data's bin32 header.
+ */
+export const entryFrameHeadBytesMax = crcBytes + 1 + 9 + 9 + 2 + entryTypeBytesMax + 5;
+/** Room after an entry's data for the timestamp that ends the record (a msgpack number). */
+export const entryFrameTailBytesMax = 9;
+
+/** Buffers from allocEntryData whose room the log has not used yet. */
+const roomyBuffers = new WeakSet<ArrayBufferLike>();
+
+/**
+ * A buffer of `dataBytesMax` bytes for one entry's data, with room around it (in the same
+ * ArrayBuffer) for the log's framing: appending an entry whose data lies in it copies the data
+ * only into LMDB. The buffer serves one entry: once it is appended, the log may overwrite every
+ * byte of the buffer's memory outside that entry's data.
+ */
+export function allocEntryData(dataBytesMax: number): Buffer {
+  // allocUnsafeSlow: its own memory, never the shared pool, and not zero-filled (the caller fills the data).
+  const memory = Buffer.allocUnsafeSlow(entryFrameHeadBytesMax + dataBytesMax + entryFrameTailBytesMax).buffer;
+  roomyBuffers.add(memory);
+  return Buffer.from(memory, entryFrameHeadBytesMax, dataBytesMax);
+}
+
+/**
  * The same bytes as packing the whole record (msgpack is a concatenation: an array header, then
  * each element), written into one buffer: a 256 KiB chunk is copied once, not twice, and only one
- * buffer of its size is allocated.
+ * buffer of its size is allocated. Data from allocEntryData is not copied at all: the framing is
+ * written around it.
  */
 function encodeLargeEntryValue(entry: LogEntry): Buffer {
   const n = entry.data.byteLength;
@@ -96,10 +123,28 @@ function encodeLargeEntryValue(entry: LogEntry): Buffer {
     binHeader(n),
   ]);
   const tail = Buffer.concat(entry.meta === undefined ? [packr.pack(entry.ts)] : [packr.pack(entry.ts), packr.pack(entry.meta)]);
+  const inPlace = frameInPlace(entry.data, head, tail);
+  if (inPlace !== undefined) return inPlace;
   const framed = Buffer.allocUnsafe(crcBytes + head.length + n + tail.length);
   head.copy(framed, crcBytes);
   framed.set(entry.data, crcBytes + head.length);
   tail.copy(framed, crcBytes + head.length + n);
+  framed.writeUInt32BE(crc32c(framed.subarray(crcBytes)), 0);
+  return framed;
+}
+
+/** Frames the record around data from allocEntryData, if it has the room; undefined otherwise. */
+function frameInPlace(data: Uint8Array, head: Buffer, tail: Buffer): Buffer | undefined {
+  const memory = data.buffer;
+  const start = data.byteOffset - head.length - crcBytes;
+  const end = data.byteOffset + data.byteLength + tail.length;
+  if (!roomyBuffers.has(memory) || start < 0 || end > memory.byteLength) return undefined;
+  // Used once: a second append of the same data (never done today) must not rewrite a frame
+  // that an earlier, still queued write points at.
+  roomyBuffers.delete(memory);
+  const framed = Buffer.from(memory, start, end - start);
+  head.copy(framed, crcBytes);
+  tail.copy(framed, crcBytes + head.length + data.byteLength);
   framed.writeUInt32BE(crc32c(framed.subarray(crcBytes)), 0);
   return framed;
 }

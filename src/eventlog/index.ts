@@ -5,4 +5,5 @@ export { MemoryLog } from './memory-log';
 export type { MemoryLogOptions } from './memory-log';
 export * from './limits';
 export { LmdbLog } from './lmdb-log';
+export { allocEntryData, entryFrameHeadBytesMax, entryFrameTailBytesMax } from './codec';
 export type { LmdbLogOptions, LogObserver, SyncMode, VerifyReport } from './lmdb-log';

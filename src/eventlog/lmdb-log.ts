@@ -47,6 +47,10 @@ export interface VerifyReport {
 }
 
 const mapSizeBytesDefault = 64 * 1024 * 1024 * 1024;
+/** Bytes of durable entries kept in memory for the reader that follows the commit (the applier). */
+export const recentBytesMax = 8 * 1024 * 1024;
+/** Most durable entries kept so: small entries would otherwise fill the heap with tens of thousands. */
+export const recentEntriesMax = 4096;
 const hardStateKey = 'hard';
 const snapshotKey = 'snapshot';
 
@@ -68,6 +72,13 @@ export class LmdbLog implements LogStore {
   private lastTerm: number;
   /** Appended entries whose write has not committed yet: readable before they are on disk. */
   private readonly pending = new Map<number, LogEntry>();
+  /**
+   * The latest durable entries, oldest first, at most recentBytesMax and recentEntriesMax: the
+   * applier reads an entry right after its commit, and takes it from here instead of copying it
+   * back out of LMDB and checking the CRC of bytes this process wrote itself.
+   */
+  private readonly recent = new Map<number, LogEntry>();
+  private recentBytes = 0;
   private queuedWrites: Array<() => void> = [];
   private nextCommit: Promise<void> | undefined;
   /** Settles when the latest group commit has been written and fsynced (or has failed). */
@@ -123,7 +134,9 @@ export class LmdbLog implements LogStore {
     return done.then(() => {
       this.observer?.appended(entries.length, Number(process.hrtime.bigint() - started) / 1e9);
       for (const entry of entries) {
-        if (this.pending.get(entry.index) === entry) this.pending.delete(entry.index);
+        if (this.pending.get(entry.index) !== entry) continue;
+        this.pending.delete(entry.index);
+        this.keepRecent(entry);
       }
     });
   }
@@ -158,19 +171,19 @@ export class LmdbLog implements LogStore {
       return true;
     };
     const decode = copyData ? decodeEntryFrame : decodeEntryFrameView;
-    // An entry is either pending (appended, its group commit not finished) or on disk. Pending
-    // entries are usually a suffix, but group commits can finish out of order, so runs of each are
-    // read in turn.
+    // An entry is in memory (pending: appended, its group commit not finished; or recent) or only
+    // on disk. Those in memory are usually a suffix, but group commits can finish out of order, so
+    // runs of each are read in turn.
     let index = lo;
     while (index < hi) {
-      const pendingEntry = this.pending.get(index);
-      if (pendingEntry !== undefined) {
-        if (!take(pendingEntry)) return visited;
+      const inMemory = this.pending.get(index) ?? this.recent.get(index);
+      if (inMemory !== undefined) {
+        if (!take(inMemory)) return visited;
         index++;
         continue;
       }
       let runEnd = index + 1;
-      while (runEnd < hi && !this.pending.has(runEnd)) runEnd++;
+      while (runEnd < hi && !this.pending.has(runEnd) && !this.recent.has(runEnd)) runEnd++;
       let expected = index;
       for (const { key, value } of this.entriesReader.getRange({ start: index, end: runEnd })) {
         if (key !== expected) break;
@@ -214,6 +227,7 @@ export class LmdbLog implements LogStore {
     this.last = i - 1;
     this.lastTerm = this.term(i - 1);
     for (let index = i; index <= oldLast; index++) this.pending.delete(index);
+    this.forgetRecent((index) => index >= i);
     await this.write(() => {
       for (let index = i; index <= oldLast; index++) this.entriesDb.removeSync(encodeIndexKey(index));
     });
@@ -228,6 +242,7 @@ export class LmdbLog implements LogStore {
     const snapshot: SnapshotMeta = conf ? { index: i, term: this.term(i), conf } : { index: i, term: this.term(i) };
     this.snapshot = snapshot;
     for (let index = oldFirst; index <= i; index++) this.pending.delete(index);
+    this.forgetRecent((index) => index <= i);
     await this.write(() => {
       for (let index = oldFirst; index <= i; index++) this.entriesDb.removeSync(encodeIndexKey(index));
       this.metaDb.putSync(snapshotKey, snapshot);
@@ -257,6 +272,7 @@ export class LmdbLog implements LogStore {
     this.last = meta.index;
     this.lastTerm = meta.term;
     this.pending.clear();
+    this.forgetRecent(() => true);
     const snapshot = this.snapshot;
     await this.write(() => {
       for (let index = oldFirst; index <= oldLast; index++) this.entriesDb.removeSync(encodeIndexKey(index));
@@ -315,6 +331,26 @@ export class LmdbLog implements LogStore {
     if (this.closed) return;
     this.closed = true;
     await this.env.close();
+  }
+
+  private keepRecent(entry: LogEntry): void {
+    const previous = this.recent.get(entry.index);
+    if (previous !== undefined) this.recentBytes -= entrySizeBytes(previous);
+    this.recent.set(entry.index, entry);
+    this.recentBytes += entrySizeBytes(entry);
+    for (const [index, oldest] of this.recent) {
+      if (this.recentBytes <= recentBytesMax && this.recent.size <= recentEntriesMax) break;
+      this.recent.delete(index);
+      this.recentBytes -= entrySizeBytes(oldest);
+    }
+  }
+
+  private forgetRecent(which: (index: number) => boolean): void {
+    for (const [index, entry] of this.recent) {
+      if (!which(index)) continue;
+      this.recent.delete(index);
+      this.recentBytes -= entrySizeBytes(entry);
+    }
   }
 
   private loadTail(): void {

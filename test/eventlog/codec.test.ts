@@ -1,7 +1,7 @@
 import { crc32c } from '@node-rs/crc32';
 import { Packr } from 'msgpackr';
 import { crc32cOf } from '../../src/eventlog/crc32c';
-import { decodeEntryFrame, decodeEntryValue, decodeIndexKey, encodeEntryValue, encodeIndexKey, indexKeyEncoder } from '../../src/eventlog/codec';
+import { allocEntryData, decodeEntryFrame, decodeEntryValue, decodeIndexKey, encodeEntryValue, encodeIndexKey, indexKeyEncoder } from '../../src/eventlog/codec';
 
 describe('the entry codec', () => {
   it('encodes indexes as fixed-width big-endian keys whose byte order is numeric order', () => {
@@ -91,6 +91,30 @@ describe('the entry codec', () => {
       expect(indexKeyEncoder.writeKey(index, target, 3)).toBe(11);
       expect(target.subarray(3, 11).equals(encodeIndexKey(index))).toBe(true);
       expect(indexKeyEncoder.readKey(target, 3, 11)).toBe(index);
+    }
+  });
+
+  it('frames an entry around data from allocEntryData with the same bytes, once, leaving the data as it was', () => {
+    const longType = 't'.repeat(64);
+    for (const [size, type, index] of [[16 * 1024, 'blob.chunk', 7], [256 * 1024 + 3, longType, Number.MAX_SAFE_INTEGER], [70_000, 'blob.chunk', 2 ** 32 + 1]] as const) {
+      const area = allocEntryData(size + 100);
+      // The data need not start or end at the area's edges (a chunk body after its msgpack header);
+      // the longest type, index and term need all the room in front.
+      const offset = type === longType ? 0 : 37;
+      const data = area.subarray(offset, offset + size);
+      for (let i = 0; i < size; i++) data[i] = (i * 31) & 0xff;
+      const before = Buffer.from(data);
+      const entry = { index, term: 2 ** 40, type, data, ts: Number.MAX_SAFE_INTEGER - 1 };
+      const copied = encodeEntryValue({ ...entry, data: before });
+      const value = encodeEntryValue(entry);
+      expect(value.equals(copied)).toBe(true);
+      expect(value.buffer).toBe(data.buffer);
+      expect(data.equals(before)).toBe(true);
+      expect(decodeEntryValue(value, index, 'f')).toEqual({ ...entry, data: before });
+      // The room is used once: a second encoding copies, so the first value stays intact.
+      const again = encodeEntryValue({ ...entry, index: index - 1 });
+      expect(again.buffer).not.toBe(data.buffer);
+      expect(value.equals(copied)).toBe(true);
     }
   });
 });

@@ -68,3 +68,30 @@ describe('LmdbLog.visitEntries', () => {
     }
   });
 });
+
+describe('LmdbLog recent entries', () => {
+  it('reads entries just made durable, past the in-memory budget and after a truncation, as they are on disk', async () => {
+    const dir = makeTempDir();
+    let log = LmdbLog.open({ path: dir });
+    try {
+      // 48 entries of 256 KiB: more than recentBytesMax, so reads mix memory and disk.
+      const data = (index: number, term: number): Buffer => Buffer.alloc(256 * 1024, (index * 7 + term) & 0xff);
+      for (let index = 1; index <= 48; index++) await log.append([{ index, term: 1, type: 't', data: data(index, 1), ts: index }]);
+      await log.setHardState({ term: 1, vote: 0, commit: 40 });
+      await log.truncateSuffix(45);
+      for (let index = 45; index <= 48; index++) await log.append([{ index, term: 2, type: 't', data: data(index, 2), ts: index }]);
+      const live = log.entries(1, 49, Infinity);
+      log = await (async () => {
+        await log.close();
+        return LmdbLog.open({ path: dir });
+      })();
+      const stored = log.entries(1, 49, Infinity);
+      expect(live.map((e) => [e.index, e.term])).toEqual(stored.map((e) => [e.index, e.term]));
+      for (let i = 0; i < 48; i++) expect(Buffer.from(live[i].data).equals(Buffer.from(stored[i].data))).toBe(true);
+      expect(stored.slice(44).every((e) => e.term === 2 && e.data[0] === ((e.index * 7 + 2) & 0xff))).toBe(true);
+    } finally {
+      await log.close();
+      removeDir(dir);
+    }
+  });
+});
