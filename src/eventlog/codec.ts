@@ -1,9 +1,9 @@
 // How an entry is laid out on disk: a fixed-width big-endian key for its index, and a value framed
 // as [u32 CRC32C of the body][msgpack body]. Pure functions, so the framing is tested without LMDB.
 
-import { crc32c } from '@node-rs/crc32';
 import { Packr } from 'msgpackr';
 import { LoomError, assert } from '../util';
+import { crc32c } from './crc32c';
 import type { LogEntry } from './types';
 
 const keyBytes = 8;
@@ -77,7 +77,7 @@ export function encodeEntryValue(entry: LogEntry): Buffer {
   }
   // Not assert(cond, `...`): the message would be built for every entry.
   if (at !== frame.length) assert(false, `entry ${index} framed to ${at} bytes, ${frame.length} expected`);
-  frame.writeUInt32BE(crc32c(frame.subarray(crcBytes)), 0);
+  frame.writeUInt32BE(crc32c(frame, crcBytes, frame.length), 0);
   return frame;
 }
 
@@ -196,7 +196,7 @@ export function decodeEntryValue(value: Uint8Array, index: number, file: string)
   if (buf.length < crcBytes + 1) throw corrupt(`value is ${buf.length} bytes, shorter than its frame`);
   const body = buf.subarray(crcBytes);
   const stored = buf.readUInt32BE(0);
-  const actual = crc32c(body);
+  const actual = crc32c(buf, crcBytes, buf.length);
   if (stored !== actual) throw corrupt(`CRC32C ${hex(actual)} does not match the stored ${hex(stored)}`);
   let fields: unknown;
   try {
