@@ -79,6 +79,7 @@ export class LmdbLog implements LogStore {
   private readonly entriesDb: Database<Buffer, Buffer>;
   private readonly metaDb: Database<unknown, string>;
   private readonly entryBytesMax: number;
+  private readonly readOnly: boolean;
   private readonly observer: LogObserver | undefined;
   private snapshot: SnapshotMeta;
   private hard: HardState;
@@ -100,20 +101,21 @@ export class LmdbLog implements LogStore {
   private constructor(options: LmdbLogOptions) {
     this.file = path.join(options.path, 'data.mdb');
     this.entryBytesMax = options.entryBytesMax ?? entryBytesMaxDefault;
+    this.readOnly = options.readOnly ?? false;
     this.observer = options.observer;
     this.env = open({
       path: options.path,
       maxDbs: 4,
       mapSize: options.mapSizeBytes ?? mapSizeBytesDefault,
       noSync: options.sync === 'none',
-      readOnly: options.readOnly ?? false,
+      readOnly: this.readOnly,
       compression: false,
       cache: false,
     });
     this.entriesDb = this.env.openDB<Buffer, Buffer>({ name: 'entries', encoding: 'binary', keyEncoding: 'binary', cache: false });
     this.metaDb = this.env.openDB<unknown, string>({ name: 'meta', encoding: 'msgpack', cache: false });
     // lmdb-js calls this just before it closes the current turn's batch into a transaction.
-    if (!(options.readOnly ?? false)) this.env.on('beforecommit', () => this.closeOpenGroup());
+    this.env.on('beforecommit', () => this.closeOpenGroup());
     this.snapshot = (this.metaDb.get(snapshotKey) as SnapshotMeta | undefined) ?? { index: 0, term: 0 };
     this.hard = (this.metaDb.get(hardStateKey) as HardState | undefined) ?? { term: 0, vote: 0, commit: 0 };
     this.last = this.snapshot.index;
@@ -437,6 +439,8 @@ export class LmdbLog implements LogStore {
 
   private checkWritable(): void {
     this.checkOpen();
+    // Refused here, before anything is queued: lmdb-js would fail the write on its thread instead.
+    if (this.readOnly) throw new LoomError('UNAVAILABLE', `the log in ${this.file} is open read-only`, { file: this.file });
     if (this.failure) {
       throw new LoomError('UNAVAILABLE', `the log stopped accepting writes after a failed write: ${this.failure.message}`, { file: this.file });
     }

@@ -62,6 +62,38 @@ describe('LmdbLog group commit', () => {
     }
   });
 
+  it('commits a turn larger than lmdb-js starts writing early at as one transaction with one fsync', async () => {
+    const dir = makeTempDir();
+    let syncs = 0;
+    const log = LmdbLog.open({ path: dir, observer: { appended: () => undefined, synced: () => syncs++ } });
+    try {
+      const writes = [log.append(Array.from({ length: 3000 }, (_, i) => entry(i + 1)))];
+      for (let i = 3001; i <= 3010; i++) writes.push(log.append([entry(i)]));
+      await Promise.all(writes);
+      expect(syncs).toBe(1);
+      expect(log.verify()).toMatchObject({ ok: true, checked: 3010 });
+    } finally {
+      await log.close();
+      removeDir(dir);
+    }
+  });
+
+  it('refuses writes when opened read-only, writing nothing', async () => {
+    const dir = makeTempDir();
+    const writer = LmdbLog.open({ path: dir });
+    await writer.append([entry(1)]);
+    await writer.close();
+    const log = LmdbLog.open({ path: dir, readOnly: true });
+    try {
+      expect(() => log.append([entry(2)])).toThrow(expect.objectContaining({ code: 'UNAVAILABLE' }));
+      expect(log.lastIndex()).toBe(1);
+      expect(log.entries(1, 2)[0].index).toBe(1);
+    } finally {
+      await log.close();
+      removeDir(dir);
+    }
+  });
+
   it('applies a truncation issued in the same turn as appends after them, in issue order', async () => {
     const dir = makeTempDir();
     let log = LmdbLog.open({ path: dir });
