@@ -63,6 +63,8 @@ interface GroupCommit {
   /** lmdb-js's promises for this group's transaction: committed, then flushed (fsynced). */
   committed: Promise<unknown> | undefined;
   flushed: Promise<unknown> | undefined;
+  /** Writes run in a transaction callback (large values), each with a promise that rejects if it threw. */
+  callbackWrites: Array<Promise<unknown>>;
   /** Resolves once every write of the group is durable; what `append` and the other writes return. */
   durable: Promise<void>;
   resolve: () => void;
@@ -70,6 +72,8 @@ interface GroupCommit {
 }
 
 const mapSizeBytesDefault = 64 * 1024 * 1024 * 1024;
+/** Values at least this large are put from the main thread (see putEntry). */
+const mainThreadPutBytesMin = 16 * 1024;
 const hardStateKey = 'hard';
 const snapshotKey = 'snapshot';
 
@@ -368,7 +372,18 @@ export class LmdbLog implements LogStore {
   }
 
   private putEntry(group: GroupCommit, index: number, value: Buffer): void {
-    this.track(group, this.entriesDb.put(writeIndexKey(this.key, index), value));
+    if (value.length < mainThreadPutBytesMin) {
+      this.track(group, this.entriesDb.put(writeIndexKey(this.key, index), value));
+      return;
+    }
+    // A large value is put from the main thread, inside the same batch's transaction: LMDB
+    // mallocs its overflow pages in the thread that puts, and freed 256 KiB blocks linger in the
+    // malloc arenas of lmdb-js's (several) writer threads, which grew a 1 GiB upload's anonymous
+    // memory by ~40 MiB. A failed callback rejects its own promise, so every one is awaited.
+    const key = encodeIndexKey(index);
+    const written = this.env.transaction(() => this.entriesDb.putSync(key, value));
+    this.track(group, written);
+    group.callbackWrites.push(written);
   }
 
   private removeEntry(group: GroupCommit, index: number): void {
@@ -393,7 +408,8 @@ export class LmdbLog implements LogStore {
     this.openGroup = undefined;
     this.inFlight = group;
     const flushed = group.flushed;
-    group.committed.then(() => flushed).then(
+    const committed = group.callbackWrites.length === 0 ? group.committed : Promise.all([group.committed, ...group.callbackWrites]);
+    committed.then(() => flushed).then(
       () => this.groupDurable(group),
       (err: Error) => this.groupFailed(group, err),
     );
@@ -454,5 +470,5 @@ function newGroupCommit(): GroupCommit {
     resolve = res;
     reject = rej;
   });
-  return { queued: [], entries: [], appendEntries: [], appendStartedMs: [], committed: undefined, flushed: undefined, durable, resolve, reject };
+  return { queued: [], entries: [], appendEntries: [], appendStartedMs: [], committed: undefined, flushed: undefined, callbackWrites: [], durable, resolve, reject };
 }

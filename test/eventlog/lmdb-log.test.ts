@@ -78,6 +78,26 @@ describe('LmdbLog group commit', () => {
     }
   });
 
+  it('commits large and small entries of one turn together, in order, with one fsync', async () => {
+    const dir = makeTempDir();
+    let syncs = 0;
+    let log = LmdbLog.open({ path: dir, observer: { appended: () => undefined, synced: () => syncs++ } });
+    try {
+      const big = (index: number): LogEntry => ({ index, term: 1, type: 'blob.chunk', data: Buffer.alloc(256 * 1024, index), ts: index });
+      const writes = [log.append([entry(1), big(2)]), log.append([big(3)]), log.append([entry(4), entry(5), big(6)])];
+      await Promise.all(writes);
+      expect(syncs).toBe(1);
+      log = await reopen(log, dir);
+      expect(log.verify()).toMatchObject({ ok: true, checked: 6 });
+      const read = log.entries(1, 7, Number.MAX_SAFE_INTEGER);
+      expect(read.map((e) => [e.index, e.data.byteLength])).toEqual([[1, 2], [2, 262144], [3, 262144], [4, 2], [5, 2], [6, 262144]]);
+      expect(Buffer.from(read[5].data).equals(Buffer.alloc(256 * 1024, 6))).toBe(true);
+    } finally {
+      await log.close();
+      removeDir(dir);
+    }
+  });
+
   it('refuses writes when opened read-only, writing nothing', async () => {
     const dir = makeTempDir();
     const writer = LmdbLog.open({ path: dir });
