@@ -1,8 +1,10 @@
 // `npm run bench -- eventlog`: durable appends/s and latency of the LMDB log at 1, 16 and 256
 // concurrent appenders with 200-byte entries, beside two ceilings measured in the same run:
-// fdatasync/s on the data disk, and lmdb-js batched puts/s with no fsync at all.
+// fdatasync/s on the data disk, and lmdb-js batched puts/s with no fsync at all. Also the process's
+// CPU time per append, and the load average when the run ended (the machine may be shared).
 
 import { closeSync, fdatasyncSync, openSync, writeSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import * as path from 'node:path';
 import { open } from 'lmdb';
 import { LmdbLog } from '../src/eventlog';
@@ -44,13 +46,14 @@ async function lmdbNoSyncCeiling(dir: string): Promise<number> {
   return rate;
 }
 
-async function durableAppends(dir: string, appenders: number): Promise<{ rate: number; p50: number; p99: number }> {
+async function durableAppends(dir: string, appenders: number): Promise<{ rate: number; p50: number; p99: number; cpuMicros: number }> {
   const log = LmdbLog.open({ path: path.join(dir, `log-${appenders}`) });
   const data = Buffer.alloc(entryBytes, 7);
   const latencies: number[] = [];
   const deadline = Date.now() + durationMs;
   let appended = 0;
   const started = process.hrtime.bigint();
+  const cpuStarted = process.cpuUsage();
   const appender = async (): Promise<void> => {
     while (Date.now() < deadline) {
       const t0 = process.hrtime.bigint();
@@ -62,9 +65,13 @@ async function durableAppends(dir: string, appenders: number): Promise<{ rate: n
   };
   await Promise.all(Array.from({ length: appenders }, appender));
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const cpu = process.cpuUsage(cpuStarted);
   await log.close();
   latencies.sort((a, b) => a - b);
-  return { rate: appended / seconds, p50: percentile(latencies, 50), p99: percentile(latencies, 99) };
+  // CPU of the whole process (every thread, lmdb-js's writer included) per append: on a shared
+  // machine it moves less than appends/s does.
+  const cpuMicros = (cpu.user + cpu.system) / appended;
+  return { rate: appended / seconds, p50: percentile(latencies, 50), p99: percentile(latencies, 99), cpuMicros };
 }
 
 export async function run(): Promise<void> {
@@ -76,12 +83,12 @@ export async function run(): Promise<void> {
     const rows: Array<Array<string | number>> = [];
     for (const appenders of [1, 16, 256]) {
       const r = await durableAppends(dir, appenders);
-      rows.push([appenders, fmt(r.rate), fmt(r.p50, 2), fmt(r.p99, 2), `${fmt((r.rate / nosync) * 100, 1)}%`]);
+      rows.push([appenders, fmt(r.rate), fmt(r.p50, 2), fmt(r.p99, 2), fmt(r.cpuMicros, 1), `${fmt((r.rate / nosync) * 100, 1)}%`]);
       process.stderr.write(`  ${appenders} appenders: ${fmt(r.rate)} appends/s\n`);
     }
-    process.stdout.write(`## eventlog (${machine()})\n\n`);
+    process.stdout.write(`## eventlog (${machine()}, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')})\n\n`);
     process.stdout.write(`ceilings: fdatasync ${fmt(fsyncs)}/s on the data disk; lmdb-js batched puts without fsync ${fmt(nosync)}/s\n\n`);
-    process.stdout.write(`${table(['appenders', 'durable appends/s', 'p50 ms', 'p99 ms', 'of no-fsync ceiling'], rows)}\n`);
+    process.stdout.write(`${table(['appenders', 'durable appends/s', 'p50 ms', 'p99 ms', 'CPU µs/append', 'of no-fsync ceiling'], rows)}\n`);
   } finally {
     remove();
   }

@@ -2,15 +2,16 @@
 // hard state and snapshot point in a `meta` sub-database of the same environment.
 //
 // Durability: every write resolves only after lmdb-js reports it `flushed` (fsynced), not merely
-// committed. Writes issued in the same event-loop turn join one LMDB transaction and one fsync
-// (lmdb-js batches queued async writes), which is the group commit. Async writes execute in the
-// order they were issued, so truncations and compactions queue behind earlier appends.
-
+// committed. Writes issued in the same event-loop turn join one LMDB transaction and one fsync (the
+// group commit): they are lmdb-js asynchronous puts and removes, which lmdb-js batches by event turn
+// (`eventTurnBatching`) and executes, in issue order, on its write thread. At most one group commit
+// is in flight; writes issued meanwhile queue for the next one, so truncations and compactions run
+// behind earlier appends, and group commits resolve in the order they were formed.
 import * as path from 'node:path';
 import { statSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { LoomError, assert } from '../util';
-import { decodeEntryFrame, decodeEntryFrameView, decodeEntryValue, decodeIndexKey, encodeEntryValue, encodeIndexKey, indexKeyEncoder, sharedValueDecoder } from './codec';
+import { decodeEntryFrame, decodeEntryFrameView, decodeEntryValue, decodeIndexKey, encodeEntryValue, encodeIndexKey, indexKeyEncoder, sharedValueDecoder, writeIndexKey } from './codec';
 import { entryBytesMaxDefault, readBytesMaxDefault } from './limits';
 import type { HardState, LogEntry, LogStats, LogStore, SnapshotMeta } from './types';
 import { checkAppend, checkIndex, entrySizeBytes } from './validate';
@@ -46,11 +47,37 @@ export interface VerifyReport {
   bad?: { index: number; reason: string };
 }
 
+/**
+ * One group commit: the writes of one event-loop turn, one LMDB transaction, one fsync. It is
+ * `forming` while the previous group is in flight (its writes wait in `queued`), `open` while its
+ * writes go to lmdb-js in the current turn, then in flight until it is durable.
+ */
+interface GroupCommit {
+  /** Writes that arrived while the previous group was in flight, issued in order when this one opens. */
+  queued: Array<() => void>;
+  /** Appended entries, dropped from `pending` once durable. */
+  entries: LogEntry[];
+  /** For the observer, per append call: how many entries, and when it was issued (performance.now()). */
+  appendEntries: number[];
+  appendStartedMs: number[];
+  /** lmdb-js's promises for this group's transaction: committed, then flushed (fsynced). */
+  committed: Promise<unknown> | undefined;
+  flushed: Promise<unknown> | undefined;
+  /** Writes run in a transaction callback (large values), each with a promise that rejects if it threw. */
+  callbackWrites: Array<Promise<unknown>>;
+  /** Resolves once every write of the group is durable; what `append` and the other writes return. */
+  durable: Promise<void>;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
 const mapSizeBytesDefault = 64 * 1024 * 1024 * 1024;
 /** Bytes of durable entries kept in memory for the reader that follows the commit (the applier). */
 export const recentBytesMax = 8 * 1024 * 1024;
 /** Most durable entries kept so: small entries would otherwise fill the heap with tens of thousands. */
 export const recentEntriesMax = 4096;
+/** Values at least this large are put from the main thread (see putEntry). */
+const mainThreadPutBytesMin = 16 * 1024;
 const hardStateKey = 'hard';
 const snapshotKey = 'snapshot';
 
@@ -65,6 +92,7 @@ export class LmdbLog implements LogStore {
   private readonly entriesReader: Database<Uint8Array, number>;
   private readonly metaDb: Database<unknown, string>;
   private readonly entryBytesMax: number;
+  private readonly readOnly: boolean;
   private readonly observer: LogObserver | undefined;
   private snapshot: SnapshotMeta;
   private hard: HardState;
@@ -79,25 +107,28 @@ export class LmdbLog implements LogStore {
    */
   private readonly recent = new Map<number, LogEntry>();
   private recentBytes = 0;
-  private queuedWrites: Array<() => void> = [];
-  private nextCommit: Promise<void> | undefined;
-  /** Settles when the latest group commit has been written and fsynced (or has failed). */
-  private inFlight: Promise<void> = Promise.resolve();
-  /** Resolves when the most recently formed group commit, and every one before it, is durable. */
-  private lastCommit: Promise<void> = Promise.resolve();
+  /** The group whose writes go to lmdb-js in this event-loop turn; it is in flight once the turn's batch closes. */
+  private openGroup: GroupCommit | undefined;
+  /** The group committing and fsyncing now: at most one. */
+  private inFlight: GroupCommit | undefined;
+  /** The group collecting writes while `inFlight` is busy; it opens when that one is durable. */
+  private forming: GroupCommit | undefined;
+  /** Scratch key for puts and removes: lmdb-js copies a key into its write instructions at once. */
+  private readonly key = Buffer.alloc(8);
   private closed = false;
   private failure: Error | undefined;
 
   private constructor(options: LmdbLogOptions) {
     this.file = path.join(options.path, 'data.mdb');
     this.entryBytesMax = options.entryBytesMax ?? entryBytesMaxDefault;
+    this.readOnly = options.readOnly ?? false;
     this.observer = options.observer;
     this.env = open({
       path: options.path,
       maxDbs: 4,
       mapSize: options.mapSizeBytes ?? mapSizeBytesDefault,
       noSync: options.sync === 'none',
-      readOnly: options.readOnly ?? false,
+      readOnly: this.readOnly,
       compression: false,
       cache: false,
     });
@@ -106,6 +137,8 @@ export class LmdbLog implements LogStore {
     const readerOptions = { name: 'entries', keyEncoder: indexKeyEncoder, encoder: sharedValueDecoder, cache: false };
     this.entriesReader = this.env.openDB<Uint8Array, number>(readerOptions);
     this.metaDb = this.env.openDB<unknown, string>({ name: 'meta', encoding: 'msgpack', cache: false });
+    // lmdb-js calls this just before it closes the current turn's batch into a transaction.
+    this.env.on('beforecommit', () => this.closeOpenGroup());
     this.snapshot = (this.metaDb.get(snapshotKey) as SnapshotMeta | undefined) ?? { index: 0, term: 0 };
     this.hard = (this.metaDb.get(hardStateKey) as HardState | undefined) ?? { term: 0, vote: 0, commit: 0 };
     this.last = this.snapshot.index;
@@ -122,23 +155,23 @@ export class LmdbLog implements LogStore {
     checkAppend(entries, this.last, this.lastTerm, this.entryBytesMax);
     if (entries.length === 0) return Promise.resolve();
     // Encode everything before queueing anything, so a bad entry writes nothing.
-    const values = entries.map(encodeEntryValue);
-    const started = process.hrtime.bigint();
-    for (const entry of entries) this.pending.set(entry.index, entry);
-    const done = this.write(() => {
-      for (let i = 0; i < entries.length; i++) this.entriesDb.putSync(encodeIndexKey(entries[i].index), values[i]);
-    });
+    const values = entries.length === 1 ? [encodeEntryValue(entries[0])] : entries.map(encodeEntryValue);
+    const group = this.groupForWrite();
+    for (let i = 0; i < entries.length; i++) {
+      const entry = entries[i];
+      this.pending.set(entry.index, entry);
+      group.entries.push(entry);
+      if (group === this.openGroup) this.putEntry(group, entry.index, values[i]);
+      else group.queued.push(() => this.putEntry(group, entry.index, values[i]));
+    }
+    if (this.observer) {
+      group.appendEntries.push(entries.length);
+      group.appendStartedMs.push(performance.now());
+    }
     const lastEntry = entries[entries.length - 1];
     this.last = lastEntry.index;
     this.lastTerm = lastEntry.term;
-    return done.then(() => {
-      this.observer?.appended(entries.length, Number(process.hrtime.bigint() - started) / 1e9);
-      for (const entry of entries) {
-        if (this.pending.get(entry.index) !== entry) continue;
-        this.pending.delete(entry.index);
-        this.keepRecent(entry);
-      }
-    });
+    return group.durable;
   }
 
   entries(lo: number, hi: number, bytesMax = readBytesMaxDefault): LogEntry[] {
@@ -228,8 +261,8 @@ export class LmdbLog implements LogStore {
     this.lastTerm = this.term(i - 1);
     for (let index = i; index <= oldLast; index++) this.pending.delete(index);
     this.forgetRecent((index) => index >= i);
-    await this.write(() => {
-      for (let index = i; index <= oldLast; index++) this.entriesDb.removeSync(encodeIndexKey(index));
+    await this.write((group) => {
+      for (let index = i; index <= oldLast; index++) this.removeEntry(group, index);
     });
   }
 
@@ -243,9 +276,9 @@ export class LmdbLog implements LogStore {
     this.snapshot = snapshot;
     for (let index = oldFirst; index <= i; index++) this.pending.delete(index);
     this.forgetRecent((index) => index <= i);
-    await this.write(() => {
-      for (let index = oldFirst; index <= i; index++) this.entriesDb.removeSync(encodeIndexKey(index));
-      this.metaDb.putSync(snapshotKey, snapshot);
+    await this.write((group) => {
+      for (let index = oldFirst; index <= i; index++) this.removeEntry(group, index);
+      this.track(group, this.metaDb.put(snapshotKey, snapshot));
     });
   }
 
@@ -257,7 +290,7 @@ export class LmdbLog implements LogStore {
     this.checkWritable();
     this.hard = { ...state };
     const hard = this.hard;
-    await this.write(() => this.metaDb.putSync(hardStateKey, hard));
+    await this.write((group) => this.track(group, this.metaDb.put(hardStateKey, hard)));
   }
 
   snapshotMeta(): SnapshotMeta {
@@ -274,9 +307,9 @@ export class LmdbLog implements LogStore {
     this.pending.clear();
     this.forgetRecent(() => true);
     const snapshot = this.snapshot;
-    await this.write(() => {
-      for (let index = oldFirst; index <= oldLast; index++) this.entriesDb.removeSync(encodeIndexKey(index));
-      this.metaDb.putSync(snapshotKey, snapshot);
+    await this.write((group) => {
+      for (let index = oldFirst; index <= oldLast; index++) this.removeEntry(group, index);
+      this.track(group, this.metaDb.put(snapshotKey, snapshot));
     });
   }
 
@@ -330,6 +363,10 @@ export class LmdbLog implements LogStore {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // Writes already accepted finish first (or fail); their callers hear the outcome, not a closed env.
+    for (const group of [this.inFlight, this.openGroup, this.forming]) {
+      if (group) await group.durable.catch(() => undefined);
+    }
     await this.env.close();
   }
 
@@ -372,51 +409,103 @@ export class LmdbLog implements LogStore {
     this.lastTerm = entry.term;
   }
 
-  /**
-   * Group commit: queues a write and resolves once it is committed and fsynced. Every write queued
-   * in the same event-loop turn runs, in queue order, inside one LMDB transaction with one fsync.
-   */
-  private write(op: () => void): Promise<void> {
-    this.queuedWrites.push(op);
-    if (this.nextCommit === undefined) {
-      // Group commits resolve strictly in the order they were formed: lmdb-js may report a later
-      // flush first, and callers (the commit index, pending reads) rely on log order.
-      const previous = this.lastCommit;
-      const inFlight = this.inFlight;
-      const commit = new Promise<void>((resolve, reject) => {
-        const start = (): void => void this.commitQueued().then(resolve, reject);
-        // At most one commit is in flight: writes that arrive while it fsyncs (over many turns,
-        // as gRPC and HTTP requests do) all join the next one instead of each paying an fsync.
-        void inFlight.finally(() => setImmediate(start));
-      });
-      this.nextCommit = commit;
-      this.lastCommit = Promise.all([previous, commit]).then(() => undefined);
-    }
-    return this.lastCommit;
+  /** Queues a write that is not an append (truncation, compaction, hard state) into the current group. */
+  private write(op: (group: GroupCommit) => void): Promise<void> {
+    const group = this.groupForWrite();
+    if (group === this.openGroup) op(group);
+    else group.queued.push(() => op(group));
+    return group.durable;
   }
 
-  private async commitQueued(): Promise<void> {
-    const ops = this.queuedWrites;
-    this.queuedWrites = [];
-    this.nextCommit = undefined;
-    const run = (async () => {
-      await this.env.transaction(() => {
-        for (const op of ops) op();
-      });
-      await this.env.flushed;
-    })();
-    this.inFlight = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    try {
-      await run;
-      this.observer?.synced();
-    } catch (err) {
-      // A write that failed leaves memory ahead of the disk; nothing more may be written.
-      this.failure = err as Error;
-      throw new LoomError('UNAVAILABLE', `log write to ${this.file} failed: ${(err as Error).message}`, { file: this.file });
+  /**
+   * The group a write issued now belongs to: the open one, or the one forming behind the group in
+   * flight, or a new one, opened at once when nothing is in flight.
+   */
+  private groupForWrite(): GroupCommit {
+    if (this.openGroup) return this.openGroup;
+    if (this.inFlight) return (this.forming ??= newGroupCommit());
+    this.openGroup = newGroupCommit();
+    return this.openGroup;
+  }
+
+  private putEntry(group: GroupCommit, index: number, value: Buffer): void {
+    if (value.length < mainThreadPutBytesMin) {
+      this.track(group, this.entriesDb.put(writeIndexKey(this.key, index), value));
+      return;
     }
+    // A large value is put from the main thread, inside the same batch's transaction: LMDB
+    // mallocs its overflow pages in the thread that puts, and freed 256 KiB blocks linger in the
+    // malloc arenas of lmdb-js's (several) writer threads, which grew a 1 GiB upload's anonymous
+    // memory by ~40 MiB. A failed callback rejects its own promise, so every one is awaited.
+    const key = encodeIndexKey(index);
+    const written = this.env.transaction(() => this.entriesDb.putSync(key, value));
+    this.track(group, written);
+    group.callbackWrites.push(written);
+  }
+
+  private removeEntry(group: GroupCommit, index: number): void {
+    this.track(group, this.entriesDb.remove(writeIndexKey(this.key, index)));
+  }
+
+  /**
+   * Remembers the promises lmdb-js hands out for the group's batch: every write of one batch gets the
+   * same commit promise, and `flushed` read right after the first write is that batch's fsync.
+   */
+  private track(group: GroupCommit, committed: Promise<unknown>): void {
+    if (group.committed !== undefined) return;
+    group.committed = committed;
+    group.flushed = new Promise((resolve) => void this.env.flushed.then(resolve));
+  }
+
+  /** lmdb-js is closing this turn's batch: the open group is now in flight. */
+  private closeOpenGroup(): void {
+    const group = this.openGroup;
+    // A group whose only write threw before reaching lmdb-js has nothing in this batch: it stays open.
+    if (group === undefined || group.committed === undefined || group.flushed === undefined) return;
+    this.openGroup = undefined;
+    this.inFlight = group;
+    const flushed = group.flushed;
+    const committed = group.callbackWrites.length === 0 ? group.committed : Promise.all([group.committed, ...group.callbackWrites]);
+    committed.then(() => flushed).then(
+      () => this.groupDurable(group),
+      (err: Error) => this.groupFailed(group, err),
+    );
+  }
+
+  private groupDurable(group: GroupCommit): void {
+    assert(this.inFlight === group, 'a group commit finished out of order');
+    this.inFlight = undefined;
+    this.observer?.synced();
+    for (const entry of group.entries) {
+      if (this.pending.get(entry.index) !== entry) continue;
+      this.pending.delete(entry.index);
+      this.keepRecent(entry);
+    }
+    if (this.observer) {
+      const now = performance.now();
+      for (let i = 0; i < group.appendEntries.length; i++) this.observer.appended(group.appendEntries[i], (now - group.appendStartedMs[i]) / 1000);
+    }
+    // The next group opens now, in this turn, so that the callers woken by `resolve` below join it.
+    const next = this.forming;
+    if (next !== undefined) {
+      this.forming = undefined;
+      this.openGroup = next;
+      try {
+        for (const op of next.queued) op();
+      } catch (err) {
+        this.groupFailed(next, err as Error);
+      }
+      next.queued = [];
+    }
+    group.resolve();
+  }
+
+  private groupFailed(group: GroupCommit, err: Error): void {
+    // A write that failed leaves memory ahead of the disk; nothing more may be written.
+    this.failure ??= err;
+    const failed = new LoomError('UNAVAILABLE', `log write to ${this.file} failed: ${err.message}`, { file: this.file });
+    for (const g of new Set([group, this.inFlight, this.openGroup, this.forming])) g?.reject(failed);
+    this.inFlight = this.openGroup = this.forming = undefined;
   }
 
   private checkOpen(): void {
@@ -425,8 +514,20 @@ export class LmdbLog implements LogStore {
 
   private checkWritable(): void {
     this.checkOpen();
+    // Refused here, before anything is queued: lmdb-js would fail the write on its thread instead.
+    if (this.readOnly) throw new LoomError('UNAVAILABLE', `the log in ${this.file} is open read-only`, { file: this.file });
     if (this.failure) {
       throw new LoomError('UNAVAILABLE', `the log stopped accepting writes after a failed write: ${this.failure.message}`, { file: this.file });
     }
   }
+}
+
+function newGroupCommit(): GroupCommit {
+  let resolve!: () => void;
+  let reject!: (err: Error) => void;
+  const durable = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { queued: [], entries: [], appendEntries: [], appendStartedMs: [], committed: undefined, flushed: undefined, callbackWrites: [], durable, resolve, reject };
 }

@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { crc32c } from '@node-rs/crc32';
 import { Packr } from 'msgpackr';
 import { crc32cOf } from '../../src/eventlog/crc32c';
@@ -116,5 +117,37 @@ describe('the entry codec', () => {
       expect(again.buffer).not.toBe(data.buffer);
       expect(value.equals(copied)).toBe(true);
     }
+  });
+
+  it('frames any entry byte for byte as packing the whole record with msgpackr would', () => {
+    const { Packr } = require('msgpackr') as typeof import('msgpackr');
+    const { crc32c } = require('@node-rs/crc32') as typeof import('@node-rs/crc32');
+    const packr = new Packr({ useRecords: false, moreTypes: false });
+    // Edges of every msgpack integer width, beside arbitrary values.
+    const edges = [0, 0x7f, 0x80, 0xff, 0x100, 0xffff, 0x10000, 2 ** 32 - 1, 2 ** 32, Number.MAX_SAFE_INTEGER];
+    const safeNat = fc.oneof(fc.constantFrom(...edges), fc.nat(), fc.maxSafeNat());
+    const ts = fc.oneof(
+      safeNat,
+      fc.constantFrom(-1, -0x20, -0x21, -0x80, -0x81, -0x8000, -0x8001, -(2 ** 31), -(2 ** 31) - 1, -0, 1.5, 1_800_000_000_123),
+      fc.integer(),
+      fc.double({ noNaN: true, noDefaultInfinity: true }),
+    );
+    const type = fc.oneof(fc.constantFrom('kv.put', 'x', 'a'.repeat(31), 'b'.repeat(32), 'c'.repeat(64)), fc.string({ minLength: 1, maxLength: 64, unit: 'binary' }));
+    const data = fc.oneof(
+      fc.uint8Array({ maxLength: 300 }),
+      fc.constantFrom(255, 256, 65_535, 65_536).map((n) => new Uint8Array(n).fill(n & 0xff)),
+      fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a)),
+    );
+    const meta = fc.option(fc.dictionary(fc.string({ maxLength: 8 }), fc.oneof(fc.integer(), fc.string(), fc.boolean())), { nil: undefined });
+    fc.assert(
+      fc.property(safeNat, safeNat, type, data, ts, meta, (index, term, type, data, ts, meta) => {
+        const entry = { index, term, type, data, ts, ...(meta === undefined ? {} : { meta }) };
+        const body = packr.pack(meta === undefined ? [index, term, type, data, ts] : [index, term, type, data, ts, meta]);
+        const expected = Buffer.concat([Buffer.alloc(4), body]);
+        expected.writeUInt32BE(crc32c(body), 0);
+        expect(encodeEntryValue(entry).toString('hex')).toBe(expected.toString('hex'));
+      }),
+      { seed: 20261127, numRuns: 2000 },
+    );
   });
 });

@@ -1,5 +1,5 @@
 import { LmdbLog } from '../../src/eventlog';
-import type { LogStore } from '../../src/eventlog';
+import type { LogEntry, LogStore } from '../../src/eventlog';
 import { makeTempDir, removeDir } from '../support/tmp';
 import { logContract } from './log-contract';
 
@@ -95,3 +95,118 @@ describe('LmdbLog recent entries', () => {
     }
   });
 });
+
+describe('LmdbLog group commit', () => {
+  const entry = (index: number, term = 1): LogEntry => ({ index, term, type: 't', data: Buffer.from(`v${index}`), ts: index });
+
+  it('makes the appends of one event-loop turn durable with one fsync, and those issued meanwhile with the next', async () => {
+    const dir = makeTempDir();
+    let syncs = 0;
+    let appended = 0;
+    const log = LmdbLog.open({ path: dir, observer: { appended: (n) => (appended += n), synced: () => syncs++ } });
+    try {
+      const first = Array.from({ length: 100 }, (_, i) => log.append([entry(i + 1)]));
+      // One turn later the first group is committing; everything issued now waits for it, then goes as one.
+      await new Promise((resolve) => setImmediate(resolve));
+      const second = Array.from({ length: 100 }, (_, i) => log.append([entry(101 + i)]));
+      await Promise.all([...first, ...second]);
+      expect(syncs).toBe(2);
+      expect(appended).toBe(200);
+      expect(log.entries(1, 201).map((e) => e.index)).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
+    } finally {
+      await log.close();
+      removeDir(dir);
+    }
+  });
+
+  it('commits a turn larger than lmdb-js starts writing early at as one transaction with one fsync', async () => {
+    const dir = makeTempDir();
+    let syncs = 0;
+    const log = LmdbLog.open({ path: dir, observer: { appended: () => undefined, synced: () => syncs++ } });
+    try {
+      const writes = [log.append(Array.from({ length: 3000 }, (_, i) => entry(i + 1)))];
+      for (let i = 3001; i <= 3010; i++) writes.push(log.append([entry(i)]));
+      await Promise.all(writes);
+      expect(syncs).toBe(1);
+      expect(log.verify()).toMatchObject({ ok: true, checked: 3010 });
+    } finally {
+      await log.close();
+      removeDir(dir);
+    }
+  });
+
+  it('commits large and small entries of one turn together, in order, with one fsync', async () => {
+    const dir = makeTempDir();
+    let syncs = 0;
+    let log = LmdbLog.open({ path: dir, observer: { appended: () => undefined, synced: () => syncs++ } });
+    try {
+      const big = (index: number): LogEntry => ({ index, term: 1, type: 'blob.chunk', data: Buffer.alloc(256 * 1024, index), ts: index });
+      const writes = [log.append([entry(1), big(2)]), log.append([big(3)]), log.append([entry(4), entry(5), big(6)])];
+      await Promise.all(writes);
+      expect(syncs).toBe(1);
+      log = await reopen(log, dir);
+      expect(log.verify()).toMatchObject({ ok: true, checked: 6 });
+      const read = log.entries(1, 7, Number.MAX_SAFE_INTEGER);
+      expect(read.map((e) => [e.index, e.data.byteLength])).toEqual([[1, 2], [2, 262144], [3, 262144], [4, 2], [5, 2], [6, 262144]]);
+      expect(Buffer.from(read[5].data).equals(Buffer.alloc(256 * 1024, 6))).toBe(true);
+    } finally {
+      await log.close();
+      removeDir(dir);
+    }
+  });
+
+  it('refuses writes when opened read-only, writing nothing', async () => {
+    const dir = makeTempDir();
+    const writer = LmdbLog.open({ path: dir });
+    await writer.append([entry(1)]);
+    await writer.close();
+    const log = LmdbLog.open({ path: dir, readOnly: true });
+    try {
+      expect(() => log.append([entry(2)])).toThrow(expect.objectContaining({ code: 'UNAVAILABLE' }));
+      expect(log.lastIndex()).toBe(1);
+      expect(log.entries(1, 2)[0].index).toBe(1);
+    } finally {
+      await log.close();
+      removeDir(dir);
+    }
+  });
+
+  it('applies a truncation issued in the same turn as appends after them, in issue order', async () => {
+    const dir = makeTempDir();
+    let log = LmdbLog.open({ path: dir });
+    try {
+      const writes = [log.append([1, 2, 3, 4, 5].map((i) => entry(i)))];
+      writes.push(log.truncateSuffix(4));
+      writes.push(log.append([entry(4, 2)]));
+      await Promise.all(writes);
+      log = await reopen(log, dir);
+      expect(log.entries(1, 5).map((e) => [e.index, e.term])).toEqual([[1, 1], [2, 1], [3, 1], [4, 2]]);
+      expect(log.lastIndex()).toBe(4);
+    } finally {
+      await log.close();
+      removeDir(dir);
+    }
+  });
+
+  it('finishes the writes it accepted before closing', async () => {
+    const dir = makeTempDir();
+    let log = LmdbLog.open({ path: dir });
+    try {
+      const first = log.append([entry(1)]);
+      await new Promise((resolve) => setImmediate(resolve));
+      const second = log.append([entry(2)]);
+      await log.close();
+      await Promise.all([first, second]);
+      log = LmdbLog.open({ path: dir });
+      expect(log.verify()).toMatchObject({ ok: true, checked: 2 });
+    } finally {
+      await log.close();
+      removeDir(dir);
+    }
+  });
+});
+
+async function reopen(log: LmdbLog, dir: string): Promise<LmdbLog> {
+  await log.close();
+  return LmdbLog.open({ path: dir });
+}
