@@ -58,4 +58,19 @@ describe('embedding', () => {
       await node.close();
     }
   });
+
+  it('finishes close() as the last step of a program that nothing else keeps alive', () => {
+    // The SQL query process is unref'd while idle; close() must still wait for it to exit.
+    const script = `
+      const { openNode } = require(${JSON.stringify(path.resolve(__dirname, '../../dist'))});
+      (async () => {
+        const node = await openNode({ memory: true });
+        await node.kv.put('b', 'k', 'v');
+        await node.close();
+        process.stdout.write('closed');
+      })();`;
+    const result = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
+    expect(result.stdout).toBe('closed');
+    expect(result.status).toBe(0);
+  });
 });

@@ -187,6 +187,9 @@ export class SqlQueryService {
     if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
     return new Promise((resolve) => {
       child.once('exit', () => resolve());
+      // An idle child is unref'd; waiting for its exit must keep the program alive, or a close()
+      // awaited as the program's last step never returns (and what follows it never runs).
+      child.ref();
       child.kill('SIGKILL');
     });
   }
