@@ -105,7 +105,7 @@ function encodeInPlace(entry: LogEntry): Buffer | undefined {
     packr.pack(entry.index),
     packr.pack(entry.term),
     packr.pack(entry.type),
-    binHeader(entry.data.byteLength),
+    binHeaderOf(entry.data.byteLength),
   ]);
   const tail = Buffer.concat(entry.meta === undefined ? [packr.pack(entry.ts)] : [packr.pack(entry.ts), packr.pack(entry.meta)]);
   return frameInPlace(entry.data, head, tail);
@@ -127,12 +127,9 @@ function frameInPlace(data: Uint8Array, head: Buffer, tail: Buffer): Buffer | un
   return framed;
 }
 
-function binHeader(n: number): Buffer {
-  if (n < 0x100) return Buffer.from([0xc4, n]);
-  const header = Buffer.allocUnsafe(n < 0x10000 ? 3 : 5);
-  header[0] = n < 0x10000 ? 0xc5 : 0xc6;
-  if (n < 0x10000) header.writeUInt16BE(n, 1);
-  else header.writeUInt32BE(n, 1);
+function binHeaderOf(n: number): Buffer {
+  const header = Buffer.allocUnsafe(binHeaderBytes(n));
+  writeBinHeader(header, 0, n);
   return header;
 }
 
