@@ -133,10 +133,10 @@ export class Applier {
     assert(applied >= this.applied, `a snapshot at ${applied} would move the applier back from ${this.applied}`);
     this.consumers.splice(0, this.consumers.length, ...consumers);
     this.applied = applied;
-    this.commit = Math.max(this.commit, applied);
     this.settle([], []);
     this.paused = false;
-    const commit = this.commit;
+    // advance() starts a run only when the commit index moves past what it knew.
+    const commit = Math.max(this.commit, applied);
     this.commit = applied;
     this.advance(commit);
   }

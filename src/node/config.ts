@@ -3,6 +3,7 @@
 
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { snapshotCatchUpEntriesDefault } from '../core';
 import { entryBytesMaxDefault } from '../eventlog';
 import { LoomError, names } from '../util';
 
@@ -56,7 +57,7 @@ export const configSchema = z
      */
     snapshotEntries: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
     /** Entries kept in the log below a snapshot, so a follower a little behind catches up from the log. */
-    snapshotCatchUpEntries: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(5_000),
+    snapshotCatchUpEntries: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(snapshotCatchUpEntriesDefault),
     authToken: z.string().min(1).optional(),
     /** User and password NATS clients may CONNECT with, beside (or instead of) --auth-token. */
     natsUser: z.string().min(1).optional(),
