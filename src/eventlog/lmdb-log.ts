@@ -375,8 +375,12 @@ export class LmdbLog implements LogStore {
     if (previous !== undefined) this.recentBytes -= entrySizeBytes(previous);
     this.recent.set(entry.index, entry);
     this.recentBytes += entrySizeBytes(entry);
+    if (this.recentBytes <= recentBytesMax && this.recent.size <= recentEntriesMax) return;
+    // Over a limit: drop the oldest down to three quarters of both. Iterating a Map from its start
+    // walks past the slots of deleted keys until V8 next rehashes it, so evicting one entry per
+    // insert made every insert pay for all earlier evictions (16% of an append's CPU).
     for (const [index, oldest] of this.recent) {
-      if (this.recentBytes <= recentBytesMax && this.recent.size <= recentEntriesMax) break;
+      if (this.recentBytes <= (recentBytesMax * 3) / 4 && this.recent.size <= (recentEntriesMax * 3) / 4) break;
       this.recent.delete(index);
       this.recentBytes -= entrySizeBytes(oldest);
     }
