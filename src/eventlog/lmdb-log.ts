@@ -4,9 +4,12 @@
 // Durability: every write resolves only after lmdb-js reports it `flushed` (fsynced), not merely
 // committed. Writes issued in the same event-loop turn join one LMDB transaction and one fsync (the
 // group commit): they are lmdb-js asynchronous puts and removes, which lmdb-js batches by event turn
-// (`eventTurnBatching`) and executes, in issue order, on its write thread. At most one group commit
-// is in flight; writes issued meanwhile queue for the next one, so truncations and compactions run
-// behind earlier appends, and group commits resolve in the order they were formed.
+// (`eventTurnBatching`) and executes, in issue order, on its write thread. Up to
+// `groupsInFlightMax` group commits are in flight at once, so one group's fsync overlaps the next
+// one's writes (lmdb-js's `overlappingSync`); a turn's appends beyond `groupEntriesMax` entries
+// wait for the next group, so that many concurrent appenders, who all wake when their group is
+// durable, split over two groups instead of taking turns with the disk. Writes never overtake:
+// once a write waits, every later one waits behind it, and groups resolve in the order formed.
 import * as path from 'node:path';
 import { statSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
@@ -49,7 +52,7 @@ export interface VerifyReport {
 
 /**
  * One group commit: the writes of one event-loop turn, one LMDB transaction, one fsync. It is
- * `forming` while the previous group is in flight (its writes wait in `queued`), `open` while its
+ * `forming` while it waits for a turn of its own (its writes wait in `queued`), `open` while its
  * writes go to lmdb-js in the current turn, then in flight until it is durable.
  */
 interface GroupCommit {
@@ -65,6 +68,8 @@ interface GroupCommit {
   flushed: Promise<unknown> | undefined;
   /** Writes run in a transaction callback (large values), each with a promise that rejects if it threw. */
   callbackWrites: Array<Promise<unknown>>;
+  /** lmdb-js reported the group flushed; it resolves once every group before it has too. */
+  flushedDone: boolean;
   /** Resolves once every write of the group is durable; what `append` and the other writes return. */
   durable: Promise<void>;
   resolve: () => void;
@@ -78,6 +83,10 @@ export const recentBytesMax = 8 * 1024 * 1024;
 export const recentEntriesMax = 4096;
 /** Values at least this large are put from the main thread (see putEntry). */
 const mainThreadPutBytesMin = 16 * 1024;
+/** Group commits committing or fsyncing at once. */
+const groupsInFlightMax = 2;
+/** Appended entries that one turn puts in one group; later appends of the turn form the next group. */
+const groupEntriesMax = 128;
 const hardStateKey = 'hard';
 const snapshotKey = 'snapshot';
 
@@ -109,10 +118,11 @@ export class LmdbLog implements LogStore {
   private recentBytes = 0;
   /** The group whose writes go to lmdb-js in this event-loop turn; it is in flight once the turn's batch closes. */
   private openGroup: GroupCommit | undefined;
-  /** The group committing and fsyncing now: at most one. */
-  private inFlight: GroupCommit | undefined;
-  /** The group collecting writes while `inFlight` is busy; it opens when that one is durable. */
+  /** The groups committing and fsyncing now, oldest first: at most groupsInFlightMax. */
+  private readonly inFlight: GroupCommit[] = [];
+  /** The group collecting writes that wait for a turn (and a slot in flight); it opens in a later turn. */
   private forming: GroupCommit | undefined;
+  private formingScheduled = false;
   /** Scratch key for puts and removes: lmdb-js copies a key into its write instructions at once. */
   private readonly key = Buffer.alloc(8);
   private closed = false;
@@ -156,7 +166,7 @@ export class LmdbLog implements LogStore {
     if (entries.length === 0) return Promise.resolve();
     // Encode everything before queueing anything, so a bad entry writes nothing.
     const values = entries.length === 1 ? [encodeEntryValue(entries[0])] : entries.map(encodeEntryValue);
-    const group = this.groupForWrite();
+    const group = this.groupForWrite(entries.length);
     for (let i = 0; i < entries.length; i++) {
       const entry = entries[i];
       this.pending.set(entry.index, entry);
@@ -364,7 +374,7 @@ export class LmdbLog implements LogStore {
     if (this.closed) return;
     this.closed = true;
     // Writes already accepted finish first (or fail); their callers hear the outcome, not a closed env.
-    for (const group of [this.inFlight, this.openGroup, this.forming]) {
+    for (const group of [...this.inFlight, this.openGroup, this.forming]) {
       if (group) await group.durable.catch(() => undefined);
     }
     await this.env.close();
@@ -422,14 +432,42 @@ export class LmdbLog implements LogStore {
   }
 
   /**
-   * The group a write issued now belongs to: the open one, or the one forming behind the group in
-   * flight, or a new one, opened at once when nothing is in flight.
+   * The group a write of `entries` appended entries (0 for other writes) issued now belongs to: the
+   * open one while it has room; else the forming one (every write after a waiting one waits too);
+   * else a new group, opened at once when a slot is free.
    */
-  private groupForWrite(): GroupCommit {
-    if (this.openGroup) return this.openGroup;
-    if (this.inFlight) return (this.forming ??= newGroupCommit());
-    this.openGroup = newGroupCommit();
-    return this.openGroup;
+  private groupForWrite(entries = 0): GroupCommit {
+    const open = this.openGroup;
+    if (this.forming === undefined) {
+      if (open !== undefined && (open.entries.length === 0 || open.entries.length + entries <= groupEntriesMax)) return open;
+      if (open === undefined && this.inFlight.length < groupsInFlightMax) return (this.openGroup = newGroupCommit());
+      this.forming = newGroupCommit();
+    }
+    return this.forming;
+  }
+
+  /** Opens the forming group if nothing else is open in this turn and a slot is free. */
+  private openForming(): void {
+    const next = this.forming;
+    if (next === undefined || this.openGroup !== undefined || this.inFlight.length >= groupsInFlightMax) return;
+    this.forming = undefined;
+    this.openGroup = next;
+    try {
+      for (const op of next.queued) op();
+    } catch (err) {
+      this.groupFailed(next, err as Error);
+    }
+    next.queued = [];
+  }
+
+  /** Opens the forming group in a later turn: this turn's batch has closed. */
+  private scheduleForming(): void {
+    if (this.forming === undefined || this.formingScheduled || this.inFlight.length >= groupsInFlightMax) return;
+    this.formingScheduled = true;
+    setImmediate(() => {
+      this.formingScheduled = false;
+      this.openForming();
+    });
   }
 
   private putEntry(group: GroupCommit, index: number, value: Buffer): void {
@@ -467,18 +505,23 @@ export class LmdbLog implements LogStore {
     // A group whose only write threw before reaching lmdb-js has nothing in this batch: it stays open.
     if (group === undefined || group.committed === undefined || group.flushed === undefined) return;
     this.openGroup = undefined;
-    this.inFlight = group;
+    this.inFlight.push(group);
     const flushed = group.flushed;
     const committed = group.callbackWrites.length === 0 ? group.committed : Promise.all([group.committed, ...group.callbackWrites]);
     committed.then(() => flushed).then(
-      () => this.groupDurable(group),
+      () => this.groupFlushed(group),
       (err: Error) => this.groupFailed(group, err),
     );
+    this.scheduleForming();
+  }
+
+  /** Finishes, in order, every group from the oldest in flight up to the first not yet flushed. */
+  private groupFlushed(group: GroupCommit): void {
+    group.flushedDone = true;
+    while (this.inFlight.length > 0 && this.inFlight[0].flushedDone) this.groupDurable(this.inFlight.shift() as GroupCommit);
   }
 
   private groupDurable(group: GroupCommit): void {
-    assert(this.inFlight === group, 'a group commit finished out of order');
-    this.inFlight = undefined;
     this.observer?.synced();
     for (const entry of group.entries) {
       if (this.pending.get(entry.index) !== entry) continue;
@@ -489,18 +532,8 @@ export class LmdbLog implements LogStore {
       const now = performance.now();
       for (let i = 0; i < group.appendEntries.length; i++) this.observer.appended(group.appendEntries[i], (now - group.appendStartedMs[i]) / 1000);
     }
-    // The next group opens now, in this turn, so that the callers woken by `resolve` below join it.
-    const next = this.forming;
-    if (next !== undefined) {
-      this.forming = undefined;
-      this.openGroup = next;
-      try {
-        for (const op of next.queued) op();
-      } catch (err) {
-        this.groupFailed(next, err as Error);
-      }
-      next.queued = [];
-    }
+    // The forming group opens now, in this turn, so that the callers woken by `resolve` below join it.
+    this.openForming();
     group.resolve();
   }
 
@@ -508,8 +541,9 @@ export class LmdbLog implements LogStore {
     // A write that failed leaves memory ahead of the disk; nothing more may be written.
     this.failure ??= err;
     const failed = new LoomError('UNAVAILABLE', `log write to ${this.file} failed: ${err.message}`, { file: this.file });
-    for (const g of new Set([group, this.inFlight, this.openGroup, this.forming])) g?.reject(failed);
-    this.inFlight = this.openGroup = this.forming = undefined;
+    for (const g of new Set([group, ...this.inFlight, this.openGroup, this.forming])) g?.reject(failed);
+    this.inFlight.length = 0;
+    this.openGroup = this.forming = undefined;
   }
 
   private checkOpen(): void {
@@ -533,5 +567,17 @@ function newGroupCommit(): GroupCommit {
     resolve = res;
     reject = rej;
   });
-  return { queued: [], entries: [], appendEntries: [], appendStartedMs: [], committed: undefined, flushed: undefined, callbackWrites: [], durable, resolve, reject };
+  return {
+    queued: [],
+    entries: [],
+    appendEntries: [],
+    appendStartedMs: [],
+    committed: undefined,
+    flushed: undefined,
+    callbackWrites: [],
+    flushedDone: false,
+    durable,
+    resolve,
+    reject,
+  };
 }

@@ -99,14 +99,14 @@ describe('LmdbLog recent entries', () => {
 describe('LmdbLog group commit', () => {
   const entry = (index: number, term = 1): LogEntry => ({ index, term, type: 't', data: Buffer.from(`v${index}`), ts: index });
 
-  it('makes the appends of one event-loop turn durable with one fsync, and those issued meanwhile with the next', async () => {
+  it('makes the appends of one event-loop turn durable with one fsync, and those of the next turn with a second one', async () => {
     const dir = makeTempDir();
     let syncs = 0;
     let appended = 0;
     const log = LmdbLog.open({ path: dir, observer: { appended: (n) => (appended += n), synced: () => syncs++ } });
     try {
       const first = Array.from({ length: 100 }, (_, i) => log.append([entry(i + 1)]));
-      // One turn later the first group is committing; everything issued now waits for it, then goes as one.
+      // One turn later the first group is committing; everything issued now goes as the second group.
       await new Promise((resolve) => setImmediate(resolve));
       const second = Array.from({ length: 100 }, (_, i) => log.append([entry(101 + i)]));
       await Promise.all([...first, ...second]);
@@ -119,16 +119,36 @@ describe('LmdbLog group commit', () => {
     }
   });
 
-  it('commits a turn larger than lmdb-js starts writing early at as one transaction with one fsync', async () => {
+  it('commits an append larger than lmdb-js starts writing early at as one transaction with one fsync', async () => {
     const dir = makeTempDir();
     let syncs = 0;
     const log = LmdbLog.open({ path: dir, observer: { appended: () => undefined, synced: () => syncs++ } });
     try {
-      const writes = [log.append(Array.from({ length: 3000 }, (_, i) => entry(i + 1)))];
-      for (let i = 3001; i <= 3010; i++) writes.push(log.append([entry(i)]));
-      await Promise.all(writes);
+      await log.append(Array.from({ length: 3000 }, (_, i) => entry(i + 1)));
       expect(syncs).toBe(1);
-      expect(log.verify()).toMatchObject({ ok: true, checked: 3010 });
+      expect(log.verify()).toMatchObject({ ok: true, checked: 3000 });
+    } finally {
+      await log.close();
+      removeDir(dir);
+    }
+  });
+
+  it('splits a turn of many appends into two group commits, acknowledged in order', async () => {
+    const dir = makeTempDir();
+    let syncs = 0;
+    let log = LmdbLog.open({ path: dir, observer: { appended: () => undefined, synced: () => syncs++ } });
+    try {
+      const acknowledged: number[] = [];
+      const writes = Array.from({ length: 300 }, (_, i) => log.append([entry(i + 1)]).then(() => acknowledged.push(i + 1)));
+      // A truncation issued behind them waits its turn too, and still runs after every append before it.
+      writes.push(log.truncateSuffix(300), log.append([entry(300, 2)]));
+      await Promise.all(writes);
+      // The first 128 appends form the first group; the rest of the turn, the second.
+      expect(syncs).toBe(2);
+      expect(acknowledged).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
+      log = await reopen(log, dir);
+      expect(log.verify()).toMatchObject({ ok: true, checked: 300 });
+      expect(log.term(300)).toBe(2);
     } finally {
       await log.close();
       removeDir(dir);
