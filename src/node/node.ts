@@ -123,7 +123,10 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
       ports,
       logger,
       close: () => {
-        closing ??= unwind().then(() => logger.info('loom node stopped'));
+        // A leader first hands leadership over, while its doors still answer (NOT_LEADER names the new leader).
+        closing ??= (replication?.replicator.handOffLeadership().catch(() => undefined) ?? Promise.resolve())
+          .then(unwind)
+          .then(() => logger.info('loom node stopped'));
         return closing;
       },
     });

@@ -237,6 +237,36 @@ export class RaftReplicator implements Replicator {
     this.schedulePump();
   }
 
+  /**
+   * Before a graceful stop, a leader hands leadership to its most caught-up live voter and waits, at
+   * most one election timeout, until that voter leads: the group goes on taking writes at once
+   * instead of after an election timeout (etcd does the same when it stops). Resolves with the new
+   * leader, or undefined when this node does not lead, has no live voter to hand to, or the
+   * transfer did not finish in time (the stop goes ahead either way).
+   */
+  async handOffLeadership(): Promise<number | undefined> {
+    if (this.closed || this.raw.raft.role !== 'leader') return undefined;
+    let to = 0;
+    let best = -1;
+    for (const id of this.raw.confState().voters) {
+      const progress = this.raw.raft.progress.get(id);
+      if (id === this.nodeId || progress === undefined || !progress.recentActive || progress.match <= best) continue;
+      to = id;
+      best = progress.match;
+    }
+    if (to === 0) return undefined;
+    this.logger.info({ to, match: best }, 'stopping: handing leadership over');
+    this.raw.transferLeadership(to);
+    this.schedulePump();
+    const deadline = Date.now() + this.electionTimeoutMs;
+    while (!this.closed && Date.now() < deadline) {
+      await sleep(Math.max(1, this.heartbeatMs / 4));
+      if (this.raw.raft.leader === to) return to;
+    }
+    this.logger.warn({ to }, 'stopping: leadership hand-over did not finish; the group elects a leader after its election timeout');
+    return undefined;
+  }
+
   readonly membership: ClusterMembership = {
     add: (member) => this.addMember(member),
     remove: (nodeId) => this.removeMember(nodeId),

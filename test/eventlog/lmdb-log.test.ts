@@ -139,7 +139,10 @@ describe('LmdbLog group commit', () => {
     let log = LmdbLog.open({ path: dir, observer: { appended: () => undefined, synced: () => syncs++ } });
     try {
       const acknowledged: number[] = [];
-      const writes = Array.from({ length: 300 }, (_, i) => log.append([entry(i + 1)]).then(() => acknowledged.push(i + 1)));
+      const writes = Array.from({ length: 300 }, (_, i) => log.append([entry(i + 1)]).then(() => {
+          acknowledged.push(i + 1);
+        }),
+      );
       // A truncation issued behind them waits its turn too, and still runs after every append before it.
       writes.push(log.truncateSuffix(300), log.append([entry(300, 2)]));
       await Promise.all(writes);
