@@ -12,6 +12,8 @@ export interface NodeAddresses {
   nats?: string;
   grpc?: string;
   http?: string;
+  /** host:port of the node's raft listener, so a member that does not know it can dial it back. */
+  raft?: string;
 }
 
 /**
@@ -128,7 +130,7 @@ function bytes(x: unknown, field: string): Uint8Array {
 function addresses(x: unknown): NodeAddresses {
   if (!isRecord(x)) bad('info is not a map');
   const out: NodeAddresses = {};
-  for (const door of ['nats', 'grpc', 'http'] as const) {
+  for (const door of ['nats', 'grpc', 'http', 'raft'] as const) {
     if (x[door] !== undefined && x[door] !== null) out[door] = text(x[door], `info.${door}`);
   }
   return out;

@@ -20,6 +20,8 @@ export interface RaftNetwork {
   removePeer?(id: number): void;
   /** Called with a peer's id when its connection to this node closes (its process may be gone). */
   onPeerDown?(handler: (id: number) => void): void;
+  /** Called with the raft address a peer this node does not dial announced for itself. */
+  onRaftAddress?(handler: (peer: { id: number; host: string; port: number }) => void): void;
 }
 
 export interface RaftReplicatorOptions {
@@ -91,6 +93,8 @@ export class RaftReplicator implements Replicator {
   private readonly genesis: ConfState;
   private snapshots: SnapshotHandler | undefined;
   private failure: Error | undefined;
+  /** Raft addresses peers announced that this node did not dial yet (they may become members later). */
+  private readonly announced = new Map<number, { id: number; host: string; port: number }>();
 
   constructor(options: RaftReplicatorOptions) {
     this.nodeId = options.nodeId;
@@ -128,6 +132,12 @@ export class RaftReplicator implements Replicator {
     );
     this.network.onMessages((_from, messages) => this.receive(messages));
     this.network.onPeerDown?.((id) => this.peerDown(id));
+    // Members added at runtime are in no --peers list: after a restart (or a snapshot install)
+    // this node learns where they are when they connect and say so. Only members are dialled.
+    this.network.onRaftAddress?.((peer) => {
+      this.announced.set(peer.id, peer);
+      this.dialAnnouncedMembers();
+    });
   }
 
   start(): void {
@@ -368,6 +378,17 @@ export class RaftReplicator implements Replicator {
     }
     const match = change.context === undefined ? null : /^(.+):(\d{1,5})$/.exec(change.context);
     if (match) this.network.addPeer?.({ id: change.nodeId, host: match[1], port: Number(match[2]) });
+    else this.dialAnnouncedMembers();
+  }
+
+  /** Dials the members among the peers that announced their raft address. */
+  private dialAnnouncedMembers(): void {
+    const conf = this.raw.confState();
+    for (const [id, peer] of this.announced) {
+      if (!conf.voters.includes(id) && !conf.learners.includes(id)) continue;
+      this.announced.delete(id);
+      this.network.addPeer?.(peer);
+    }
   }
 
   async close(): Promise<void> {
@@ -386,9 +407,9 @@ export class RaftReplicator implements Replicator {
     if (leader <= 0 || leader === this.nodeId) {
       return new LoomError('NOT_LEADER', `node ${this.nodeId} is not the leader and no leader is known right now (election in progress); retry shortly`, { leader: null });
     }
-    const addresses = this.network.infoOf(leader) ?? {};
-    const where = addresses.nats ? ` (nats ${addresses.nats})` : '';
-    return new LoomError('NOT_LEADER', `node ${this.nodeId} is not the leader; send writes to node ${leader}${where}`, { leader, ...addresses });
+    const { raft: _raft, ...doors } = this.network.infoOf(leader) ?? {};
+    const where = doors.nats ? ` (nats ${doors.nats})` : '';
+    return new LoomError('NOT_LEADER', `node ${this.nodeId} is not the leader; send writes to node ${leader}${where}`, { leader, ...doors });
   }
 
   // ---- the loop ------------------------------------------------------------------------------
@@ -531,6 +552,8 @@ export class RaftReplicator implements Replicator {
       this.commit = rd.snapshot.meta.index;
       for (const listener of this.commitListeners) listener(this.commit);
     }
+    // An installed snapshot may bring members this node has never heard of by change entry.
+    if (rd.snapshot) this.dialAnnouncedMembers();
     if (released < rd.committedEntries.length) this.releaseCommitted(rd.committedEntries.slice(released));
     this.raw.advance();
     const applied = this.raw.raft.log.applied;

@@ -145,14 +145,14 @@ class PeerConnection {
         if (frame.id === this.transport.nodeId) return this.fail('peer claims this node\'s own id');
         if (this.expectedId !== undefined && frame.id !== this.expectedId) return this.fail(`dialled node ${this.expectedId}, answered by node ${frame.id}`);
         this.peerId = frame.id;
-        this.transport.learnInfo(frame.id, frame.info);
+        this.transport.learnInfo(frame.id, frame.info, this.socket.remoteAddress);
         return this.maybeReady();
       }
       return this.fail(`${frame.t} frame before the handshake`);
     }
     switch (frame.t) {
       case 'info':
-        this.transport.learnInfo(this.peerId, frame.info);
+        this.transport.learnInfo(this.peerId, frame.info, this.socket.remoteAddress);
         return;
       case 'messages': {
         // Validate the whole frame before acting on any of it.
@@ -235,6 +235,7 @@ export class PeerTransport {
   private readonly peerInfo = new Map<number, NodeAddresses>();
   private readonly handlers: MessagesHandler[] = [];
   private readonly downHandlers: Array<(id: number) => void> = [];
+  private readonly raftAddressHandlers: Array<(peer: PeerAddress) => void> = [];
   private server: net.Server | undefined;
   private closing = false;
 
@@ -264,6 +265,8 @@ export class PeerTransport {
         resolve();
       });
     });
+    // Every hello and info frame carries it (a wildcard host is replaced by the address the peer sees).
+    this.localInfo = { ...this.localInfo, raft: `${this.options.host}:${(server.address() as net.AddressInfo).port}` };
     for (const peer of this.options.peers) {
       if (peer.id === this.nodeId) continue;
       const link = new PeerLink(peer, this);
@@ -319,7 +322,8 @@ export class PeerTransport {
   }
 
   /** Announces this node's client addresses to every peer (they quote them in NOT_LEADER). */
-  setLocalInfo(info: NodeAddresses): void {
+  setLocalInfo(doors: NodeAddresses): void {
+    const info: NodeAddresses = { ...doors, raft: this.localInfo.raft };
     this.localInfo = info;
     const frame = encodeFrame({ t: 'info', info });
     for (const link of this.links.values()) link.send(frame);
@@ -329,8 +333,24 @@ export class PeerTransport {
     return id === this.nodeId ? this.localInfo : this.peerInfo.get(id);
   }
 
-  learnInfo(id: number, info: NodeAddresses): void {
+  /**
+   * Addresses an authenticated peer announced. Its raft address goes to the onRaftAddress handlers,
+   * which decide whether to dial it (a member added while this node was down is in no --peers list).
+   */
+  learnInfo(id: number, info: NodeAddresses, remoteHost: string | undefined): void {
     this.peerInfo.set(id, info);
+    const match = info.raft === undefined ? null : /^(.*):(\d{1,5})$/.exec(info.raft);
+    if (match === null || this.links.has(id)) return;
+    const announced = match[1].replace(/^\[(.*)\]$/, '$1');
+    const wildcard = announced === '' || announced === '0.0.0.0' || announced === '::';
+    const host = wildcard ? remoteHost : announced;
+    if (host === undefined) return;
+    for (const handler of this.raftAddressHandlers) handler({ id, host, port: Number(match[2]) });
+  }
+
+  /** Called with the raft address of a peer this node does not dial yet, as the peer announces it. */
+  onRaftAddress(handler: (peer: PeerAddress) => void): void {
+    this.raftAddressHandlers.push(handler);
   }
 
   deliver(from: number, messages: Message[]): void {

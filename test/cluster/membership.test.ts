@@ -1,6 +1,7 @@
 // Multi-process: three `loom serve` processes with concurrent writers through the NATS door; a
 // fourth node joins (learner, caught up from the log, promoted), one of the original three is
-// removed and stopped, leadership moves to the newcomer — and no acknowledged write is lost.
+// removed and stopped, leadership moves to the newcomer and back to a restarted original member
+// that was never told the newcomer's address — and no acknowledged write is lost.
 
 import { execFile } from 'node:child_process';
 import { loomMain } from '../support/cli';
@@ -81,6 +82,17 @@ describe('membership changes under load', () => {
     const transfer = await loomAsync(['cluster', 'transfer-leader', '--to', String(joiner.id), '--http', `http://127.0.0.1:${cluster.node(leader).ports.http}`]);
     expect(transfer.code).toBe(0);
     expect(await cluster.waitLeader()).toBe(joiner.id);
+    await w.grow(50);
+
+    // The first leader restarts with its original --peers, which do not name the newcomer, and
+    // leads again: it learns the newcomer's raft address when the newcomer reconnects, so the
+    // newcomer keeps receiving the log (waitConverged below includes it).
+    await cluster.kill(leader, 'SIGTERM');
+    await cluster.startNode(leader);
+    await w.grow(20);
+    const back = await loomAsync(['cluster', 'transfer-leader', '--to', String(leader), '--http', `http://127.0.0.1:${cluster.node(joiner.id).ports.http}`]);
+    expect(back.code).toBe(0);
+    expect(await cluster.waitLeader()).toBe(leader);
     await w.grow(50);
 
     await w.stop();

@@ -71,7 +71,7 @@ describe('frames', () => {
 
 describe('peer transport', () => {
   it('delivers messages between peers that share the secret, and their addresses', async () => {
-    const { a, b } = await transportPair();
+    const { a, b, portA } = await transportPair();
     try {
       const got: Message[] = [];
       b.onMessages((from, ms) => got.push(...ms.filter(() => from === 1)));
@@ -84,10 +84,36 @@ describe('peer transport', () => {
       expect(got[0].type).toBe('heartbeat');
       expect(got[0].commit).toBe(3);
       while (b.infoOf(1)?.nats === undefined && Date.now() < deadline) await sleep(20);
-      expect(b.infoOf(1)).toEqual({ nats: '127.0.0.1:4222' });
+      expect(b.infoOf(1)).toEqual({ nats: '127.0.0.1:4222', raft: `127.0.0.1:${portA}` });
     } finally {
       await a.close();
       await b.close();
+    }
+  });
+
+  it('tells the raft address of a peer it does not dial, as that peer announces it', async () => {
+    const portA = await freePort();
+    const portC = await freePort();
+    // c knows a; a was started without c (c joined while a was down).
+    const a = new PeerTransport({ nodeId: 1, host: '127.0.0.1', port: portA, peers: [{ id: 1, host: '127.0.0.1', port: portA }], secret, logger: pino({ level: 'silent' }) });
+    const c = new PeerTransport({ nodeId: 3, host: '0.0.0.0', port: portC, peers: [{ id: 1, host: '127.0.0.1', port: portA }], secret, logger: pino({ level: 'silent' }) });
+    const announced: Array<{ id: number; host: string; port: number }> = [];
+    a.onRaftAddress((peer) => announced.push(peer));
+    try {
+      await a.listen();
+      await c.listen();
+      const deadline = Date.now() + 5000;
+      while (announced.length === 0 && Date.now() < deadline) await sleep(20);
+      // c listens on every interface: a takes the host c's connection came from.
+      expect(announced[0]).toEqual({ id: 3, host: '127.0.0.1', port: portC });
+      // Once a dials c, c's announcements no longer come up.
+      a.addPeer(announced[0]);
+      c.setLocalInfo({ nats: '127.0.0.1:4222' });
+      while (a.infoOf(3)?.nats === undefined && Date.now() < deadline) await sleep(20);
+      expect(announced).toHaveLength(1);
+    } finally {
+      await a.close();
+      await c.close();
     }
   });
 
