@@ -1,9 +1,11 @@
 // Builds a node's replication from its config: the peer transport on the raft port, the Raft
 // driver over the log, leader changes announced on $SYS.LEADER.<service>.<id>.
 
+import { readFileSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
 import type { Bus } from '../bus';
 import type { LogStore } from '../eventlog';
-import { PeerTransport, RaftReplicator } from '../replication';
+import { PeerTransport, RaftReplicator, type PeerTls } from '../replication';
 import { LoomError, type Logger } from '../util';
 import type { Config } from './config';
 
@@ -11,6 +13,31 @@ export interface Replication {
   replicator: RaftReplicator;
   transport: PeerTransport;
   raftPort: number;
+}
+
+/** The peer TLS files, read; all three flags or none. */
+function peerTls(config: Config): PeerTls | undefined {
+  const files = { peerTlsCert: config.peerTlsCert, peerTlsKey: config.peerTlsKey, peerTlsCa: config.peerTlsCa };
+  const given = Object.entries(files).filter(([, file]) => file !== undefined);
+  if (given.length === 0) return undefined;
+  if (given.length < 3) {
+    const missing = Object.keys(files).find((key) => files[key as keyof typeof files] === undefined) as string;
+    throw new LoomError('INVALID_ARGUMENT', '--peer-tls-cert, --peer-tls-key and --peer-tls-ca go together', { field: missing });
+  }
+  const read = (field: keyof typeof files): Buffer => {
+    try {
+      return readFileSync(files[field] as string);
+    } catch (err) {
+      throw new LoomError('INVALID_ARGUMENT', `cannot read ${field} file ${files[field]}: ${(err as Error).message}`, { field });
+    }
+  };
+  const pem: PeerTls = { cert: read('peerTlsCert'), key: read('peerTlsKey'), ca: read('peerTlsCa') };
+  try {
+    createSecureContext(pem);
+  } catch (err) {
+    throw new LoomError('INVALID_ARGUMENT', `the peer TLS certificate, key and CA are not usable together: ${(err as Error).message}`, { field: 'peerTlsCert' });
+  }
+  return pem;
 }
 
 /** Subject on which every node of a group announces the leader it follows. */
@@ -31,6 +58,7 @@ export async function startReplication(config: Config, log: LogStore, bus: Bus, 
     peers: config.peers,
     secret: config.clusterSecret,
     logger,
+    tls: peerTls(config),
   });
   let raftPort: number;
   try {

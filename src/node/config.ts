@@ -47,6 +47,10 @@ export const configSchema = z
      */
     join: z.preprocess((v) => (typeof v === 'string' ? ['1', 'true', 'yes'].includes(v.toLowerCase()) : v), z.boolean()).default(false),
     clusterSecret: z.string().min(8, 'expected at least 8 characters').optional(),
+    /** PEM files for mutual TLS between peers: this node's certificate and key, and the CA that signs every peer's. */
+    peerTlsCert: z.string().min(1).optional(),
+    peerTlsKey: z.string().min(1).optional(),
+    peerTlsCa: z.string().min(1).optional(),
     /** Raft heartbeat (tick) interval; raise both timers together for cross-data-centre links. */
     heartbeatMs: z.coerce.number().int().min(5).max(60_000).default(100),
     /** Raft election timeout (randomized within [timeout, 2·timeout)); at least two heartbeats. */

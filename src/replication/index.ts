@@ -3,7 +3,7 @@
 
 export { RaftReplicator } from './raft-replicator';
 export type { LeaderChange, RaftNetwork, RaftReplicatorOptions } from './raft-replicator';
-export { PeerTransport } from './transport';
+export { PeerTransport, type PeerTls } from './transport';
 export type { PeerAddress, TransportOptions } from './transport';
 export { FrameParser, encodeFrame, validateFrame, validateMessage } from './frames';
 export type { Frame, NodeAddresses } from './frames';

@@ -1,8 +1,11 @@
 // TCP transport between Raft peers: one outgoing connection per peer (this node's messages to it)
 // plus the peer's own connection for the other direction, each authenticated by the cluster secret.
+// With `tls`, every connection is mutual TLS: each side presents its certificate and accepts only
+// a peer whose certificate the configured CA signed (and, when dialling, whose name matches).
 
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import * as net from 'node:net';
+import * as tls from 'node:tls';
 import type { Message } from '../eventlog/raft';
 import { LoomError, assert, type Logger } from '../util';
 import { FrameParser, encodeFrame, validateFrame, validateMessage, type NodeAddresses } from './frames';
@@ -29,6 +32,14 @@ export interface TransportOptions {
   peers: PeerAddress[];
   secret: string;
   logger: Logger;
+  /** PEM certificate, key and CA: mutual TLS on every peer connection. */
+  tls?: PeerTls;
+}
+
+export interface PeerTls {
+  cert: Buffer;
+  key: Buffer;
+  ca: Buffer;
 }
 
 /**
@@ -179,6 +190,7 @@ class PeerLink {
   private delayMs = reconnectDelayMsMin;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
+  private lastTlsError: string | undefined;
 
   constructor(
     readonly peer: PeerAddress,
@@ -202,7 +214,19 @@ class PeerLink {
 
   private dial(): void {
     if (this.stopped) return;
-    const socket = net.connect({ host: this.peer.host, port: this.peer.port });
+    const secure = this.transport.tls;
+    const socket = secure
+      ? tls.connect({ host: this.peer.host, port: this.peer.port, ...secure, minVersion: 'TLSv1.2' })
+      : net.connect({ host: this.peer.host, port: this.peer.port });
+    if (secure) {
+      // Said once per cause, not at every reconnect.
+      socket.once('error', (err: Error & { code?: string }) => {
+        if ((socket as tls.TLSSocket).authorized || this.lastTlsError === err.message) return;
+        this.lastTlsError = err.message;
+        this.transport.logger.warn({ peer: this.peer.id, err: err.message, code: err.code }, 'raft peer unreachable over TLS');
+      });
+      socket.once('secureConnect', () => (this.lastTlsError = undefined));
+    }
     this.conn = new PeerConnection(
       socket,
       this.transport,
@@ -227,8 +251,9 @@ export class PeerTransport {
   readonly secret: string;
   readonly logger: Logger;
   localInfo: NodeAddresses = {};
-  /** Hellos refused for a wrong secret since start (metrics, tests). */
+  /** Hellos refused for a wrong secret, and TLS handshakes refused, since start (metrics, tests). */
   rejectedPeers = 0;
+  readonly tls: PeerTls | undefined;
   private readonly options: TransportOptions;
   private readonly links = new Map<number, PeerLink>();
   private readonly inbound = new Set<PeerConnection>();
@@ -245,18 +270,27 @@ export class PeerTransport {
     this.nodeId = options.nodeId;
     this.secret = options.secret;
     this.logger = options.logger;
+    this.tls = options.tls;
   }
 
   /** Listens on the raft port and starts dialling every peer; resolves with the bound port. */
   async listen(): Promise<number> {
-    const server = net.createServer((socket) => {
+    const accept = (socket: net.Socket): void => {
       const conn = new PeerConnection(socket, this, undefined, () => undefined, (c) => {
         this.inbound.delete(c);
         // The peer's own connection to us closed: its process may be gone (a SIGKILL closes it at once).
         if (c.peerId !== undefined && !this.closing) for (const handler of this.downHandlers) handler(c.peerId);
       });
       this.inbound.add(conn);
-    });
+    };
+    let server: net.Server;
+    if (this.tls) {
+      server = tls.createServer({ ...this.tls, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' }, accept);
+      server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
+        this.rejectedPeers++;
+        this.logger.warn({ remote: `${socket.remoteAddress}:${socket.remotePort}`, err: err.message }, 'raft peer rejected: TLS handshake failed');
+      });
+    } else server = net.createServer(accept);
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

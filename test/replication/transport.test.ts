@@ -1,12 +1,14 @@
 // The peer transport in one process: frames survive any split, peers with the secret exchange
 // messages, a peer with a wrong secret is rejected and logged, and garbage never crashes a node.
 
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import * as net from 'node:net';
 import { Packr } from 'msgpackr';
 import pino from 'pino';
 import { emptyMessage, type Message } from '../../src/eventlog/raft';
-import { FrameParser, PeerTransport, encodeFrame, validateMessage } from '../../src/replication';
+import { FrameParser, PeerTransport, encodeFrame, validateMessage, type PeerTls } from '../../src/replication';
 import { seededRandom } from '../../src/eventlog/raft';
 import { freePort } from '../support/ports';
 
@@ -23,12 +25,17 @@ function capturingLogger(): { logger: pino.Logger; lines: string[] } {
   return { logger: pino({ level: 'info' }, stream), lines };
 }
 
-async function transportPair(secretB = secret) {
+const fixture = (name: string): Buffer => readFileSync(path.join(__dirname, '../fixtures/tls', name));
+const trusted: PeerTls = { cert: fixture('node.pem'), key: fixture('node-key.pem'), ca: fixture('ca.pem') };
+const stranger: PeerTls = { cert: fixture('other.pem'), key: fixture('other-key.pem'), ca: fixture('other-ca.pem') };
+
+async function transportPair(secretB = secret, tls: { a?: PeerTls; b?: PeerTls } = {}) {
   const portA = await freePort();
   const portB = await freePort();
   const logA = capturingLogger();
-  const a = new PeerTransport({ nodeId: 1, host: '127.0.0.1', port: portA, peers: [{ id: 1, host: '127.0.0.1', port: portA }, { id: 2, host: '127.0.0.1', port: portB }], secret, logger: logA.logger });
-  const b = new PeerTransport({ nodeId: 2, host: '127.0.0.1', port: portB, peers: [{ id: 1, host: '127.0.0.1', port: portA }, { id: 2, host: '127.0.0.1', port: portB }], secret: secretB, logger: pino({ level: 'silent' }) });
+  const peers = [{ id: 1, host: '127.0.0.1', port: portA }, { id: 2, host: '127.0.0.1', port: portB }];
+  const a = new PeerTransport({ nodeId: 1, host: '127.0.0.1', port: portA, peers, secret, logger: logA.logger, tls: tls.a });
+  const b = new PeerTransport({ nodeId: 2, host: '127.0.0.1', port: portB, peers, secret: secretB, logger: pino({ level: 'silent' }), tls: tls.b });
   await a.listen();
   await b.listen();
   return { a, b, portA, logA };
@@ -180,6 +187,47 @@ describe('peer transport', () => {
         await sleep(50);
       }
       expect(got.length).toBeGreaterThan(0);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+});
+
+describe('peer transport over mutual TLS', () => {
+  /** Sends heartbeats from b to a for a while; returns what a received. */
+  async function heartbeatsReceived(a: PeerTransport, b: PeerTransport, ms: number): Promise<Message[]> {
+    const got: Message[] = [];
+    a.onMessages((_from, messages) => got.push(...messages));
+    const deadline = Date.now() + ms;
+    while (got.length === 0 && Date.now() < deadline) {
+      b.send([heartbeat(2, 1, 1)]);
+      await sleep(50);
+    }
+    return got;
+  }
+
+  it('delivers messages between peers whose certificates the shared CA signed', async () => {
+    const { a, b } = await transportPair(secret, { a: trusted, b: trusted });
+    try {
+      const got = await heartbeatsReceived(a, b, 5000);
+      expect(got[0]).toMatchObject({ type: 'heartbeat', from: 2, commit: 3 });
+      expect(a.rejectedPeers).toBe(0);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it.each([
+    ['a certificate another CA signed', stranger],
+    ['plain TCP', undefined],
+  ])('refuses a peer with %s, acting on none of its messages', async (_what, tlsB) => {
+    const { a, b, logA } = await transportPair(secret, { a: trusted, b: tlsB });
+    try {
+      expect(await heartbeatsReceived(a, b, 1000)).toEqual([]);
+      expect(a.rejectedPeers).toBeGreaterThan(0);
+      expect(logA.lines.join('')).toMatch(/TLS handshake failed/);
     } finally {
       await a.close();
       await b.close();
