@@ -13,7 +13,7 @@ usage:
   loom serve   [--config FILE] [--data DIR] [--host H] [--nats-port P] [--grpc-port P] [--http-port P]
                [--service NAME] [--id ID] [--channel alpha|beta|stable] [--node-id N] [--raft-port P]
                [--peers ID=HOST:PORT,...] [--join] [--cluster-secret S] [--auth-token T] [--sync full|none]
-               [--peer-tls-cert FILE --peer-tls-key FILE --peer-tls-ca FILE]
+               [--tls-cert FILE --tls-key FILE] [--peer-tls-cert FILE --peer-tls-key FILE --peer-tls-ca FILE]
                [--role db|disco] [--log-level LEVEL] [--entry-bytes-max N] [--chunk-bytes N] [--object-bytes-max N]
                [--nats-user U --nats-password P] [--nats-max-payload-bytes N]
   loom log stat   [--data DIR]

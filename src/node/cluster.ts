@@ -1,13 +1,12 @@
 // Builds a node's replication from its config: the peer transport on the raft port, the Raft
 // driver over the log, leader changes announced on $SYS.LEADER.<service>.<id>.
 
-import { readFileSync } from 'node:fs';
-import { createSecureContext } from 'node:tls';
 import type { Bus } from '../bus';
 import type { LogStore } from '../eventlog';
 import { PeerTransport, RaftReplicator, type PeerTls } from '../replication';
 import { LoomError, type Logger } from '../util';
 import type { Config } from './config';
+import { checkUsable, readTlsFiles } from './tls-files';
 
 export interface Replication {
   replicator: RaftReplicator;
@@ -17,27 +16,11 @@ export interface Replication {
 
 /** The peer TLS files, read; all three flags or none. */
 function peerTls(config: Config): PeerTls | undefined {
-  const files = { peerTlsCert: config.peerTlsCert, peerTlsKey: config.peerTlsKey, peerTlsCa: config.peerTlsCa };
-  const given = Object.entries(files).filter(([, file]) => file !== undefined);
-  if (given.length === 0) return undefined;
-  if (given.length < 3) {
-    const missing = Object.keys(files).find((key) => files[key as keyof typeof files] === undefined) as string;
-    throw new LoomError('INVALID_ARGUMENT', '--peer-tls-cert, --peer-tls-key and --peer-tls-ca go together', { field: missing });
-  }
-  const read = (field: keyof typeof files): Buffer => {
-    try {
-      return readFileSync(files[field] as string);
-    } catch (err) {
-      throw new LoomError('INVALID_ARGUMENT', `cannot read ${field} file ${files[field]}: ${(err as Error).message}`, { field });
-    }
-  };
-  const pem: PeerTls = { cert: read('peerTlsCert'), key: read('peerTlsKey'), ca: read('peerTlsCa') };
-  try {
-    createSecureContext(pem);
-  } catch (err) {
-    throw new LoomError('INVALID_ARGUMENT', `the peer TLS certificate, key and CA are not usable together: ${(err as Error).message}`, { field: 'peerTlsCert' });
-  }
-  return pem;
+  const pem = readTlsFiles({ peerTlsCert: config.peerTlsCert, peerTlsKey: config.peerTlsKey, peerTlsCa: config.peerTlsCa });
+  if (pem === undefined) return undefined;
+  const tls: PeerTls = { cert: pem.peerTlsCert, key: pem.peerTlsKey, ca: pem.peerTlsCa };
+  checkUsable(tls, 'peerTlsCert');
+  return tls;
 }
 
 /** Subject on which every node of a group announces the leader it follows. */

@@ -63,6 +63,9 @@ export const configSchema = z
     /** Entries kept in the log below a snapshot, so a follower a little behind catches up from the log. */
     snapshotCatchUpEntries: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(snapshotCatchUpEntriesDefault),
     authToken: z.string().min(1).optional(),
+    /** PEM certificate (chain) and key: the NATS, gRPC and HTTP doors then serve TLS only. */
+    tlsCert: z.string().min(1).optional(),
+    tlsKey: z.string().min(1).optional(),
     /** User and password NATS clients may CONNECT with, beside (or instead of) --auth-token. */
     natsUser: z.string().min(1).optional(),
     natsPassword: z.string().min(1).optional(),

@@ -12,6 +12,7 @@ import { LoomError, createLogger, lockDir, type DirLock, type Logger } from '../
 import type { Config } from './config';
 import { startReplication, type Replication } from './cluster';
 import { createMetrics } from './metrics';
+import { checkUsable, readTlsFiles } from './tls-files';
 
 /** Entries between snapshots (and log compactions) in a replicated group, unless --snapshot-entries says otherwise. */
 export const snapshotEntriesClusterDefault = 100_000;
@@ -135,6 +136,9 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
     if ((config.natsUser === undefined) !== (config.natsPassword === undefined)) {
       throw new LoomError('INVALID_ARGUMENT', '--nats-user and --nats-password go together', { field: 'natsUser' });
     }
+    const pem = readTlsFiles({ tlsCert: config.tlsCert, tlsKey: config.tlsKey });
+    const tls = pem && { cert: pem.tlsCert, key: pem.tlsKey };
+    if (tls) checkUsable(tls, 'tlsCert');
     const nats = new NatsServer(bus, {
       host: config.host,
       port: config.natsPort,
@@ -142,6 +146,7 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
       user: config.natsUser,
       password: config.natsPassword,
       maxPayloadBytes: config.natsMaxPayloadBytes,
+      tls,
       logger,
     });
     let natsPort: number;
@@ -152,7 +157,7 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
     }
     undo.push(() => nats.close());
 
-    const grpc = createGrpcServer({ host: config.host, port: config.grpcPort, db: opened.db, nodeId: config.nodeId, logger, authToken: config.authToken });
+    const grpc = createGrpcServer({ host: config.host, port: config.grpcPort, db: opened.db, nodeId: config.nodeId, logger, authToken: config.authToken, tls });
     let grpcPort: number;
     try {
       grpcPort = await grpc.listen();
@@ -169,6 +174,7 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
       logger,
       nodeId: config.nodeId,
       authToken: config.authToken,
+      tls,
     });
     const httpPort = await http.listen();
     undo.push(() => http.close());

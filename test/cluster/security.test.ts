@@ -86,9 +86,9 @@ describe('raft port with mutual TLS', () => {
   const tlsArgs = ['--peer-tls-cert', fixture('node.pem'), '--peer-tls-key', fixture('node-key.pem'), '--peer-tls-ca', fixture('ca.pem')];
 
   it.each([
-    ['a missing key and CA', ['--peer-tls-cert', 'node.pem'], /--peer-tls-cert, --peer-tls-key and --peer-tls-ca go together/],
+    ['a missing key and CA', ['--peer-tls-cert', 'node.pem'], /--peer-tls-cert, --peer-tls-key, --peer-tls-ca go together; --peer-tls-key is missing/],
     ['a key of another certificate', ['--peer-tls-cert', 'node.pem', '--peer-tls-key', 'other-key.pem', '--peer-tls-ca', 'ca.pem'], /not usable together/],
-    ['a file that does not exist', ['--peer-tls-cert', 'node.pem', '--peer-tls-key', 'nope.pem', '--peer-tls-ca', 'ca.pem'], /cannot read peerTlsKey file/],
+    ['a file that does not exist', ['--peer-tls-cert', 'node.pem', '--peer-tls-key', 'nope.pem', '--peer-tls-ca', 'ca.pem'], /cannot read --peer-tls-key file/],
   ])('refuses to start with %s, naming the problem', (_what, flags, message) => {
     const dir = makeTempDir('loom-tls-');
     try {

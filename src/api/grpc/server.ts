@@ -31,6 +31,8 @@ export interface GrpcServerOptions {
   /** When set, every call must carry metadata `authorization: Bearer <authToken>`. */
   authToken?: string;
   limits?: GrpcServerLimits;
+  /** PEM certificate and key: serve TLS only. */
+  tls?: { cert: Buffer; key: Buffer };
 }
 
 export interface GrpcServer {
@@ -141,11 +143,14 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     async listen() {
       const host = options.host.includes(':') && !options.host.startsWith('[') ? `[${options.host}]` : options.host;
       const port = await new Promise<number>((resolve, reject) => {
-        server.bindAsync(`${host}:${options.port}`, grpc.ServerCredentials.createInsecure(), (err, bound) => (err ? reject(err) : resolve(bound)));
+        const credentials = options.tls
+          ? grpc.ServerCredentials.createSsl(null, [{ private_key: options.tls.key, cert_chain: options.tls.cert }], false)
+          : grpc.ServerCredentials.createInsecure();
+        server.bindAsync(`${host}:${options.port}`, credentials, (err, bound) => (err ? reject(err) : resolve(bound)));
       }).catch((err: unknown) => {
         throw listenError(err, 'grpc', options.host, options.port);
       });
-      logger.info({ host: options.host, port, messageBytesMax, callsPerConnectionMax, auth: options.authToken !== undefined }, 'grpc listening');
+      logger.info({ host: options.host, port, messageBytesMax, callsPerConnectionMax, auth: options.authToken !== undefined, tls: options.tls !== undefined }, 'grpc listening');
       return port;
     },
     async close() {

@@ -22,6 +22,8 @@ export interface HttpServerOptions {
   bodyBytesMax?: number;
   /** A request not answered within this time is cut off. */
   requestTimeoutMs?: number;
+  /** PEM certificate and key: serve HTTPS only. */
+  tls?: { cert: Buffer; key: Buffer };
 }
 
 const openPaths = new Set(['/healthz', '/readyz']);
@@ -34,12 +36,14 @@ export interface HttpServer {
 
 export function createHttpServer(options: HttpServerOptions): HttpServer {
   const bodyBytesMax = options.bodyBytesMax ?? 1024 * 1024 + 64 * 1024;
-  const app: FastifyInstance = Fastify({
+  const settings = {
     loggerInstance: options.logger.child({ door: 'http' }) as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: bodyBytesMax,
     requestTimeout: options.requestTimeoutMs ?? 60_000,
-  });
+  };
+  // The routes are the same over HTTPS; only the server underneath differs.
+  const app = (options.tls ? Fastify({ ...settings, https: options.tls }) : Fastify(settings)) as unknown as FastifyInstance;
   if (options.authToken !== undefined) {
     const expected = `Bearer ${options.authToken}`;
     app.addHook('onRequest', async (request) => {
