@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { snapshotCatchUpEntriesDefault } from '../core';
 import { entryBytesMaxDefault } from '../eventlog';
+import { queryProcessesDefault, queryProcessesMax } from '../projections/sql/limits';
 import { LoomError, names } from '../util';
 
 const port = z.coerce.number({ error: 'expected a port number 0-65535 (0 picks a free port)' }).int().min(0).max(65535);
@@ -77,6 +78,8 @@ export const configSchema = z
     entryBytesMax: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(entryBytesMaxDefault),
     /** Default chunk size of object uploads (a chunk and its framing fit the default entryBytesMax). */
     chunkBytes: z.coerce.number().int().min(names.chunkBytesMin).max(names.chunkBytesMax).default(names.chunkBytesDefault),
+    /** Processes running SQL queries side by side (each a Node process of some 40 MiB). */
+    sqlQueryProcesses: z.coerce.number().int().min(1).max(queryProcessesMax).default(queryProcessesDefault),
     /** Largest object an upload may store. */
     objectBytesMax: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(names.objectBytesMaxDefault),
   })

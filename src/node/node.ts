@@ -76,7 +76,12 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
     undo.push(() => log.close());
     const bus = new Bus({ logger: logger.child({ part: 'bus' }), maxPayloadBytes: config.natsMaxPayloadBytes });
     const sqlPlugin = (viewsDir: string): ViewPlugin => {
-      const view = openSqlView(viewsDir, { logger: logger.child({ part: 'sql' }), projections: options.sqlProjections, resultBytesMax: sqlResultBytesMax });
+      const view = openSqlView(viewsDir, {
+        logger: logger.child({ part: 'sql' }),
+        projections: options.sqlProjections,
+        resultBytesMax: sqlResultBytesMax,
+        queryProcesses: config.sqlQueryProcesses,
+      });
       return {
         consumers: view.runners,
         sql: view.queries,

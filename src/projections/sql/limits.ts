@@ -13,7 +13,11 @@ export const queryResultBytesMaxDefault = 4 * 1024 * 1024;
 export const querySqlBytesMax = 64 * 1024;
 /** Most bound parameters in one query. */
 export const queryParamsMax = 1_000;
-/** Queries waiting for the query process; more are refused with UNAVAILABLE rather than queued without bound. */
+/** Query processes of a node: queries run side by side, and a slow one holds up only one process. */
+export const queryProcessesDefault = 2;
+/** Most query processes (each is a Node process of some 40 MiB). */
+export const queryProcessesMax = 16;
+/** Queries waiting for a query process; more are refused with UNAVAILABLE rather than queued without bound. */
 export const queryQueueLengthMax = 256;
 /** SQLite heap of the query process; a query that needs more fails with TOO_LARGE instead of exhausting memory. */
 export const queryHeapBytesMax = 256 * 1024 * 1024;

@@ -19,6 +19,8 @@ export interface SqlViewOptions {
   queryTimeoutMs?: number;
   /** Largest result page; keep it under the bus payload limit for the NATS door. */
   resultBytesMax?: number;
+  /** Query processes running queries side by side. */
+  queryProcesses?: number;
 }
 
 export interface SqlView {
@@ -34,7 +36,13 @@ export function openSqlView(viewsDir: string, options: SqlViewOptions): SqlView 
   const runners = [new SqlProjection(), ...(options.projections ?? [])].map(
     (projection) => new ProjectionRunner(projection, store, options.logger.child({ projection: projection.name })),
   );
-  const queries = new SqlQueryService({ file, logger: options.logger, timeoutMs: options.queryTimeoutMs, resultBytesMax: options.resultBytesMax });
+  const queries = new SqlQueryService({
+    file,
+    logger: options.logger,
+    timeoutMs: options.queryTimeoutMs,
+    resultBytesMax: options.resultBytesMax,
+    processes: options.queryProcesses,
+  });
   return {
     runners,
     queries,

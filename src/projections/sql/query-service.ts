@@ -1,10 +1,11 @@
-// Read-only SQL queries over the SQL view, run off the main thread in a child process with its own
-// read-only connection, one at a time, each under a time limit that kills the process if it runs over.
+// Read-only SQL queries over the SQL view, run off the main thread in a few child processes, each
+// with its own read-only connection and one query at a time, under a time limit that kills the
+// process if its query runs over. A slow query holds one process; the others keep answering.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import { LoomError, assert, type Logger } from '../../util';
-import { queryHeapBytesMax, queryQueueLengthMax, queryResultBytesMaxDefault, queryTimeoutMsDefault } from './limits';
+import { queryHeapBytesMax, queryProcessesDefault, queryProcessesMax, queryQueueLengthMax, queryResultBytesMaxDefault, queryTimeoutMsDefault } from './limits';
 import { queryProcessCode, type QueryMessage, type QueryProcessConfig, type QueryReply } from './query-process';
 import { checkQueryRequest, encodeCursor, type SqlQueryRequest } from './query-request';
 
@@ -16,6 +17,8 @@ export interface SqlQueryServiceOptions {
   timeoutMs?: number;
   /** Budget of one page of results; see queryResultBytesMaxDefault. */
   resultBytesMax?: number;
+  /** Query processes, so queries run side by side (default queryProcessesDefault). */
+  processes?: number;
 }
 
 export interface SqlQueryResult {
@@ -34,14 +37,19 @@ interface Job {
   reject: (err: Error) => void;
 }
 
+/** One query process and the query it runs, if any. */
+interface Worker {
+  child: ChildProcess | undefined;
+  running: Job | undefined;
+}
+
 export class SqlQueryService {
   private readonly file: string;
   private readonly logger: Logger;
   private readonly timeoutMs: number;
   private readonly resultBytesMax: number;
   private readonly queue: Job[] = [];
-  private running: Job | undefined;
-  private child: ChildProcess | undefined;
+  private readonly workers: Worker[] = [];
   private nextId = 1;
   private closed = false;
 
@@ -50,7 +58,15 @@ export class SqlQueryService {
     this.logger = options.logger.child({ component: 'sql-query' });
     this.timeoutMs = positiveInteger(options.timeoutMs, 'timeoutMs', queryTimeoutMsDefault);
     this.resultBytesMax = positiveInteger(options.resultBytesMax, 'resultBytesMax', queryResultBytesMaxDefault);
-    this.spawnChild();
+    const processes = positiveInteger(options.processes, 'processes', queryProcessesDefault);
+    if (processes > queryProcessesMax) {
+      throw new LoomError('INVALID_ARGUMENT', `processes must be at most ${queryProcessesMax}, got ${processes}`, { field: 'processes' });
+    }
+    for (let i = 0; i < processes; i++) {
+      const worker: Worker = { child: undefined, running: undefined };
+      this.workers.push(worker);
+      this.spawnChild(worker);
+    }
   }
 
   /** Runs a read-only query; rejects with a LoomError (INVALID_ARGUMENT, TIMEOUT, TOO_LARGE, UNAVAILABLE …). */
@@ -85,34 +101,38 @@ export class SqlQueryService {
     });
   }
 
-  /** Stops the query process; pending queries fail with UNAVAILABLE. */
+  /** Stops the query processes; pending queries fail with UNAVAILABLE. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const pending = [...(this.running ? [this.running] : []), ...this.queue.splice(0)];
-    this.running = undefined;
+    const pending = [...this.workers.flatMap((w) => (w.running ? [w.running] : [])), ...this.queue.splice(0)];
+    for (const worker of this.workers) worker.running = undefined;
     for (const job of pending) this.settle(job, new LoomError('UNAVAILABLE', 'the SQL query service closed before the query finished'));
-    await this.killChild();
+    await Promise.all(this.workers.map((w) => this.killChild(w)));
   }
 
+  /** Hands waiting queries, oldest first, to idle processes. */
   private pump(): void {
-    if (this.running || this.closed) return;
-    const job = this.queue.shift();
-    if (!job) {
-      this.setActive(false);
-      return;
+    if (this.closed) return;
+    for (const worker of this.workers) {
+      if (worker.running) continue;
+      const job = this.queue.shift();
+      if (!job) {
+        this.setActive(worker, false);
+        continue;
+      }
+      const child = worker.child ?? this.spawnChild(worker);
+      worker.running = job;
+      this.setActive(worker, true);
+      child.send(job.message);
     }
-    const child = this.child ?? this.spawnChild();
-    this.running = job;
-    this.setActive(true);
-    child.send(job.message);
   }
 
-  private received(child: ChildProcess, reply: QueryReply): void {
-    if (child !== this.child) return; // a killed process's last words
-    const job = this.running;
-    assert(job !== undefined && job.message.id === reply.id, `the query process answered query ${reply.id}, which is not the one running`);
-    this.running = undefined;
+  private received(worker: Worker, child: ChildProcess, reply: QueryReply): void {
+    if (child !== worker.child) return; // a killed process's last words
+    const job = worker.running;
+    assert(job !== undefined && job.message.id === reply.id, `the query process answered query ${reply.id}, which is not the one it runs`);
+    worker.running = undefined;
     if (reply.ok) {
       const result: SqlQueryResult = { columns: reply.columns, rows: reply.rows };
       if (reply.more) result.cursor = encodeCursor(job.queryId, job.message.offset + reply.rows.length);
@@ -128,12 +148,13 @@ export class SqlQueryService {
       timeoutMs: this.timeoutMs,
       sql: abbreviate(job.message.sql),
     });
-    if (job === this.running) {
+    const worker = this.workers.find((w) => w.running === job);
+    if (worker) {
       // The only way to stop a query inside SQLite from here: kill its process, start a fresh one.
-      this.logger.warn({ sql: abbreviate(job.message.sql), timeoutMs: this.timeoutMs }, 'SQL query over its time limit: killing the query process');
-      this.running = undefined;
-      void this.killChild();
-      this.spawnChild();
+      this.logger.warn({ sql: abbreviate(job.message.sql), timeoutMs: this.timeoutMs }, 'SQL query over its time limit: killing its query process');
+      worker.running = undefined;
+      void this.killChild(worker);
+      this.spawnChild(worker);
     } else {
       const at = this.queue.indexOf(job);
       if (at >= 0) this.queue.splice(at, 1);
@@ -142,12 +163,12 @@ export class SqlQueryService {
     this.pump();
   }
 
-  private exited(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null, stderr: string): void {
-    if (child !== this.child) return;
-    this.child = undefined;
-    this.logger.error({ code, signal, stderr: stderr.slice(-4096) }, 'the SQL query process exited unexpectedly');
-    const job = this.running;
-    this.running = undefined;
+  private exited(worker: Worker, child: ChildProcess, code: number | null, signal: NodeJS.Signals | null, stderr: string): void {
+    if (child !== worker.child) return;
+    worker.child = undefined;
+    this.logger.error({ code, signal, stderr: stderr.slice(-4096) }, 'an SQL query process exited unexpectedly');
+    const job = worker.running;
+    worker.running = undefined;
     if (job) {
       this.settle(job, new LoomError('INTERNAL', `the SQL query process exited (code ${code}, signal ${signal}) while running the query`, { sql: abbreviate(job.message.sql) }));
     }
@@ -161,7 +182,7 @@ export class SqlQueryService {
     else job.resolve(result as SqlQueryResult);
   }
 
-  private spawnChild(): ChildProcess {
+  private spawnChild(worker: Worker): ChildProcess {
     const config: QueryProcessConfig = { betterSqlite3Path: require.resolve('better-sqlite3'), file: this.file, heapBytesMax: queryHeapBytesMax };
     const child = spawn(process.execPath, ['-e', queryProcessCode, JSON.stringify(config)], {
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
@@ -173,17 +194,17 @@ export class SqlQueryService {
     child.stderr?.on('data', (chunk: string) => {
       stderr = (stderr + chunk).slice(-8192);
     });
-    child.on('message', (reply) => this.received(child, reply as QueryReply));
-    child.on('exit', (code, signal) => this.exited(child, code, signal, stderr));
-    child.on('error', (err) => this.logger.error({ err }, 'the SQL query process failed'));
-    this.child = child;
-    this.setActive(this.running !== undefined || this.queue.length > 0);
+    child.on('message', (reply) => this.received(worker, child, reply as QueryReply));
+    child.on('exit', (code, signal) => this.exited(worker, child, code, signal, stderr));
+    child.on('error', (err) => this.logger.error({ err }, 'an SQL query process failed'));
+    worker.child = child;
+    this.setActive(worker, worker.running !== undefined);
     return child;
   }
 
-  private killChild(): Promise<void> {
-    const child = this.child;
-    this.child = undefined;
+  private killChild(worker: Worker): Promise<void> {
+    const child = worker.child;
+    worker.child = undefined;
     if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
     return new Promise((resolve) => {
       child.once('exit', () => resolve());
@@ -195,8 +216,8 @@ export class SqlQueryService {
   }
 
   /** An idle query process must not keep the embedding program alive. */
-  private setActive(active: boolean): void {
-    const child = this.child;
+  private setActive(worker: Worker, active: boolean): void {
+    const child = worker.child;
     if (!child) return;
     const handles = [child.channel, child.stderr] as unknown as Array<{ ref?: () => void; unref?: () => void } | null | undefined>;
     if (active) child.ref();
