@@ -69,6 +69,9 @@ function classify(id, err) {
   return fail(id, 'INTERNAL', message);
 }
 
+const maxSafe = BigInt(Number.MAX_SAFE_INTEGER);
+const minSafe = -maxSafe;
+
 function bindable(value) {
   return value instanceof Uint8Array ? Buffer.from(value.buffer, value.byteOffset, value.byteLength) : value;
 }
@@ -108,6 +111,8 @@ function run(m) {
     return fail(m.id, 'INVALID_ARGUMENT', 'only statements that return rows are allowed (SELECT, WITH, VALUES, EXPLAIN); this one returns none (ATTACH, DETACH, BEGIN, SAVEPOINT …)');
   }
   stmt.raw(true);
+  // Integers come back exact: as numbers while they fit a double exactly, as decimal strings beyond.
+  stmt.safeIntegers(true);
   const columns = stmt.columns().map(function (c) { return c.name; });
   const rows = [];
   let bytes = 0;
@@ -130,6 +135,9 @@ function run(m) {
         if (Buffer.isBuffer(v)) {
           row[i] = v.toString('base64');
           rowBytes += row[i].length + 3;
+        } else if (typeof v === 'bigint') {
+          row[i] = v >= minSafe && v <= maxSafe ? Number(v) : v.toString();
+          rowBytes += 24;
         } else if (typeof v === 'string') {
           rowBytes += Buffer.byteLength(v) + 3;
         } else {

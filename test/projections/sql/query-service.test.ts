@@ -52,6 +52,11 @@ describe('SqlQueryService', () => {
     expect(named.rows).toEqual([[itemCount / 2]]);
   });
 
+  it('returns integers exactly: numbers while they fit a double, decimal strings beyond', async () => {
+    const result = await service.query({ sql: 'SELECT 9007199254740991, -9007199254740991, 9007199254740993, -9223372036854775808, 1.5, count(*) FROM kv_items' });
+    expect(result.rows).toEqual([[9007199254740991, -9007199254740991, '9007199254740993', '-9223372036854775808', 1.5, itemCount]]);
+  });
+
   it('returns BLOBs as base64 strings', async () => {
     const result = await service.query({ sql: `SELECT key, typeof(value), value FROM kv_files` });
     expect(result.rows).toEqual([['logo', 'blob', Buffer.from([0x89, 0x50, 0x4e, 0x47, 0xff]).toString('base64')]]);
