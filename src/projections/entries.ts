@@ -596,3 +596,25 @@ export function asciiString(bytes: Uint8Array, start: number, end: number): stri
   }
   return Buffer.from(bytes.buffer, bytes.byteOffset + start, end - start).toString('latin1');
 }
+
+/**
+ * Remembers the last name it decoded: the same bytes again (one bucket, put after put) give the
+ * same string without decoding. Names are those readKvPutFields accepted (printable ASCII).
+ */
+export class RepeatedName {
+  private bytes = new Uint8Array(0);
+  private name = '';
+
+  of(bytes: Uint8Array, start: number, end: number): string {
+    const length = end - start;
+    const last = this.bytes;
+    if (last.length === length) {
+      let i = 0;
+      while (i < length && bytes[start + i] === last[i]) i++;
+      if (i === length) return this.name;
+    }
+    this.bytes = bytes.slice(start, end);
+    this.name = asciiString(bytes, start, end);
+    return this.name;
+  }
+}

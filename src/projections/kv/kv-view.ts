@@ -6,7 +6,7 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import * as path from 'node:path';
 import type { LogEntry } from '../../eventlog';
 import { decideEventAppend, decideKvDel, decideKvPut, type Outcome } from '../decide';
-import { asciiString, decodeMutationTransient, readKvPutFields, type EventAppend, type KvDel, type KvPut, type KvPutFields } from '../entries';
+import { asciiString, decodeMutationTransient, readKvPutFields, RepeatedName, type EventAppend, type KvDel, type KvPut, type KvPutFields } from '../entries';
 import type { Projection, ProjectionStore } from '../projection';
 
 export interface KvRecord {
@@ -117,9 +117,7 @@ export class KvProjection implements Projection<void> {
 
   /** Bucket settings read on every put: cached, and changed only by kv.bucket entries applied here. */
   private readonly historyByBucket = new Map<string, number>();
-  /** The bucket of the last put read in place, as bytes and as a string (see bucketName). */
-  private lastBucketBytes = new Uint8Array(0);
-  private lastBucketName = '';
+  private readonly bucketNames = new RepeatedName();
   /** Where kvKeyBytes builds LMDB keys; grows to the longest key seen. */
   private keyScratch = Buffer.alloc(256);
 
@@ -194,7 +192,7 @@ export class KvProjection implements Projection<void> {
    */
   private putFields(entry: LogEntry, f: KvPutFields): Outcome | undefined {
     if (f.ttlMs !== undefined) return undefined;
-    const bucket = this.bucketName(f);
+    const bucket = this.bucketNames.of(f.bytes, f.bucketStart, f.bucketEnd);
     if (this.keepsHistory(bucket)) return undefined;
     const s = this.store;
     const key = this.kvKeyBytes(f);
@@ -206,25 +204,6 @@ export class KvProjection implements Projection<void> {
     const record = kvRecordInScratch(entry.index, current?.createRev ?? entry.index, entry.ts, undefined, f.bytes, f.valueStart, f.valueEnd);
     s.kvByKeyBytes.putSync(key, record);
     return outcome;
-  }
-
-  /** The put's bucket as a string; the same bucket's bytes in a row give the same string without decoding. */
-  private bucketName(f: KvPutFields): string {
-    const length = f.bucketEnd - f.bucketStart;
-    const last = this.lastBucketBytes;
-    if (last.length === length) {
-      let same = true;
-      for (let i = 0; i < length; i++) {
-        if (f.bytes[f.bucketStart + i] !== last[i]) {
-          same = false;
-          break;
-        }
-      }
-      if (same) return this.lastBucketName;
-    }
-    this.lastBucketBytes = f.bytes.slice(f.bucketStart, f.bucketEnd);
-    this.lastBucketName = asciiString(f.bytes, f.bucketStart, f.bucketEnd);
-    return this.lastBucketName;
   }
 
   /**
