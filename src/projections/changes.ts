@@ -46,6 +46,9 @@ const entryTypesBySubjectRoot: Record<string, string[]> = {
   $OBJ: ['blob.commit', 'blob.del'],
 };
 
+/** The first token of every change subject. */
+export const changeSubjectRoots: readonly string[] = Object.keys(entryTypesBySubjectRoot);
+
 /**
  * The entry types whose changes can match a subject filter: a replay need not decode any other.
  * Decided by the filter's first token alone, so it may include types whose changes then do not match.
