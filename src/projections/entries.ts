@@ -589,11 +589,6 @@ function failField(): undefined {
 
 /** The string of printable-ASCII bytes `bytes[start, end)` (a name readKvPutFields accepted). */
 export function asciiString(bytes: Uint8Array, start: number, end: number): string {
-  if (end - start <= 24) {
-    let s = '';
-    for (let i = start; i < end; i++) s += String.fromCharCode(bytes[i]);
-    return s;
-  }
   return Buffer.from(bytes.buffer, bytes.byteOffset + start, end - start).toString('latin1');
 }
 
