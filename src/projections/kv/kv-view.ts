@@ -48,10 +48,10 @@ export class ViewStore implements ProjectionStore<void> {
   /** Current values, as binary records (see encodeKvRecord): msgpack per record costs too much on replay. */
   readonly kvRaw: Database<Buffer, Key>;
   /**
-   * The same database keyed by the bytes LMDB stores, for the apply path, which builds them from
-   * an entry's bytes without making strings (kvKeyBytes); the key bytes are the same either way.
+   * The same database keyed by a put read in place (KvPutFields), for the apply path: its key
+   * encoder writes the key's bytes straight from the entry's, with no string made (putFieldsKeys).
    */
-  readonly kvByKeyBytes: Database<Buffer, Uint8Array>;
+  readonly kvByPutFields: Database<Buffer, Key>;
   readonly history: Database<HistoryRecord, [string, string, number]>;
   readonly buckets: Database<BucketSettings, string>;
   readonly ttl: Database<number, [number, string, string]>;
@@ -67,8 +67,8 @@ export class ViewStore implements ProjectionStore<void> {
       this.env.openDB<V, K>({ name, encoding: 'msgpack', cache: false });
     this.kvRaw = this.env.openDB<Buffer, Key>({ name: 'kv', encoding: 'binary', cache: false });
     // lmdb-js takes per-database encoders although its typings list them only for the root.
-    const byKeyBytesOptions = { name: 'kv', encoding: 'binary' as const, keyEncoder: terminatedBinaryKeys, cache: false };
-    this.kvByKeyBytes = this.env.openDB<Buffer, Uint8Array>(byKeyBytesOptions);
+    const byPutFieldsOptions = { name: 'kv', encoding: 'binary' as const, keyEncoder: putFieldsKeys, cache: false };
+    this.kvByPutFields = this.env.openDB<Buffer, Key>(byPutFieldsOptions);
     this.history = db('kv-history');
     this.buckets = db('buckets');
     this.ttl = db('ttl');
@@ -118,8 +118,6 @@ export class KvProjection implements Projection<void> {
   /** Bucket settings read on every put: cached, and changed only by kv.bucket entries applied here. */
   private readonly historyByBucket = new Map<string, number>();
   private readonly bucketNames = new RepeatedName();
-  /** Where kvKeyBytes builds LMDB keys; grows to the longest key seen. */
-  private keyScratch = Buffer.alloc(256);
 
   constructor(private readonly store: ViewStore) {}
 
@@ -195,32 +193,16 @@ export class KvProjection implements Projection<void> {
     const bucket = this.bucketNames.of(f.bytes, f.bucketStart, f.bucketEnd);
     if (this.keepsHistory(bucket)) return undefined;
     const s = this.store;
-    const key = this.kvKeyBytes(f);
-    const current = readKvHeader(s.kvByKeyBytes.getBinaryFast(key));
+    // The encoder of kvByPutFields takes the fields for a key (putFieldsKeys).
+    const key = f as unknown as Key;
+    const current = readKvHeader(s.kvByPutFields.getBinaryFast(key));
     const conditional = f.create !== undefined || f.expectRev !== undefined;
     const outcome = decideKvPut(entry.index, current, conditional ? this.conditionsOf(f, bucket) : unconditionalPut);
     if (!outcome.ok) return outcome;
     if (current?.expiresAt !== undefined) s.ttl.removeSync([current.expiresAt, bucket, asciiString(f.bytes, f.keyStart, f.keyEnd)]);
     const record = kvRecordInScratch(entry.index, current?.createRev ?? entry.index, entry.ts, undefined, f.bytes, f.valueStart, f.valueEnd);
-    s.kvByKeyBytes.putSync(key, record);
+    s.kvByPutFields.putSync(key, record);
     return outcome;
-  }
-
-  /**
-   * The LMDB key of [bucket, key] as lmdb-js writes an array of two strings (ordered-binary: the
-   * strings' bytes with a 0 between them); readKvPutFields let through only printable-ASCII names,
-   * which ordered-binary writes as they are. Valid until the next call.
-   */
-  private kvKeyBytes(f: KvPutFields): Uint8Array {
-    const bucketLength = f.bucketEnd - f.bucketStart;
-    const length = bucketLength + 1 + f.keyEnd - f.keyStart;
-    if (this.keyScratch.length < length) this.keyScratch = Buffer.alloc(Math.max(length, 2 * this.keyScratch.length));
-    const out = this.keyScratch;
-    const bytes = f.bytes;
-    for (let i = 0; i < bucketLength; i++) out[i] = bytes[f.bucketStart + i];
-    out[bucketLength] = 0;
-    for (let i = f.keyStart, at = bucketLength + 1; i < f.keyEnd; i++, at++) out[at] = bytes[i];
-    return out.subarray(0, length);
   }
 
   private conditionsOf(f: KvPutFields, bucket: string): KvPut {
@@ -280,23 +262,28 @@ export class KvProjection implements Projection<void> {
 }
 
 /**
- * Keys given as their bytes, followed in lmdb-js's key buffer by four zero bytes that are not part
- * of the key. lmdb-js compares the keys of a database opened with its default key encoding (as
- * `kv` first is) 32 bits at a time and counts on that padding, which its ordered-binary writer
- * adds; lmdb-js's own 'binary' keys lack it, so a lookup could miss a key that is there.
+ * Keys of the kv database given as a put read in place: the key [bucket, key] as lmdb-js writes
+ * an array of two strings (ordered-binary: the strings' bytes with a 0 between them; names of
+ * printable ASCII, all readKvPutFields lets through, are written as they are), followed by four
+ * zero bytes that are not part of the key. lmdb-js compares the keys of a database opened with
+ * its default key encoding (as `kv` first is) 32 bits at a time and counts on that padding, which
+ * its ordered-binary writer adds; without it a lookup could miss a key that is there.
  */
-const terminatedBinaryKeys = {
-  writeKey(key: Uint8Array, target: Uint8Array, start: number): number {
-    target.set(key, start);
-    const end = start + key.length;
-    target[end] = 0;
-    target[end + 1] = 0;
-    target[end + 2] = 0;
-    target[end + 3] = 0;
-    return end;
+const putFieldsKeys = {
+  writeKey(f: KvPutFields, target: Uint8Array, start: number): number {
+    const bytes = f.bytes;
+    let at = start;
+    for (let i = f.bucketStart; i < f.bucketEnd; i++) target[at++] = bytes[i];
+    target[at++] = 0;
+    for (let i = f.keyStart; i < f.keyEnd; i++) target[at++] = bytes[i];
+    target[at] = 0;
+    target[at + 1] = 0;
+    target[at + 2] = 0;
+    target[at + 3] = 0;
+    return at;
   },
-  readKey(target: Uint8Array, start: number, end: number): Uint8Array {
-    return Uint8Array.prototype.slice.call(target, start, end);
+  readKey(): never {
+    throw new Error('kvByPutFields is for gets and puts by a put read in place, not for reading keys');
   },
 };
 
