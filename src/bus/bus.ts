@@ -334,6 +334,11 @@ export class Bus {
     return this.sublist.match(subject) !== EMPTY_MATCH;
   }
 
+  /** False when no subscription can match a subject that starts with `token` (e.g. `$KV`). */
+  hasInterestUnder(token: string): boolean {
+    return this.sublist.mayMatchUnder(token);
+  }
+
   hasSubscriber(sub: Subscriber): boolean {
     return this.members.has(sub);
   }

@@ -94,6 +94,15 @@ export class Sublist {
     return removed;
   }
 
+  /**
+   * False only when no subscription can match any subject whose first token is `token` (none
+   * starts with that token, `*` or `>`): a publisher may then skip building such messages at all.
+   */
+  mayMatchUnder(token: string): boolean {
+    const root = this.root;
+    return root.full !== undefined || root.star !== undefined || root.literals.has(token);
+  }
+
   match(subject: string): MatchResult {
     const cached = this.cache.get(subject);
     if (cached !== undefined) return cached;

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { MsgHeaders, type Bus } from '../bus';
 import type { LogStore, SnapshotMeta } from '../eventlog';
-import { changeMessage, changeOf, type Change, type Outcome, type ProjectionStatus } from '../projections';
+import { changeMessage, changeOf, changeSubjectRoots, type Change, type Outcome, type ProjectionStatus } from '../projections';
 import { LoomError, type Logger } from '../util';
 import type { Replicator } from './replicator';
 import { Core } from './core';
@@ -110,14 +110,19 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<OpenDa
 
   core.onApplied((entries, outcomes) => {
     snapshotter.applied(entries[entries.length - 1].index);
+    const bus = options.bus;
+    const busMayWant = bus !== undefined && changeSubjectRoots.some((root) => bus.hasInterestUnder(root));
+    // Nobody to tell: no live watcher, and no bus subscription that could match a change subject.
+    // A watcher that starts later replays these entries from the log, and live bus delivery is
+    // at-most-once anyway, so skipping the changes (decoding each entry again) loses nothing.
+    if (feed.size === 0 && !busMayWant) return;
     const changes: Change[] = [];
     for (let i = 0; i < entries.length; i++) {
       const change = changeOf(entries[i], outcomes[i] as Outcome | undefined);
       if (change) changes.push(change);
     }
     feed.publish({ first: entries[0].index, last: entries[entries.length - 1].index, changes });
-    const bus = options.bus;
-    if (bus) {
+    if (busMayWant) {
       for (const change of changes) {
         if (!bus.hasInterest(change.subject)) continue;
         const message = changeMessage(change);

@@ -4,7 +4,7 @@
 
 import type { LogEntry } from '../eventlog';
 import type { Outcome } from './decide';
-import { decodeMutationTransient } from './entries';
+import { RepeatedName, decodeMutationTransient, readKvPutFields, type KvPutFields } from './entries';
 import type { KvReader } from './kv/kv-read';
 import { objectNameToken } from '../util/names';
 
@@ -46,6 +46,9 @@ const entryTypesBySubjectRoot: Record<string, string[]> = {
   $OBJ: ['blob.commit', 'blob.del'],
 };
 
+/** The first token of every change subject. */
+export const changeSubjectRoots: readonly string[] = Object.keys(entryTypesBySubjectRoot);
+
 /**
  * The entry types whose changes can match a subject filter: a replay need not decode any other.
  * Decided by the filter's first token alone, so it may include types whose changes then do not match.
@@ -65,6 +68,11 @@ const empty = new Uint8Array(0);
  */
 export function changeOf(entry: LogEntry, outcome: Outcome | undefined): Change | undefined {
   if (!outcome || !outcome.ok) return undefined;
+  if (entry.type === 'kv.put') {
+    // Most puts: read in place, no msgpackr (readKvPutFields); the rest are decoded below.
+    const fields = readKvPutFields(entry.data);
+    if (fields) return kvPutChange(entry, fields);
+  }
   const mutation = decodeMutationTransient(entry);
   if (!mutation) return undefined;
   switch (mutation.type) {
@@ -94,6 +102,42 @@ export function changeOf(entry: LogEntry, outcome: Outcome | undefined): Change 
     default:
       return undefined;
   }
+}
+
+const bucketNames = new RepeatedName();
+
+/** Where kvPutChange writes a subject's bytes: `$KV.` stays, bucket, dot and key follow. */
+let subjectScratch = Buffer.from('$KV.'.padEnd(256, ' '), 'latin1');
+
+/**
+ * The change of a put read in place: the same as changeOf makes of the decoded put. The subject
+ * is made as one flat string from its bytes, and the key is a slice of it: cheaper than making
+ * the key, then the subject from it.
+ */
+function kvPutChange(entry: LogEntry, f: KvPutFields): Change {
+  const bytes = f.bytes;
+  const bucket = bucketNames.of(bytes, f.bucketStart, f.bucketEnd);
+  const keyAt = 4 + (f.bucketEnd - f.bucketStart) + 1;
+  const subjectBytes = keyAt + (f.keyEnd - f.keyStart);
+  if (subjectScratch.length < subjectBytes) {
+    const grown = Buffer.alloc(Math.max(subjectBytes, 2 * subjectScratch.length));
+    subjectScratch.copy(grown, 0, 0, 4);
+    subjectScratch = grown;
+  }
+  const out = subjectScratch;
+  let at = 4;
+  for (let i = f.bucketStart; i < f.bucketEnd; i++) out[at++] = bytes[i];
+  out[at++] = 0x2e; // .
+  for (let i = f.keyStart; i < f.keyEnd; i++) out[at++] = bytes[i];
+  // Printable ASCII (readKvPutFields), so Latin-1 gives the same string as UTF-8.
+  const subject = out.toString('latin1', 0, subjectBytes);
+  const key = subject.substring(keyAt);
+  const length = f.valueEnd - f.valueStart;
+  const value = Buffer.allocUnsafe(length);
+  // Short values (most) are copied faster by hand than through a subarray and set().
+  if (length <= 64) for (let i = 0; i < length; i++) value[i] = bytes[f.valueStart + i];
+  else value.set(bytes.subarray(f.valueStart, f.valueEnd));
+  return { kind: 'kv', seq: entry.index, subject, op: 'PUT', bucket, key, value, ts: entry.ts };
 }
 
 /**

@@ -347,3 +347,269 @@ function unpackMutation(entry: LogEntry, inScratch: boolean): Mutation {
   }
   return { type: entry.type, body } as Mutation;
 }
+
+/**
+ * Where the fields of a `kv.put` body lie in its bytes, read without msgpackr and without making a
+ * string: the KV view builds its LMDB key straight from the name bytes, and the change feed makes
+ * its strings from them. Offsets are into `bytes` (the entry's data); undefined numbers are absent.
+ */
+export interface KvPutFields {
+  bytes: Uint8Array;
+  bucketStart: number;
+  bucketEnd: number;
+  keyStart: number;
+  keyEnd: number;
+  valueStart: number;
+  valueEnd: number;
+  expectRev: number | undefined;
+  create: boolean | undefined;
+  ttlMs: number | undefined;
+}
+
+// One reused result: readKvPutFields allocates nothing, and its caller is done with one entry's
+// fields before it reads the next.
+const kvPutFields: KvPutFields = {
+  bytes: new Uint8Array(0),
+  bucketStart: 0,
+  bucketEnd: 0,
+  keyStart: 0,
+  keyEnd: 0,
+  valueStart: 0,
+  valueEnd: 0,
+  expectRev: undefined,
+  create: undefined,
+  ttlMs: undefined,
+};
+
+// Field names of a kv.put body as msgpack fixstr bytes, and the bit each sets in `seen`.
+const fieldV = 1;
+const fieldBucket = 2;
+const fieldKey = 4;
+const fieldValue = 8;
+const fieldExpectRev = 16;
+const fieldCreate = 32;
+const fieldTtlMs = 64;
+const fieldsRequired = fieldV | fieldBucket | fieldKey | fieldValue;
+
+// Where readKvPutFields' readers stopped; -1 once something is outside the common layout.
+let cursor = 0;
+
+/**
+ * The fields of a `kv.put` body in the layout msgpackr writes for every body `encodeMutation`
+ * accepts (a map of the known fields, each once, `v` 1, names of printable ASCII), or undefined
+ * for anything else, which the caller then decodes with `decodeMutation`: so both ways give the
+ * same mutation for the same bytes. The result is reused by the next call.
+ */
+export function readKvPutFields(bytes: Uint8Array): KvPutFields | undefined {
+  const size = bytes.byteLength;
+  let count: number;
+  cursor = 0;
+  if (size < 1) return undefined;
+  const head = bytes[0];
+  if (head === 0xde) {
+    if (size < 3) return undefined;
+    count = (bytes[1] << 8) | bytes[2];
+    cursor = 3;
+  } else if ((head & 0xf0) === 0x80) {
+    count = head & 0x0f;
+    cursor = 1;
+  } else return undefined;
+  const f = kvPutFields;
+  f.bytes = bytes;
+  f.expectRev = undefined;
+  f.create = undefined;
+  f.ttlMs = undefined;
+  let seen = 0;
+  for (let i = 0; i < count; i++) {
+    const field = readFieldName(bytes, size);
+    if (field === 0 || (seen & field) !== 0) return undefined;
+    seen |= field;
+    switch (field) {
+      case fieldV:
+        if (cursor >= size || bytes[cursor] !== 0x01) return undefined;
+        cursor++;
+        break;
+      case fieldBucket:
+        if (!readName(bytes, size)) return undefined;
+        f.bucketStart = nameStart;
+        f.bucketEnd = cursor;
+        break;
+      case fieldKey:
+        if (!readName(bytes, size)) return undefined;
+        f.keyStart = nameStart;
+        f.keyEnd = cursor;
+        break;
+      case fieldValue:
+        if (!readBinField(bytes, size)) return undefined;
+        f.valueStart = nameStart;
+        f.valueEnd = cursor;
+        break;
+      case fieldExpectRev:
+        f.expectRev = readUnsigned(bytes, size);
+        break;
+      case fieldCreate:
+        if (cursor >= size || (bytes[cursor] !== 0xc2 && bytes[cursor] !== 0xc3)) return undefined;
+        f.create = bytes[cursor++] === 0xc3;
+        break;
+      case fieldTtlMs:
+        f.ttlMs = readUnsigned(bytes, size);
+        break;
+    }
+    if (cursor < 0) return undefined;
+  }
+  if (cursor !== size || (seen & fieldsRequired) !== fieldsRequired) return undefined;
+  return f;
+}
+
+/** The field a fixstr name at the cursor denotes (one of the field bits), or 0. */
+function readFieldName(bytes: Uint8Array, size: number): number {
+  if (cursor >= size) return 0;
+  const length = bytes[cursor] - 0xa0;
+  const p = cursor + 1;
+  if (length < 1 || length > 9 || p + length > size) return 0;
+  cursor = p + length;
+  const c = bytes[p];
+  switch (length) {
+    case 1:
+      return c === 0x76 ? fieldV : 0; // v
+    case 3:
+      return c === 0x6b && bytes[p + 1] === 0x65 && bytes[p + 2] === 0x79 ? fieldKey : 0; // key
+    case 5:
+      if (sameBytes(bytes, p, nameValue)) return fieldValue;
+      return sameBytes(bytes, p, nameTtlMs) ? fieldTtlMs : 0;
+    case 6:
+      if (sameBytes(bytes, p, nameBucket)) return fieldBucket;
+      return sameBytes(bytes, p, nameCreate) ? fieldCreate : 0;
+    case 9:
+      return sameBytes(bytes, p, nameExpectRev) ? fieldExpectRev : 0;
+    default:
+      return 0;
+  }
+}
+
+const nameValue = Buffer.from('value');
+const nameTtlMs = Buffer.from('ttlMs');
+const nameBucket = Buffer.from('bucket');
+const nameCreate = Buffer.from('create');
+const nameExpectRev = Buffer.from('expectRev');
+
+function sameBytes(bytes: Uint8Array, at: number, name: Uint8Array): boolean {
+  for (let i = 0; i < name.length; i++) if (bytes[at + i] !== name[i]) return false;
+  return true;
+}
+
+// Start of the last name or bin readName / readBinField read (its end is the cursor).
+let nameStart = 0;
+
+/**
+ * A msgpack str of 1 or more bytes, each printable ASCII (0x20-0x7e): every bucket and key name
+ * loom accepts. Such a string is the same in UTF-8, Latin-1 and the LMDB key encoding.
+ */
+function readName(bytes: Uint8Array, size: number): boolean {
+  if (cursor >= size) return false;
+  const tag = bytes[cursor];
+  let length: number;
+  let p: number;
+  if (tag >= 0xa0 && tag <= 0xbf) {
+    length = tag - 0xa0;
+    p = cursor + 1;
+  } else if (tag === 0xd9 && cursor + 1 < size) {
+    length = bytes[cursor + 1];
+    p = cursor + 2;
+  } else if (tag === 0xda && cursor + 2 < size) {
+    length = (bytes[cursor + 1] << 8) | bytes[cursor + 2];
+    p = cursor + 3;
+  } else return false;
+  const end = p + length;
+  if (length === 0 || end > size) return false;
+  for (let i = p; i < end; i++) {
+    const c = bytes[i];
+    if (c < 0x20 || c > 0x7e) return false;
+  }
+  nameStart = p;
+  cursor = end;
+  return true;
+}
+
+function readBinField(bytes: Uint8Array, size: number): boolean {
+  if (cursor >= size) return false;
+  const tag = bytes[cursor];
+  let length: number;
+  let p: number;
+  if (tag === 0xc4 && cursor + 1 < size) {
+    length = bytes[cursor + 1];
+    p = cursor + 2;
+  } else if (tag === 0xc5 && cursor + 2 < size) {
+    length = (bytes[cursor + 1] << 8) | bytes[cursor + 2];
+    p = cursor + 3;
+  } else if (tag === 0xc6 && cursor + 4 < size) {
+    length = ((bytes[cursor + 1] << 24) | (bytes[cursor + 2] << 16) | (bytes[cursor + 3] << 8) | bytes[cursor + 4]) >>> 0;
+    p = cursor + 5;
+  } else return false;
+  if (p + length > size) return false;
+  nameStart = p;
+  cursor = p + length;
+  return true;
+}
+
+/** A non-negative integer as msgpackr writes one (fixint, uint8/16/32, or float64 beyond); else fails. */
+function readUnsigned(bytes: Uint8Array, size: number): number | undefined {
+  if (cursor >= size) return failField();
+  const tag = bytes[cursor];
+  const p = cursor + 1;
+  if (tag <= 0x7f) {
+    cursor = p;
+    return tag;
+  }
+  if (tag === 0xcc && p < size) {
+    cursor = p + 1;
+    return bytes[p];
+  }
+  if (tag === 0xcd && p + 1 < size) {
+    cursor = p + 2;
+    return (bytes[p] << 8) | bytes[p + 1];
+  }
+  if (tag === 0xce && p + 3 < size) {
+    cursor = p + 4;
+    return ((bytes[p] << 24) | (bytes[p + 1] << 16) | (bytes[p + 2] << 8) | bytes[p + 3]) >>> 0;
+  }
+  if (tag === 0xcb && p + 7 < size) {
+    cursor = p + 8;
+    const value = new DataView(bytes.buffer, bytes.byteOffset + p, 8).getFloat64(0);
+    // Only what a validated body holds; any other number goes the msgpackr way.
+    return Number.isSafeInteger(value) && value >= 0 ? value : failField();
+  }
+  return failField();
+}
+
+function failField(): undefined {
+  cursor = -1;
+  return undefined;
+}
+
+/** The string of printable-ASCII bytes `bytes[start, end)` (a name readKvPutFields accepted). */
+export function asciiString(bytes: Uint8Array, start: number, end: number): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset + start, end - start).toString('latin1');
+}
+
+/**
+ * Remembers the last name it decoded: the same bytes again (one bucket, put after put) give the
+ * same string without decoding. Names are those readKvPutFields accepted (printable ASCII).
+ */
+export class RepeatedName {
+  private bytes = new Uint8Array(0);
+  private name = '';
+
+  of(bytes: Uint8Array, start: number, end: number): string {
+    const length = end - start;
+    const last = this.bytes;
+    if (last.length === length) {
+      let i = 0;
+      while (i < length && bytes[start + i] === last[i]) i++;
+      if (i === length) return this.name;
+    }
+    this.bytes = bytes.slice(start, end);
+    this.name = asciiString(bytes, start, end);
+    return this.name;
+  }
+}

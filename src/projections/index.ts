@@ -12,7 +12,7 @@ export { KvProjection, ViewStore, kvProjectionName } from './kv/kv-view';
 export type { HistoryRecord, KvRecord, StoredEvent } from './kv/kv-view';
 export { KvReader } from './kv/kv-read';
 export type { KvListItem, KvListPage } from './kv/kv-read';
-export { changeEntryTypes, changeMessage, changeOf, eventSubject, kvSubject, objectSubject, replayedChangeOf } from './changes';
+export { changeEntryTypes, changeMessage, changeOf, changeSubjectRoots, eventSubject, kvSubject, objectSubject, replayedChangeOf } from './changes';
 export type { Change, ObjectChangeInfo } from './changes';
 export * from './blob';
 export * from './sql';

@@ -134,3 +134,20 @@ describe('Bus (in-process)', () => {
     expect(got).toEqual([]);
   });
 });
+
+describe('interest under a first token', () => {
+  it('is there while some subscription could match a subject starting with the token', () => {
+    const bus = new Bus();
+    expect(bus.hasInterestUnder('$KV')).toBe(false);
+    const other = bus.subscribe('$LOOM.API.KV.GET');
+    expect(bus.hasInterestUnder('$KV')).toBe(false);
+    for (const filter of ['$KV.users.>', '*.users.alice', '>']) {
+      const sub = bus.subscribe(filter);
+      expect([filter, bus.hasInterestUnder('$KV')]).toEqual([filter, true]);
+      sub.unsubscribe();
+      expect([filter, bus.hasInterestUnder('$KV')]).toEqual([filter, false]);
+    }
+    other.unsubscribe();
+    void bus.close();
+  });
+});

@@ -6,7 +6,7 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import * as path from 'node:path';
 import type { LogEntry } from '../../eventlog';
 import { decideEventAppend, decideKvDel, decideKvPut, type Outcome } from '../decide';
-import { decodeMutationTransient, type EventAppend, type KvDel, type KvPut } from '../entries';
+import { asciiString, decodeMutationTransient, readKvPutFields, RepeatedName, type EventAppend, type KvDel, type KvPut, type KvPutFields } from '../entries';
 import type { Projection, ProjectionStore } from '../projection';
 
 export interface KvRecord {
@@ -47,6 +47,11 @@ export class ViewStore implements ProjectionStore<void> {
   readonly env: RootDatabase;
   /** Current values, as binary records (see encodeKvRecord): msgpack per record costs too much on replay. */
   readonly kvRaw: Database<Buffer, Key>;
+  /**
+   * The same database keyed by a put read in place (KvPutFields), for the apply path: its key
+   * encoder writes the key's bytes straight from the entry's, with no string made (putFieldsKeys).
+   */
+  readonly kvByPutFields: Database<Buffer, Key>;
   readonly history: Database<HistoryRecord, [string, string, number]>;
   readonly buckets: Database<BucketSettings, string>;
   readonly ttl: Database<number, [number, string, string]>;
@@ -61,6 +66,9 @@ export class ViewStore implements ProjectionStore<void> {
     const db = <V, K extends import('lmdb').Key>(name: string): Database<V, K> =>
       this.env.openDB<V, K>({ name, encoding: 'msgpack', cache: false });
     this.kvRaw = this.env.openDB<Buffer, Key>({ name: 'kv', encoding: 'binary', cache: false });
+    // lmdb-js takes per-database encoders although its typings list them only for the root.
+    const byPutFieldsOptions = { name: 'kv', encoding: 'binary' as const, keyEncoder: putFieldsKeys, cache: false };
+    this.kvByPutFields = this.env.openDB<Buffer, Key>(byPutFieldsOptions);
     this.history = db('kv-history');
     this.buckets = db('buckets');
     this.ttl = db('ttl');
@@ -109,6 +117,7 @@ export class KvProjection implements Projection<void> {
 
   /** Bucket settings read on every put: cached, and changed only by kv.bucket entries applied here. */
   private readonly historyByBucket = new Map<string, number>();
+  private readonly bucketNames = new RepeatedName();
 
   constructor(private readonly store: ViewStore) {}
 
@@ -124,6 +133,16 @@ export class KvProjection implements Projection<void> {
     const outcomes: Array<Outcome | undefined> = new Array(entries.length);
     for (let i = 0; i < entries.length; i++) {
       const entry = entries[i];
+      if (entry.type === 'kv.put') {
+        // Most entries: read in place, no msgpackr, no strings (see putFields).
+        const fields = readKvPutFields(entry.data);
+        const outcome = fields === undefined ? undefined : this.putFields(entry, fields);
+        if (outcome !== undefined) {
+          outcomes[i] = outcome;
+          if (!outcome.ok) this.store.conflicts.putSync(entry.index, true);
+          continue;
+        }
+      }
       // Every byte field is copied into LMDB before the next entry is decoded (see put and remember).
       const mutation = decodeMutationTransient(entry);
       if (!mutation) continue;
@@ -160,9 +179,37 @@ export class KvProjection implements Projection<void> {
       expiresAt = entry.ts + put.ttlMs;
       s.ttl.putSync([expiresAt, put.bucket, put.key], entry.index);
     }
-    s.kvRaw.putSync(key, encodeKvRecord(entry.index, current?.createRev ?? entry.index, entry.ts, expiresAt, put.value));
+    s.kvRaw.putSync(key, kvRecordInScratch(entry.index, current?.createRev ?? entry.index, entry.ts, expiresAt, put.value, 0, put.value.byteLength));
     if (this.keepsHistory(put.bucket)) this.remember(put.bucket, put.key, { rev: entry.index, op: 'PUT', value: put.value, updatedAt: entry.ts });
     return outcome;
+  }
+
+  /**
+   * A put read in place (readKvPutFields), for a bucket without history and a put without TTL;
+   * undefined sends the entry the usual way (put), which gives the same outcome and the same bytes.
+   */
+  private putFields(entry: LogEntry, f: KvPutFields): Outcome | undefined {
+    if (f.ttlMs !== undefined) return undefined;
+    const bucket = this.bucketNames.of(f.bytes, f.bucketStart, f.bucketEnd);
+    if (this.keepsHistory(bucket)) return undefined;
+    const s = this.store;
+    // The encoder of kvByPutFields takes the fields for a key (putFieldsKeys).
+    const key = f as unknown as Key;
+    const current = readKvHeader(s.kvByPutFields.getBinaryFast(key));
+    const conditional = f.create !== undefined || f.expectRev !== undefined;
+    const outcome = decideKvPut(entry.index, current, conditional ? this.conditionsOf(f, bucket) : unconditionalPut);
+    if (!outcome.ok) return outcome;
+    if (current?.expiresAt !== undefined) s.ttl.removeSync([current.expiresAt, bucket, asciiString(f.bytes, f.keyStart, f.keyEnd)]);
+    const record = kvRecordInScratch(entry.index, current?.createRev ?? entry.index, entry.ts, undefined, f.bytes, f.valueStart, f.valueEnd);
+    s.kvByPutFields.putSync(key, record);
+    return outcome;
+  }
+
+  private conditionsOf(f: KvPutFields, bucket: string): KvPut {
+    const put: KvPut = { v: 1, bucket, key: asciiString(f.bytes, f.keyStart, f.keyEnd), value: empty };
+    if (f.expectRev !== undefined) put.expectRev = f.expectRev;
+    if (f.create !== undefined) put.create = f.create;
+    return put;
   }
 
   private del(entry: LogEntry, del: KvDel): Outcome {
@@ -214,6 +261,36 @@ export class KvProjection implements Projection<void> {
   }
 }
 
+/**
+ * Keys of the kv database given as a put read in place: the key [bucket, key] as lmdb-js writes
+ * an array of two strings (ordered-binary: the strings' bytes with a 0 between them; names of
+ * printable ASCII, all readKvPutFields lets through, are written as they are), followed by four
+ * zero bytes that are not part of the key. lmdb-js compares the keys of a database opened with
+ * its default key encoding (as `kv` first is) 32 bits at a time and counts on that padding, which
+ * its ordered-binary writer adds; without it a lookup could miss a key that is there.
+ */
+const putFieldsKeys = {
+  writeKey(f: KvPutFields, target: Uint8Array, start: number): number {
+    const bytes = f.bytes;
+    let at = start;
+    for (let i = f.bucketStart; i < f.bucketEnd; i++) target[at++] = bytes[i];
+    target[at++] = 0;
+    for (let i = f.keyStart; i < f.keyEnd; i++) target[at++] = bytes[i];
+    target[at] = 0;
+    target[at + 1] = 0;
+    target[at + 2] = 0;
+    target[at + 3] = 0;
+    return at;
+  },
+  readKey(): never {
+    throw new Error('kvByPutFields is for gets and puts by a put read in place, not for reading keys');
+  },
+};
+
+/** What decideKvPut needs of a put with neither `create` nor `expectRev`: nothing, so no names. */
+const unconditionalPut: KvPut = { v: 1, bucket: '', key: '', value: new Uint8Array(0) };
+const empty = new Uint8Array(0);
+
 // Binary layout of a KV record: [u8 layout version][u8 flags][f64 rev][f64 createRev]
 // [f64 updatedAt][f64 expiresAt, when flag 1][value bytes]. Numbers are safe integers as doubles.
 const recordLayoutVersion = 1;
@@ -221,15 +298,32 @@ const hasExpiry = 1;
 const headerBytes = 2 + 8 * 3;
 
 export function encodeKvRecord(rev: number, createRev: number, updatedAt: number, expiresAt: number | undefined, value: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(headerBytes + (expiresAt === undefined ? 0 : 8) + value.byteLength);
+  return writeKvRecord(out, rev, createRev, updatedAt, expiresAt, value, 0, value.byteLength);
+}
+
+/** Where kvRecordInScratch writes: lmdb-js copies a value into LMDB within a synchronous put, so one buffer serves every put. */
+let recordScratch = Buffer.allocUnsafe(4096);
+
+/** The record of `value[start, end)`, in a buffer the next call overwrites: only for a synchronous put. */
+function kvRecordInScratch(rev: number, createRev: number, updatedAt: number, expiresAt: number | undefined, value: Uint8Array, start: number, end: number): Buffer {
+  const length = headerBytes + (expiresAt === undefined ? 0 : 8) + end - start;
+  if (recordScratch.length < length) recordScratch = Buffer.allocUnsafe(Math.max(length, 2 * recordScratch.length));
+  return writeKvRecord(recordScratch.subarray(0, length), rev, createRev, updatedAt, expiresAt, value, start, end);
+}
+
+function writeKvRecord(out: Buffer, rev: number, createRev: number, updatedAt: number, expiresAt: number | undefined, value: Uint8Array, start: number, end: number): Buffer {
   const extra = expiresAt === undefined ? 0 : 8;
-  const out = Buffer.allocUnsafe(headerBytes + extra + value.byteLength);
   out[0] = recordLayoutVersion;
   out[1] = expiresAt === undefined ? 0 : hasExpiry;
   out.writeDoubleBE(rev, 2);
   out.writeDoubleBE(createRev, 10);
   out.writeDoubleBE(updatedAt, 18);
   if (expiresAt !== undefined) out.writeDoubleBE(expiresAt, headerBytes);
-  out.set(value, headerBytes + extra);
+  const at = headerBytes + extra;
+  // Short values (most) are copied faster by hand than through a subarray and set().
+  if (end - start <= 64) for (let i = start; i < end; i++) out[at + i - start] = value[i];
+  else out.set(value.subarray(start, end), at);
   return out;
 }
 
