@@ -95,6 +95,12 @@ export class Sublist {
   }
 
   match(subject: string): MatchResult {
+    // No subscription starts with this subject's first token (and none at the root is a wildcard):
+    // answered without the cache, so change subjects nobody watches do not crowd it out.
+    if (this.root.star === undefined && this.root.full === undefined) {
+      const dot = subject.indexOf('.');
+      if (!this.root.literals.has(dot < 0 ? subject : subject.slice(0, dot))) return EMPTY_MATCH;
+    }
     const cached = this.cache.get(subject);
     if (cached !== undefined) return cached;
     const found: Found = { plain: undefined, queues: undefined };
