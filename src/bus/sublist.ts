@@ -104,21 +104,39 @@ export class Sublist {
   }
 
   match(subject: string): MatchResult {
+    // No subscription starts with this subject's first token (and none at the root is a wildcard):
+    // answered without the cache, so change subjects nobody watches do not crowd it out.
+    if (this.root.star === undefined && this.root.full === undefined) {
+      const dot = subject.indexOf('.');
+      if (!this.root.literals.has(dot < 0 ? subject : subject.slice(0, dot))) return EMPTY_MATCH;
+    }
     const cached = this.cache.get(subject);
     if (cached !== undefined) return cached;
-    const plain: Subscriber[] = [];
-    const queues = new Map<string, Subscriber[]>();
-    collect(this.root, subject.split('.'), 0, plain, queues);
+    const found: Found = { plain: undefined, queues: undefined };
+    collect(this.root, subject.split('.'), 0, found);
     const result: MatchResult =
-      plain.length === 0 && queues.size === 0 ? EMPTY_MATCH : { plain, queues: [...queues.values()] };
+      found.plain === undefined && found.queues === undefined
+        ? EMPTY_MATCH
+        : { plain: found.plain ?? [], queues: found.queues ? [...found.queues.values()] : [] };
     if (this.cacheEntriesMax > 0) {
-      if (this.cache.size >= this.cacheEntriesMax) {
-        // Map iteration order is insertion order, so this forgets the oldest entry.
-        this.cache.delete(this.cache.keys().next().value as string);
-      }
+      if (this.cache.size >= this.cacheEntriesMax) this.evictOldest();
       this.cache.set(subject, result);
     }
     return result;
+  }
+
+  /**
+   * Forgets the oldest quarter of the cache (Map iteration is insertion order). In batches: a Map
+   * iterated from its start walks past the slots of deleted keys until V8 next rehashes it, so
+   * evicting one entry per miss made every miss pay for all earlier evictions — and with unique
+   * subjects (request inboxes, many keys) nearly every publish is a miss.
+   */
+  private evictOldest(): void {
+    let evict = Math.max(1, this.cacheEntriesMax >> 2);
+    for (const subject of this.cache.keys()) {
+      this.cache.delete(subject);
+      if (--evict === 0) break;
+    }
   }
 
   private removeAt(node: TrieNode, tokens: string[], i: number, sub: Subscriber): boolean {
@@ -150,25 +168,30 @@ export class Sublist {
   }
 }
 
-function collect(
-  node: TrieNode,
-  tokens: string[],
-  i: number,
-  plain: Subscriber[],
-  queues: Map<string, Subscriber[]>,
-): void {
-  if (i === tokens.length) {
-    addSubscribers(node, plain, queues);
-    return;
-  }
-  if (node.full) addSubscribers(node.full, plain, queues);
-  if (node.star) collect(node.star, tokens, i + 1, plain, queues);
-  const literal = node.literals.get(tokens[i]);
-  if (literal) collect(literal, tokens, i + 1, plain, queues);
+/** What a match collects; allocated only when a subscriber is found (most misses find none). */
+interface Found {
+  plain: Subscriber[] | undefined;
+  queues: Map<string, Subscriber[]> | undefined;
 }
 
-function addSubscribers(node: TrieNode, plain: Subscriber[], queues: Map<string, Subscriber[]>): void {
-  for (const sub of node.plain) plain.push(sub);
+function collect(node: TrieNode, tokens: string[], i: number, found: Found): void {
+  if (i === tokens.length) {
+    addSubscribers(node, found);
+    return;
+  }
+  if (node.full) addSubscribers(node.full, found);
+  if (node.star) collect(node.star, tokens, i + 1, found);
+  const literal = node.literals.get(tokens[i]);
+  if (literal) collect(literal, tokens, i + 1, found);
+}
+
+function addSubscribers(node: TrieNode, found: Found): void {
+  if (node.plain.size > 0) {
+    const plain = (found.plain ??= []);
+    for (const sub of node.plain) plain.push(sub);
+  }
+  if (node.queues.size === 0) return;
+  const queues = (found.queues ??= new Map());
   for (const [name, group] of node.queues) {
     let members = queues.get(name);
     if (!members) queues.set(name, (members = []));

@@ -81,6 +81,17 @@ describe('Sublist', () => {
     expect(list.count).toBe(1);
   });
 
+  it('matches a subject after its first token gains a subscription, having matched nothing before', () => {
+    const list = new Sublist({ cacheEntriesMax: 4 });
+    list.insert(sub('$LOOM.API.>'));
+    expect(list.match('$KV.b.k')).toBe(EMPTY_MATCH);
+    const watcher = sub('$KV.b.*');
+    list.insert(watcher);
+    expect(list.match('$KV.b.k').plain).toEqual([watcher]);
+    list.remove(watcher);
+    expect(list.match('$KV.b.k')).toBe(EMPTY_MATCH);
+  });
+
   it('forgets the oldest cached subject when the cache is full', () => {
     const list = new Sublist({ cacheEntriesMax: 2 });
     const s = sub('>');

@@ -110,6 +110,9 @@ function parseJson(text: unknown, field: string): unknown {
 
 function defined<T extends Record<string, unknown>>(value: T): T {
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) if (v !== undefined) out[k] = v;
+  for (const k of Object.keys(value)) {
+    const v = value[k];
+    if (v !== undefined) out[k] = v;
+  }
   return out as T;
 }

@@ -9,6 +9,7 @@ import { listenError } from '../http/server';
 import { parseInput, runOperation, type OperationContext, type OperationName } from '../operations';
 import { bucketStreams } from './buckets';
 import { decodeRequest, decodeWatchRequest, encodeResponse, type ProtoRequest } from './codec';
+import { encodeKvGetResponse, encodeRevResponse } from './kv-wire';
 import { callsPerConnectionMaxDefault, keepaliveMs, keepaliveTimeoutMs, messageBytesMaxDefault, readTimeoutMsMax, shutdownGraceMsMax } from './limits';
 import { loadLoomProto } from './proto';
 import { toServiceError } from './status';
@@ -135,7 +136,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     const implementation: grpc.UntypedServiceImplementation = {};
     for (const [method, operation] of Object.entries(routes)) implementation[method] = unary(operation);
     if (service === 'Buckets') Object.assign(implementation, bucketStreams({ db: options.db, logger, admit, isClosing: () => closing }));
-    server.addService(tolerant(serviceDefinition(definitions, service)), implementation);
+    server.addService(withKvWire(tolerant(serviceDefinition(definitions, service)), service), implementation);
   }
   server.addService(tolerant(serviceDefinition(definitions, 'Watch')), { Watch: watch });
 
@@ -195,6 +196,25 @@ function tolerant(service: grpc.ServiceDefinition): grpc.ServiceDefinition {
         }
       },
     };
+  }
+  return out as grpc.ServiceDefinition;
+}
+
+/** Hand-written encoders for the answers of the hot KV rpcs (kv-wire.ts), proto-loader's for the rest. */
+const kvResponseEncoders: Record<string, (message: Record<string, unknown>) => Buffer | undefined> = {
+  Put: encodeRevResponse,
+  Delete: encodeRevResponse,
+  Get: encodeKvGetResponse,
+};
+
+function withKvWire(service: grpc.ServiceDefinition, name: string): grpc.ServiceDefinition {
+  if (name !== 'KV') return service;
+  const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = { ...service };
+  for (const [method, encode] of Object.entries(kvResponseEncoders)) {
+    const definition = out[method];
+    if (!definition) throw new LoomError('INTERNAL', `proto/loom.proto has no rpc loom.v1.KV.${method}`);
+    const fallback = definition.responseSerialize;
+    out[method] = { ...definition, responseSerialize: (message: unknown) => encode(message as Record<string, unknown>) ?? fallback(message) };
   }
   return out as grpc.ServiceDefinition;
 }

@@ -137,8 +137,25 @@ export class NatsApi {
   }
 }
 
+const kvPutPrefix = `${apiSubjectPrefix}KV.PUT.`;
+const kvGetPrefix = `${apiSubjectPrefix}KV.GET.`;
+
 /** `$LOOM.API.<GROUP>.<VERB>.<args…>` → an operation and its input. */
 function parseRequest(msg: Msg): Request {
+  // Most requests are a plain KV put or get, with no headers: read bucket and key straight from
+  // the subject. Anything else (headers, a subject without a key) takes the general path below.
+  if (msg.headerBlock === undefined) {
+    const subject = msg.subject;
+    const put = subject.startsWith(kvPutPrefix);
+    if (put || subject.startsWith(kvGetPrefix)) {
+      const dot = subject.indexOf('.', kvPutPrefix.length);
+      if (dot > kvPutPrefix.length && dot < subject.length - 1) {
+        const bucket = subject.slice(kvPutPrefix.length, dot);
+        const key = subject.slice(dot + 1);
+        return put ? { name: 'kv.put', input: { bucket, key, value: msg.data } } : { name: 'kv.get', input: { bucket, key } };
+      }
+    }
+  }
   const tokens = msg.subject.slice(apiSubjectPrefix.length).split('.');
   const route = tokens.slice(0, 2).join('.');
   const headers = msg.headers;
