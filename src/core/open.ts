@@ -156,6 +156,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<OpenDa
       await snapshotter.close();
       await core.close();
       await views.close();
+      await db.closeObjects();
     },
   };
 }
