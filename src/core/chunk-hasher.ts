@@ -21,7 +21,7 @@ const { createHash } = require('node:crypto');
 const streams = new Map();
 parentPort.on('message', (m) => {
   if (m.op === 'digest') {
-    const bytes = new Uint8Array(m.memory, 0, m.length);
+    const bytes = new Uint8Array(m.memory, m.offset, m.length);
     streams.get(m.stream)?.update(bytes);
     const digest = new Uint8Array(createHash('sha256').update(bytes).digest());
     parentPort.postMessage({ id: m.id, digest, memory: m.memory }, [m.memory]);
@@ -78,15 +78,15 @@ export class ChunkHasher {
   }
 
   /**
-   * The SHA-256 of `bytes`, which must be the whole of a buffer of their own (Buffer.allocUnsafeSlow):
-   * its memory moves to the worker and back, uncopied, and comes back as `bytes`. The buffer
-   * given must not be used again.
+   * The SHA-256 of `bytes`, whose buffer must be the caller's alone (e.g. Buffer.allocUnsafeSlow,
+   * never a pool slice): that memory moves to the worker and back, uncopied, and comes back as
+   * `bytes` at the same place. Neither the buffer given nor any other view of it may be used again.
    */
   async digestOwned(bytes: Buffer): Promise<{ bytes: Buffer; digest: Buffer }> {
-    assert(bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && !(bytes.buffer instanceof SharedArrayBuffer), 'digestOwned takes a buffer that owns its whole memory');
-    const length = bytes.byteLength;
+    assert(!(bytes.buffer instanceof SharedArrayBuffer), 'digestOwned takes memory it can move');
+    const { byteOffset, byteLength } = bytes;
     const reply = await this.enqueue(bytes, true, 0);
-    return { bytes: Buffer.from(reply.memory as ArrayBuffer, 0, length), digest: reply.digest };
+    return { bytes: Buffer.from(reply.memory as ArrayBuffer, byteOffset, byteLength), digest: reply.digest };
   }
 
   openStream(): HashStream {
@@ -147,8 +147,10 @@ export class ChunkHasher {
         continue;
       }
       let memory: ArrayBuffer;
+      let offset = 0;
       if (job.owned) {
         memory = job.bytes.buffer as ArrayBuffer;
+        offset = job.bytes.byteOffset;
       } else {
         if (this.slots.length === 0 && this.slotsOut >= hashSlotsMax) return;
         memory = this.slots.pop() ?? new ArrayBuffer(hashSlotBytes);
@@ -157,7 +159,7 @@ export class ChunkHasher {
       }
       this.queue.shift();
       this.expect(worker, id, { resolve: job.resolve, reject: job.reject, slot: !job.owned });
-      worker.postMessage({ op: 'digest', id, memory, length: job.bytes.byteLength, stream: job.stream }, [memory]);
+      worker.postMessage({ op: 'digest', id, memory, offset, length: job.bytes.byteLength, stream: job.stream }, [memory]);
     }
   }
 

@@ -37,10 +37,23 @@ export const uploadBytesInFlightMax = 8 * 1024 * 1024;
 export const uploadChunksInFlightMax = 64;
 /** Bytes a download reads (and checks) ahead of its consumer: bounds its memory. */
 export const downloadBytesAheadMax = 1024 * 1024;
+/**
+ * Bytes in front of every piece a download stream yields that belong to that piece's memory alone:
+ * a consumer may write its framing there (see pieceHeadroomBytes) instead of copying the piece.
+ */
+export const downloadPieceHeadroomBytes = 8;
 /** Default age after which a chunk no object references is collected (an upload must finish within it). */
 export const orphanChunkAgeMsDefault = 24 * 3600 * 1000;
 /** Most chunks one `blob.gc` entry removes; the collector proposes again while more are due. */
 export const gcChunksPerEntryMax = 10_000;
+
+/** Pieces of download streams, whose memory in front is free for their consumer (a WeakSet: no retention). */
+const piecesWithHeadroom = new WeakSet<Uint8Array>();
+
+/** Bytes in front of `piece` that its consumer may overwrite: downloadPieceHeadroomBytes for a download's piece, else 0. */
+export function pieceHeadroomBytes(piece: Uint8Array): number {
+  return piecesWithHeadroom.has(piece) ? downloadPieceHeadroomBytes : 0;
+}
 
 export interface ObjectsLimits {
   /** Default chunk size of uploads. */
@@ -289,7 +302,7 @@ export class ObjectsApi {
       const chunkStart = index * record.chunkBytes;
       let bytes: Buffer;
       try {
-        bytes = reader.readStoredChunk(bucket, name, record, index);
+        bytes = reader.readStoredChunk(bucket, name, record, index, downloadPieceHeadroomBytes);
       } catch (err) {
         position = end;
         return { bytes: 0, piece: Promise.reject(err as Error) };
@@ -301,7 +314,9 @@ export class ObjectsApi {
       // The bytes move to the hash worker and back: `bytes` is detached until then.
       const piece = hasher.digestOwned(bytes).then((checked) => {
         checkChunkDigest(bucket, name, record, index, checked.digest);
-        return from === 0 && to === checked.bytes.byteLength ? checked.bytes : checked.bytes.subarray(from, to);
+        const out = from === 0 && to === checked.bytes.byteLength ? checked.bytes : checked.bytes.subarray(from, to);
+        piecesWithHeadroom.add(out);
+        return out;
       });
       // Awaited in order by read(); a failure ahead of that must not count as unhandled.
       piece.catch(() => undefined);

@@ -7,7 +7,7 @@ import type { Database, Watch } from '../../core';
 import { LoomError, type Logger } from '../../util';
 import { listenError } from '../http/server';
 import { parseInput, runOperation, type OperationContext, type OperationName } from '../operations';
-import { bucketStreams } from './buckets';
+import { bucketStreams, withEncodedChunks } from './buckets';
 import { decodeRequest, decodeWatchRequest, encodeResponse, type ProtoRequest } from './codec';
 import { callsPerConnectionMaxDefault, keepaliveMs, keepaliveTimeoutMs, messageBytesMaxDefault, readTimeoutMsMax, shutdownGraceMsMax } from './limits';
 import { loadLoomProto } from './proto';
@@ -133,7 +133,8 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     const implementation: grpc.UntypedServiceImplementation = {};
     for (const [method, operation] of Object.entries(routes)) implementation[method] = unary(operation);
     if (service === 'Buckets') Object.assign(implementation, bucketStreams({ db: options.db, logger, admit, isClosing: () => closing }));
-    server.addService(tolerant(serviceDefinition(definitions, service)), implementation);
+    const definition = serviceDefinition(definitions, service);
+    server.addService(tolerant(service === 'Buckets' ? withEncodedChunks(definition) : definition), implementation);
   }
   server.addService(tolerant(serviceDefinition(definitions, 'Watch')), { Watch: watch });
 

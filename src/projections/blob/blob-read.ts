@@ -75,10 +75,10 @@ export class BlobReader {
   }
 
   /**
-   * Chunk `i` of an object as stored, not yet checked: pass its sha256 to checkChunkDigest. A buffer
-   * that owns its whole memory (not zero-filled first), which the caller may transfer.
+   * Chunk `i` of an object as stored, not yet checked: pass its sha256 to checkChunkDigest. It sits
+   * `headroomBytes` into memory of its own (not zero-filled first), which the caller may transfer.
    */
-  readStoredChunk(bucket: string, name: string, record: ObjectRecord, i: number): Buffer {
+  readStoredChunk(bucket: string, name: string, record: ObjectRecord, i: number, headroomBytes = 0): Buffer {
     // getBinaryFast copies into one reused buffer (only its `length` is meaningful), so the chunk is
     // copied once more, into memory of its own; getBinary would zero-fill that memory first.
     const stored = this.store.chunks.getBinaryFast(chunkAt(record.chunks, i));
@@ -86,9 +86,9 @@ export class BlobReader {
       // Only a delete or overwrite followed by a collection can do this, while a download was under way.
       throw new LoomError('NOT_FOUND', `chunk ${i} of object ${name} in bucket ${bucket} is gone: the object was replaced or deleted during the read`, { bucket, name, chunk: i });
     }
-    const bytes = Buffer.allocUnsafeSlow(stored.length);
-    bytes.set(stored.subarray(0, stored.length));
-    return bytes;
+    const memory = Buffer.allocUnsafeSlow(headroomBytes + stored.length);
+    memory.set(stored.subarray(0, stored.length), headroomBytes);
+    return memory.subarray(headroomBytes);
   }
 
   /** Whether the blob.* entry at `seq` had a CONFLICT outcome. */
