@@ -8,6 +8,7 @@ import { LoomError, type Logger } from '../../util';
 import { listenError } from '../http/server';
 import { parseInput, runOperation, type OperationContext, type OperationName } from '../operations';
 import { bucketStreams, withEncodedChunks } from './buckets';
+import { widenReceiveWindows } from './windows';
 import { decodeRequest, decodeWatchRequest, encodeResponse, type ProtoRequest } from './codec';
 import { callsPerConnectionMaxDefault, keepaliveMs, keepaliveTimeoutMs, messageBytesMaxDefault, readTimeoutMsMax, shutdownGraceMsMax } from './limits';
 import { loadLoomProto } from './proto';
@@ -146,6 +147,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
       }).catch((err: unknown) => {
         throw listenError(err, 'grpc', options.host, options.port);
       });
+      widenReceiveWindows(server, logger);
       logger.info({ host: options.host, port, messageBytesMax, callsPerConnectionMax, auth: options.authToken !== undefined }, 'grpc listening');
       return port;
     },
