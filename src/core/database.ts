@@ -122,11 +122,6 @@ export class Database {
     return this.objectsApi;
   }
 
-  /** Stops what the objects API runs beside the main thread (its hash worker). */
-  async closeObjects(): Promise<void> {
-    await this.objectsApi?.close();
-  }
-
   get core(): Core {
     return this.parts.core;
   }

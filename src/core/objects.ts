@@ -2,6 +2,7 @@
 // the end, streaming downloads with ranges that check every chunk, listings, deletes, and the
 // leader's chunk collector. Memory per upload is one chunk being filled plus a bounded window.
 
+import { createHash, hash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import {
   BlobReader,
@@ -24,7 +25,6 @@ import {
 } from '../projections';
 import { allocEntryData } from '../eventlog';
 import { LoomError, isLoomError, type Logger } from '../util';
-import { ChunkHasher } from './chunk-hasher';
 import type { Database, ReadOptions } from './database';
 
 /**
@@ -38,22 +38,14 @@ export const uploadChunksInFlightMax = 64;
 /** Bytes a download reads (and checks) ahead of its consumer: bounds its memory. */
 export const downloadBytesAheadMax = 1024 * 1024;
 /**
- * Bytes in front of every piece a download stream yields that belong to that piece's memory alone:
- * a consumer may write its framing there (see pieceHeadroomBytes) instead of copying the piece.
+ * Bytes in front of every piece an ObjectDownload stream yields that belong to that piece's memory
+ * alone: its consumer may write its framing there (the gRPC door does) instead of copying the piece.
  */
 export const downloadPieceHeadroomBytes = 8;
 /** Default age after which a chunk no object references is collected (an upload must finish within it). */
 export const orphanChunkAgeMsDefault = 24 * 3600 * 1000;
 /** Most chunks one `blob.gc` entry removes; the collector proposes again while more are due. */
 export const gcChunksPerEntryMax = 10_000;
-
-/** Pieces of download streams, whose memory in front is free for their consumer (a WeakSet: no retention). */
-const piecesWithHeadroom = new WeakSet<Uint8Array>();
-
-/** Bytes in front of `piece` that its consumer may overwrite: downloadPieceHeadroomBytes for a download's piece, else 0. */
-export function pieceHeadroomBytes(piece: Uint8Array): number {
-  return piecesWithHeadroom.has(piece) ? downloadPieceHeadroomBytes : 0;
-}
 
 export interface ObjectsLimits {
   /** Default chunk size of uploads. */
@@ -82,6 +74,7 @@ export interface ObjectDownload {
   /** The range served: [offset, offset + length). */
   offset: number;
   length: number;
+  /** The bytes, in pieces with downloadPieceHeadroomBytes of memory of their own in front. */
   stream: Readable;
 }
 
@@ -90,8 +83,6 @@ export type ObjectSource = AsyncIterable<Uint8Array | string> | Uint8Array | str
 export class ObjectsApi {
   readonly chunkBytes: number;
   readonly objectBytesMax: number;
-  /** Hashes chunks (and whole uploads) on a worker thread, beside the main thread's I/O. */
-  private readonly hasher = new ChunkHasher();
 
   /** The current blob view's reads (replaced when a snapshot replaces the views). */
   private get reader(): BlobReader {
@@ -118,50 +109,41 @@ export class ObjectsApi {
     checkObjectName(name);
     const chunkBytes = checkChunkBytes(options.chunkBytes ?? this.chunkBytes);
     const expected = options.sha256 === undefined ? undefined : checkSha256(options.sha256);
-    const hasher = this.hasher;
-    // The whole object's sha256, extended on the worker by every chunk in order.
-    const whole = hasher.openStream();
+    const whole = createHash('sha256');
     const digests: Buffer[] = [];
     const inflight: Array<Promise<unknown>> = [];
     const window = Math.max(1, Math.min(uploadChunksInFlightMax, Math.floor(uploadBytesInFlightMax / chunkBytes)));
     let size = 0;
-    let chunkCount = 0;
     // Chunk bytes go straight into the entry body, after room for its header, in a buffer with room
-    // for the log's framing too: the chunk is copied only into LMDB (and a hash slot), never to
-    // encode or frame it.
+    // for the log's framing too: the chunk is copied only into LMDB, never to encode or frame it.
     let frame = allocEntryData(blobChunkHeaderBytesMax + chunkBytes);
     let filled = 0;
     let lastChunkSeq = 0;
 
     const flush = async (): Promise<void> => {
-      const index = chunkCount++;
-      if (chunkCount > objectChunksMax) {
+      const bytes = frame.subarray(blobChunkHeaderBytesMax, blobChunkHeaderBytesMax + filled);
+      const sha = createHash('sha256').update(bytes).digest();
+      digests.push(sha);
+      if (digests.length > objectChunksMax) {
         throw new LoomError('TOO_LARGE', `an object has at most ${objectChunksMax} chunks of ${chunkBytes} bytes (objectChunksMax)`, { limit: 'objectChunksMax', max: objectChunksMax });
       }
-      const full = frame;
-      const length = filled;
-      // The worker hashes this chunk while the next one is read. The proposal then holds the frame
-      // (the log frames the entry in it), so the next chunk always fills a fresh one.
-      const proposed = hasher.digest(full.subarray(blobChunkHeaderBytesMax, blobChunkHeaderBytesMax + length), whole).then((sha) => {
-        digests[index] = sha;
-        if (this.reader.hasReferencedChunk(sha.toString('hex'))) return undefined;
-        // The digest was computed from these bytes, so the body skips encodeMutation's re-hash. The
-        // upload waits for the chunk to be durable, not applied: log order applies it before the
-        // commit, whose apply checks every chunk is stored.
-        const data = encodeBlobChunkInPlace(full, length, sha);
-        return this.db.core.proposeCommitted({ type: 'blob.chunk', data }).then((seq) => {
-          lastChunkSeq = Math.max(lastChunkSeq, seq);
-        });
-      });
-      // Awaited below or in the catch; until then a failure must not count as unhandled.
-      proposed.catch(() => undefined);
-      inflight.push(proposed);
-      frame = allocEntryData(blobChunkHeaderBytesMax + chunkBytes);
+      if (!this.reader.hasReferencedChunk(sha.toString('hex'))) {
+        // The digest was computed from these bytes just above, so the body skips encodeMutation's
+        // re-hash. The upload waits for the chunk to be durable, not applied: log order applies it
+        // before the commit, whose apply checks every chunk is stored.
+        const data = encodeBlobChunkInPlace(frame, filled, sha);
+        inflight.push(
+          this.db.core.proposeCommitted({ type: 'blob.chunk', data }).then((seq) => {
+            lastChunkSeq = Math.max(lastChunkSeq, seq);
+          }),
+        );
+        // The proposal holds the frame (and the log frames the entry in it); the next chunk fills a fresh one.
+        frame = allocEntryData(blobChunkHeaderBytesMax + chunkBytes);
+        if (inflight.length >= window) await inflight.shift();
+      }
       filled = 0;
-      if (inflight.length >= window) await inflight.shift();
     };
 
-    let sha256: Buffer;
     try {
       for await (const piece of toIterable(source)) {
         const bytes = typeof piece === 'string' ? Buffer.from(piece) : piece;
@@ -169,6 +151,7 @@ export class ObjectsApi {
         if (size > this.objectBytesMax) {
           throw new LoomError('TOO_LARGE', `object is larger than objectBytesMax (${this.objectBytesMax} bytes)`, { limit: 'objectBytesMax', max: this.objectBytesMax });
         }
+        whole.update(bytes);
         let at = 0;
         while (at < bytes.byteLength) {
           const n = Math.min(chunkBytes - filled, bytes.byteLength - at);
@@ -180,9 +163,7 @@ export class ObjectsApi {
       }
       if (filled > 0) await flush();
       await Promise.all(inflight.splice(0));
-      sha256 = await hasher.finishStream(whole);
     } catch (err) {
-      hasher.dropStream(whole);
       // Chunks already proposed stay unreferenced and are collected after the orphan age. Once the
       // caller hears of the failure they are applied, so the chunk store shows what it holds.
       await Promise.allSettled(inflight);
@@ -190,6 +171,7 @@ export class ObjectsApi {
       if (lastChunkSeq > 0) await this.db.core.waitApplied(lastChunkSeq).catch(() => undefined);
       throw err;
     }
+    const sha256 = whole.digest();
     if (expected !== undefined && !sha256.equals(expected)) {
       throw new LoomError('INVALID_ARGUMENT', `the object's sha256 is ${sha256.toString('hex')}, not the expected ${expected.toString('hex')}`, {
         field: 'sha256',
@@ -283,67 +265,33 @@ export class ObjectsApi {
     return this.reader.chunkStats();
   }
 
-  /** Stops the hash worker; uploads and downloads still under way fail UNAVAILABLE. */
-  close(): Promise<void> {
-    return this.hasher.close();
-  }
-
   private chunkStream(bucket: string, name: string, record: ObjectRecord, offset: number, length: number): Readable {
     const reader = this.reader;
-    const hasher = this.hasher;
     const end = offset + length;
-    // The next byte to read from the store, and the chunks read but not yet pushed, in order, each
-    // being checked on the hash worker meanwhile.
     let position = offset;
-    const ahead: Array<{ bytes: number; piece: Promise<Buffer> }> = [];
-    let aheadBytes = 0;
-    const readPiece = (): { bytes: number; piece: Promise<Buffer> } => {
-      const index = Math.floor(position / record.chunkBytes);
-      const chunkStart = index * record.chunkBytes;
-      let bytes: Buffer;
-      try {
-        bytes = reader.readStoredChunk(bucket, name, record, index, downloadPieceHeadroomBytes);
-      } catch (err) {
-        position = end;
-        return { bytes: 0, piece: Promise.reject(err as Error) };
-      }
-      const from = position - chunkStart;
-      const to = Math.min(bytes.byteLength, end - chunkStart);
-      position = chunkStart + to;
-      const stored = bytes.byteLength;
-      // The bytes move to the hash worker and back: `bytes` is detached until then.
-      const piece = hasher.digestOwned(bytes).then((checked) => {
-        checkChunkDigest(bucket, name, record, index, checked.digest);
-        const out = from === 0 && to === checked.bytes.byteLength ? checked.bytes : checked.bytes.subarray(from, to);
-        piecesWithHeadroom.add(out);
-        return out;
-      });
-      // Awaited in order by read(); a failure ahead of that must not count as unhandled.
-      piece.catch(() => undefined);
-      return { bytes: stored, piece };
-    };
     return new Readable({
-      // Read ahead up to downloadBytesAheadMax (buffered plus being checked), so the consumer's
-      // writes are large and the chunk checks on the worker overlap the sending.
+      // Read ahead up to downloadBytesAheadMax: read() is called again while less than that is
+      // buffered, so the consumer's writes are large and the sync chunk reads overlap its I/O.
       highWaterMark: downloadBytesAheadMax,
       read(): void {
-        while (position < end && (ahead.length === 0 || aheadBytes + this.readableLength < downloadBytesAheadMax)) {
-          const next = readPiece();
-          ahead.push(next);
-          aheadBytes += next.bytes;
-        }
-        const next = ahead.shift();
-        if (next === undefined) {
+        if (position >= end) {
           this.push(null);
           return;
         }
-        next.piece.then(
-          (piece) => {
-            aheadBytes -= next.bytes;
-            if (!this.destroyed) this.push(piece);
-          },
-          (err: Error) => this.destroy(err),
-        );
+        try {
+          const index = Math.floor(position / record.chunkBytes);
+          const chunkStart = index * record.chunkBytes;
+          const bytes = reader.readStoredChunk(bucket, name, record, index, downloadPieceHeadroomBytes);
+          // Checked on this thread. A worker thread (tried) took ~25% off this thread's CPU, but the
+          // 1 GiB memory test's growth rose to 76-106 MiB of its 100 MiB bound (docs/buckets.md).
+          checkChunkDigest(bucket, name, record, index, hash('sha256', bytes, 'buffer'));
+          const from = position - chunkStart;
+          const to = Math.min(bytes.byteLength, end - chunkStart);
+          position = chunkStart + to;
+          this.push(from === 0 && to === bytes.byteLength ? bytes : bytes.subarray(from, to));
+        } catch (err) {
+          this.destroy(err as Error);
+        }
       },
     });
   }

@@ -156,7 +156,6 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<OpenDa
       await snapshotter.close();
       await core.close();
       await views.close();
-      await db.closeObjects();
     },
   };
 }

@@ -4,7 +4,7 @@
 
 import { once } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
-import { pieceHeadroomBytes, type Database, type PutObjectOptions } from '../../core';
+import { downloadPieceHeadroomBytes, type Database, type PutObjectOptions } from '../../core';
 import { LoomError, type Logger } from '../../util';
 import { encodeObjectInfo, type ProtoRequest } from './codec';
 import { toServiceError } from './status';
@@ -78,7 +78,7 @@ export function bucketStreams(options: BucketStreamOptions): grpc.UntypedService
         if (!call.write({ info: encodeObjectInfo(download.info) })) await once(call, 'drain');
         for await (const piece of download.stream) {
           if (call.cancelled) return;
-          if (!call.write(encodeDataChunk(piece as Buffer))) await once(call, 'drain');
+          if (!call.write(encodeDataChunk(piece as Buffer, downloadPieceHeadroomBytes))) await once(call, 'drain');
         }
       } finally {
         call.off('cancelled', stop);
@@ -106,11 +106,11 @@ export class EncodedObjectChunk {
 const objectChunkDataTag = 0x12;
 
 /**
- * ObjectChunk {data: piece} in protobuf bytes. A download's piece has room in front of it for the
- * tag and length, so the message is the piece's own memory: protobufjs would allocate and copy it
- * (grpc-js still copies it once, to frame it).
+ * ObjectChunk {data: piece} in protobuf bytes. A download's piece has `headroomBytes` of its own in
+ * front, room for the tag and length, so the message is the piece's own memory: protobufjs would
+ * allocate and copy it (grpc-js still copies it once, to frame it).
  */
-export function encodeDataChunk(piece: Buffer): EncodedObjectChunk {
+export function encodeDataChunk(piece: Buffer, headroomBytes: number): EncodedObjectChunk {
   const header = [objectChunkDataTag];
   for (let n = piece.byteLength; ; n = Math.floor(n / 128)) {
     if (n < 128) {
@@ -119,7 +119,7 @@ export function encodeDataChunk(piece: Buffer): EncodedObjectChunk {
     }
     header.push((n % 128) | 0x80);
   }
-  if (pieceHeadroomBytes(piece) >= header.length) {
+  if (headroomBytes >= header.length && piece.byteOffset >= header.length) {
     const message = Buffer.from(piece.buffer, piece.byteOffset - header.length, header.length + piece.byteLength);
     message.set(header, 0);
     return new EncodedObjectChunk(message);

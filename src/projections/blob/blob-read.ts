@@ -76,7 +76,7 @@ export class BlobReader {
 
   /**
    * Chunk `i` of an object as stored, not yet checked: pass its sha256 to checkChunkDigest. It sits
-   * `headroomBytes` into memory of its own (not zero-filled first), which the caller may transfer.
+   * `headroomBytes` into memory of its own (not zero-filled first), where the caller may frame it.
    */
   readStoredChunk(bucket: string, name: string, record: ObjectRecord, i: number, headroomBytes = 0): Buffer {
     // getBinaryFast copies into one reused buffer (only its `length` is meaningful), so the chunk is
