@@ -4,7 +4,7 @@
 
 import { once } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
-import type { Database, PutObjectOptions } from '../../core';
+import { downloadPieceHeadroomBytes, type Database, type PutObjectOptions } from '../../core';
 import { LoomError, type Logger } from '../../util';
 import { encodeObjectInfo, type ProtoRequest } from './codec';
 import { toServiceError } from './status';
@@ -78,7 +78,7 @@ export function bucketStreams(options: BucketStreamOptions): grpc.UntypedService
         if (!call.write({ info: encodeObjectInfo(download.info) })) await once(call, 'drain');
         for await (const piece of download.stream) {
           if (call.cancelled) return;
-          if (!call.write({ data: piece as Buffer })) await once(call, 'drain');
+          if (!call.write(encodeDataChunk(piece as Buffer, downloadPieceHeadroomBytes))) await once(call, 'drain');
         }
       } finally {
         call.off('cancelled', stop);
@@ -95,4 +95,46 @@ export function bucketStreams(options: BucketStreamOptions): grpc.UntypedService
   };
 
   return { Put: put, Get: get };
+}
+
+/** An ObjectChunk already in protobuf bytes; the Get method's serializer passes it through. */
+export class EncodedObjectChunk {
+  constructor(readonly bytes: Buffer) {}
+}
+
+/** Tag of ObjectChunk.data (field 2, length-delimited): proto/loom.proto. */
+const objectChunkDataTag = 0x12;
+
+/**
+ * ObjectChunk {data: piece} in protobuf bytes. A download's piece has `headroomBytes` of its own in
+ * front, room for the tag and length, so the message is the piece's own memory: protobufjs would
+ * allocate and copy it (grpc-js still copies it once, to frame it).
+ */
+export function encodeDataChunk(piece: Buffer, headroomBytes: number): EncodedObjectChunk {
+  const header = [objectChunkDataTag];
+  for (let n = piece.byteLength; ; n = Math.floor(n / 128)) {
+    if (n < 128) {
+      header.push(n);
+      break;
+    }
+    header.push((n % 128) | 0x80);
+  }
+  if (headroomBytes >= header.length && piece.byteOffset >= header.length) {
+    const message = Buffer.from(piece.buffer, piece.byteOffset - header.length, header.length + piece.byteLength);
+    message.set(header, 0);
+    return new EncodedObjectChunk(message);
+  }
+  const message = Buffer.allocUnsafe(header.length + piece.byteLength);
+  message.set(header, 0);
+  message.set(piece, header.length);
+  return new EncodedObjectChunk(message);
+}
+
+/** The Buckets service with a Get serializer that sends an EncodedObjectChunk as it is. */
+export function withEncodedChunks(service: grpc.ServiceDefinition): grpc.ServiceDefinition {
+  const get = service.Get as grpc.MethodDefinition<unknown, unknown>;
+  return {
+    ...service,
+    Get: { ...get, responseSerialize: (value: unknown) => (value instanceof EncodedObjectChunk ? value.bytes : get.responseSerialize(value)) },
+  };
 }

@@ -7,7 +7,8 @@ import type { Database, Watch } from '../../core';
 import { LoomError, type Logger } from '../../util';
 import { listenError } from '../http/server';
 import { parseInput, runOperation, type OperationContext, type OperationName } from '../operations';
-import { bucketStreams } from './buckets';
+import { bucketStreams, withEncodedChunks } from './buckets';
+import { widenReceiveWindows } from './windows';
 import { decodeRequest, decodeWatchRequest, encodeResponse, type ProtoRequest } from './codec';
 import { encodeKvGetResponse, encodeRevResponse } from './kv-wire';
 import { callsPerConnectionMaxDefault, keepaliveMs, keepaliveTimeoutMs, messageBytesMaxDefault, readTimeoutMsMax, shutdownGraceMsMax } from './limits';
@@ -136,7 +137,8 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     const implementation: grpc.UntypedServiceImplementation = {};
     for (const [method, operation] of Object.entries(routes)) implementation[method] = unary(operation);
     if (service === 'Buckets') Object.assign(implementation, bucketStreams({ db: options.db, logger, admit, isClosing: () => closing }));
-    server.addService(withKvWire(tolerant(serviceDefinition(definitions, service)), service), implementation);
+    const definition = serviceDefinition(definitions, service);
+    server.addService(withKvWire(tolerant(service === 'Buckets' ? withEncodedChunks(definition) : definition), service), implementation);
   }
   server.addService(tolerant(serviceDefinition(definitions, 'Watch')), { Watch: watch });
 
@@ -151,6 +153,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
       }).catch((err: unknown) => {
         throw listenError(err, 'grpc', options.host, options.port);
       });
+      widenReceiveWindows(server, logger);
       logger.info({ host: options.host, port, messageBytesMax, callsPerConnectionMax, auth: options.authToken !== undefined, tls: options.tls !== undefined }, 'grpc listening');
       return port;
     },

@@ -69,17 +69,26 @@ export class BlobReader {
 
   /** Chunk `i` of an object, checked against its digest; a copy the caller owns. */
   readChunk(bucket: string, name: string, record: ObjectRecord, i: number): Buffer {
-    const sha = chunkAt(record.chunks, i);
-    const bytes = this.store.chunks.getBinary(sha);
-    if (bytes === undefined) {
+    const bytes = this.readStoredChunk(bucket, name, record, i);
+    checkChunkDigest(bucket, name, record, i, createHash('sha256').update(bytes).digest());
+    return bytes;
+  }
+
+  /**
+   * Chunk `i` of an object as stored, not yet checked: pass its sha256 to checkChunkDigest. It sits
+   * `headroomBytes` into memory of its own (not zero-filled first), where the caller may frame it.
+   */
+  readStoredChunk(bucket: string, name: string, record: ObjectRecord, i: number, headroomBytes = 0): Buffer {
+    // getBinaryFast copies into one reused buffer (only its `length` is meaningful), so the chunk is
+    // copied once more, into memory of its own; getBinary would zero-fill that memory first.
+    const stored = this.store.chunks.getBinaryFast(chunkAt(record.chunks, i));
+    if (stored === undefined) {
       // Only a delete or overwrite followed by a collection can do this, while a download was under way.
       throw new LoomError('NOT_FOUND', `chunk ${i} of object ${name} in bucket ${bucket} is gone: the object was replaced or deleted during the read`, { bucket, name, chunk: i });
     }
-    const actual = createHash('sha256').update(bytes).digest('hex');
-    if (actual !== sha) {
-      throw new LoomError('CORRUPT', `chunk ${i} (${sha}) of object ${name} in bucket ${bucket} fails its sha256 check`, { bucket, name, chunk: i, sha256: sha });
-    }
-    return bytes;
+    const memory = Buffer.allocUnsafeSlow(headroomBytes + stored.length);
+    memory.set(stored.subarray(0, stored.length), headroomBytes);
+    return memory.subarray(headroomBytes);
   }
 
   /** Whether the blob.* entry at `seq` had a CONFLICT outcome. */
@@ -105,5 +114,14 @@ export class BlobReader {
       bytes += this.store.chunks.getBinaryFast(key)?.length ?? 0;
     }
     return { chunks, unreferenced, bytes };
+  }
+}
+
+/** Throws CORRUPT unless `actual` (the sha256 of the bytes read) is chunk `i`'s digest in the record. */
+export function checkChunkDigest(bucket: string, name: string, record: ObjectRecord, i: number, actual: Uint8Array): void {
+  const expected = record.chunks.subarray(i * 32, i * 32 + 32);
+  if (Buffer.compare(actual, expected) !== 0) {
+    const sha = chunkAt(record.chunks, i);
+    throw new LoomError('CORRUPT', `chunk ${i} (${sha}) of object ${name} in bucket ${bucket} fails its sha256 check`, { bucket, name, chunk: i, sha256: sha });
   }
 }

@@ -3,5 +3,5 @@
 
 export { BlobProjection, BlobStore, blobProjectionName, chunkAt, decideBlobCommit } from './blob-view';
 export type { ObjectRecord } from './blob-view';
-export { BlobReader, objectInfo } from './blob-read';
+export { BlobReader, checkChunkDigest, objectInfo } from './blob-read';
 export type { ChunkStats, ObjectInfo, ObjectListPage } from './blob-read';
