@@ -68,6 +68,8 @@ interface GroupCommit {
   flushed: Promise<unknown> | undefined;
   /** Writes run in a transaction callback (large values), each with a promise that rejects if it threw. */
   callbackWrites: Array<Promise<unknown>>;
+  /** Holds large values (transaction callbacks): such a group is the only one in flight. */
+  large: boolean;
   /** lmdb-js reported the group flushed; it resolves once every group before it has too. */
   flushedDone: boolean;
   /** Resolves once every write of the group is durable; what `append` and the other writes return. */
@@ -166,7 +168,7 @@ export class LmdbLog implements LogStore {
     if (entries.length === 0) return Promise.resolve();
     // Encode everything before queueing anything, so a bad entry writes nothing.
     const values = entries.length === 1 ? [encodeEntryValue(entries[0])] : entries.map(encodeEntryValue);
-    const group = this.groupForWrite(entries.length);
+    const group = this.groupForWrite(entries.length, values.some((v) => v.length >= mainThreadPutBytesMin));
     for (let i = 0; i < entries.length; i++) {
       const entry = entries[i];
       this.pending.set(entry.index, entry);
@@ -434,22 +436,39 @@ export class LmdbLog implements LogStore {
   /**
    * The group a write of `entries` appended entries (0 for other writes) issued now belongs to: the
    * open one while it has room; else the forming one (every write after a waiting one waits too);
-   * else a new group, opened at once when a slot is free.
+   * else a new group, opened at once when a slot is free. `large` writes go through lmdb-js
+   * transaction callbacks, and a group holding them is kept alone in flight: overlapping such a
+   * batch with another one lost a flush notification now and then (an upload that never finished).
    */
-  private groupForWrite(entries = 0): GroupCommit {
+  private groupForWrite(entries = 0, large = false): GroupCommit {
     const open = this.openGroup;
     if (this.forming === undefined) {
-      if (open !== undefined && (open.entries.length === 0 || open.entries.length + entries <= groupEntriesMax)) return open;
-      if (open === undefined && this.inFlight.length < groupsInFlightMax) return (this.openGroup = newGroupCommit());
+      const roomy = open !== undefined && (open.entries.length === 0 || open.entries.length + entries <= groupEntriesMax);
+      if (open !== undefined && roomy && (!large || this.inFlight.length === 0)) {
+        open.large ||= large;
+        return open;
+      }
+      if (open === undefined && this.mayOpen(large)) {
+        this.openGroup = newGroupCommit();
+        this.openGroup.large = large;
+        return this.openGroup;
+      }
       this.forming = newGroupCommit();
     }
+    this.forming.large ||= large;
     return this.forming;
   }
 
-  /** Opens the forming group if nothing else is open in this turn and a slot is free. */
+  /** Whether a group (large or not) may go to lmdb-js now, beside the groups in flight. */
+  private mayOpen(large: boolean): boolean {
+    if (large) return this.inFlight.length === 0;
+    return this.inFlight.length < groupsInFlightMax && !this.inFlight.some((g) => g.large);
+  }
+
+  /** Opens the forming group if nothing else is open in this turn and it may go beside those in flight. */
   private openForming(): void {
     const next = this.forming;
-    if (next === undefined || this.openGroup !== undefined || this.inFlight.length >= groupsInFlightMax) return;
+    if (next === undefined || this.openGroup !== undefined || !this.mayOpen(next.large)) return;
     this.forming = undefined;
     this.openGroup = next;
     try {
@@ -462,7 +481,7 @@ export class LmdbLog implements LogStore {
 
   /** Opens the forming group in a later turn: this turn's batch has closed. */
   private scheduleForming(): void {
-    if (this.forming === undefined || this.formingScheduled || this.inFlight.length >= groupsInFlightMax) return;
+    if (this.forming === undefined || this.formingScheduled || !this.mayOpen(this.forming.large)) return;
     this.formingScheduled = true;
     setImmediate(() => {
       this.formingScheduled = false;
@@ -575,6 +594,7 @@ function newGroupCommit(): GroupCommit {
     committed: undefined,
     flushed: undefined,
     callbackWrites: [],
+    large: false,
     flushedDone: false,
     durable,
     resolve,
