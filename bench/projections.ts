@@ -1,5 +1,6 @@
 // `npm run bench -- projections`: apply throughput into the KV view (and the SQL view when the
-// node has it), rebuild time of 1,000,000 KV puts, watch catch-up rate, KV get and list latency.
+// node has it), rebuild time of 1,000,000 KV puts into the KV and the SQL view, watch catch-up rate,
+// KV get and list latency.
 
 import { loadavg } from 'node:os';
 import * as path from 'node:path';
@@ -83,6 +84,12 @@ export async function run(): Promise<void> {
     const rebuildCpu = cpuMicrosPer(rebuildCpuStarted, rebuildPuts);
     rows.push([`KV rebuild of ${fmt(rebuildPuts)} puts (loom replay)`, `${(rebuild.elapsedMs / 1000).toFixed(2)} s (${fmt(rebuild.entriesPerSecond)}/s, ${cpu(rebuildCpu)})`, '≤ 10 s']);
     process.stderr.write(`kv rebuild: ${rebuild.elapsedMs} ms, ${cpu(rebuildCpu)}\n`);
+    // The same log into the SQL view (the issue asks for both rebuild times; its target names KV).
+    const sqlRebuildCpuStarted = process.cpuUsage();
+    const sqlRebuild = await replayProjection(dataDir, 'sql');
+    const sqlRebuildCpu = cpuMicrosPer(sqlRebuildCpuStarted, rebuildPuts);
+    rows.push([`SQL rebuild of ${fmt(rebuildPuts)} puts (loom replay)`, `${(sqlRebuild.elapsedMs / 1000).toFixed(2)} s (${fmt(sqlRebuild.entriesPerSecond)}/s, ${cpu(sqlRebuildCpu)})`, '—']);
+    process.stderr.write(`sql rebuild: ${sqlRebuild.elapsedMs} ms, ${cpu(sqlRebuildCpu)}\n`);
 
     const log = LmdbLog.open({ path: path.join(dataDir, 'log') });
     const opened = await openDatabase({ log, viewsDir: path.join(dataDir, 'views'), logger: silentLogger(), ttlScanIntervalMs: 3_600_000 });
