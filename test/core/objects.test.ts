@@ -121,6 +121,59 @@ describe('objects on one node', () => {
     expect(opened.db.objects.chunkStats()).toMatchObject({ chunks: 0 });
   });
 
+  it('proposes the commit without waiting for its chunks to be durable, and succeeds once they are', async () => {
+    const core = opened.db.core;
+    const propose = core.proposeCommitted.bind(core);
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const chunkProposals = jest.spyOn(core, 'proposeCommitted').mockImplementation(async (entry) => {
+      const seq = await propose(entry);
+      await held;
+      return seq;
+    });
+    const commits = jest.spyOn(opened.db, 'mutate');
+    try {
+      const bytes = randomBytes(3 * chunk);
+      const upload = opened.db.objects.put('files', 'piped', bytes);
+      // Bounded: before the change the commit waited for the held chunks and never came.
+      for (let turn = 0; turn < 200 && commits.mock.calls.length === 0; turn++) await new Promise((resolve) => setTimeout(resolve, 5));
+      expect(commits.mock.calls.map((call) => call[0])).toEqual(['blob.commit']);
+      expect(chunkProposals).toHaveBeenCalledTimes(3);
+      release();
+      expect((await upload).size).toBe(bytes.length);
+      expect((await collect((await opened.db.objects.get('files', 'piped')).stream)).equals(bytes)).toBe(true);
+    } finally {
+      chunkProposals.mockRestore();
+      commits.mockRestore();
+    }
+  });
+
+  it('fails the upload with the error of a chunk proposal that failed while the source was slow, and crashes nothing', async () => {
+    const core = opened.db.core;
+    const propose = core.proposeCommitted.bind(core);
+    let proposals = 0;
+    const failing = jest.spyOn(core, 'proposeCommitted').mockImplementation((entry) =>
+      ++proposals === 2 ? Promise.reject(new LoomError('UNAVAILABLE', 'the log refused the chunk')) : propose(entry),
+    );
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown): void => void unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    async function* slow(): AsyncGenerator<Buffer> {
+      yield randomBytes(2 * chunk);
+      // The second chunk's proposal fails while the upload waits here for more bytes.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      yield randomBytes(chunk);
+    }
+    try {
+      expect(await codeOf(opened.db.objects.put('files', 'slow', slow()))).toBe('UNAVAILABLE');
+      expect(unhandled).toEqual([]);
+      expect(await codeOf(opened.db.objects.stat('files', 'slow'))).toBe('NOT_FOUND');
+    } finally {
+      failing.mockRestore();
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
   it('rejects an upload whose digest does not match, leaving nothing visible', async () => {
     const bytes = randomBytes(chunk * 2);
     const wrong = createHash('sha256').update('other').digest('hex');
