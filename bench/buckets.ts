@@ -1,7 +1,8 @@
 // `npm run bench -- buckets`: upload and download MB/s of 1 MiB and 100 MiB objects over gRPC and
 // HTTP on loopback (full fsync), beside the disk's sequential write rate measured in the same run.
+// The node is a `loom serve` process of its own, as a user runs it; the clients run in this one.
 
-import { closeSync, fdatasyncSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fdatasyncSync, openSync, readFileSync, writeSync } from 'node:fs';
 import * as http from 'node:http';
 import { loadavg } from 'node:os';
 import * as path from 'node:path';
@@ -9,7 +10,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as grpc from '@grpc/grpc-js';
 import { loadLoomProto } from '../src/api/grpc';
-import { openNode } from '../src';
+import { startLoom } from './processes';
 import { benchDir, fmt, machine, table } from './support';
 
 const mib = 1024 * 1024;
@@ -29,10 +30,36 @@ function diskWriteMBps(dir: string): number {
   return total / mib / seconds;
 }
 
-/** CPU time of the whole process (client and node, all threads) since `since`, per MiB moved. */
-function cpuMsPerMiB(since: NodeJS.CpuUsage, bytes: number): number {
-  const used = process.cpuUsage(since);
-  return (used.user + used.system) / 1000 / (bytes / mib);
+/** CPU milliseconds used so far by process `pid` (all its threads), from /proc. */
+function cpuMsOf(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  // utime and stime, fields 14 and 15 of stat(5), in clock ticks of 10 ms.
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** CPU per MiB moved, of the node (all its threads) and of this client process, since `since`. */
+interface CpuMark {
+  node: number;
+  client: NodeJS.CpuUsage;
+}
+
+function cpuMark(pid: number): CpuMark {
+  return { node: cpuMsOf(pid), client: process.cpuUsage() };
+}
+
+function cpuMsPerMiB(pid: number, since: CpuMark, bytes: number): { node: number; client: number } {
+  const client = process.cpuUsage(since.client);
+  return { node: (cpuMsOf(pid) - since.node) / (bytes / mib), client: (client.user + client.system) / 1000 / (bytes / mib) };
+}
+
+/** Runs `task(i)` for i in [0, count), `parallel` at a time. */
+async function inParallel(count: number, parallel: number, task: (i: number) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: parallel }, async () => {
+      for (let i = next++; i < count; i = next++) await task(i);
+    }),
+  );
 }
 
 function source(size: number, seed: number): Readable {
@@ -90,9 +117,17 @@ async function grpcGet(client: Client, name: string): Promise<number> {
   return n;
 }
 
+/** Objects of each size, how many, and how many move at once (1: one after another). */
+const lines: Array<{ size: number; count: number; parallel: number; doors: ReadonlyArray<'http' | 'grpc' | 'grpc+window'> }> = [
+  { size: mib, count: 64, parallel: 1, doors: ['http', 'grpc'] },
+  { size: mib, count: 64, parallel: 8, doors: ['http', 'grpc'] },
+  { size: 100 * mib, count: 3, parallel: 1, doors: ['http', 'grpc', 'grpc+window'] },
+];
+
 export async function run(): Promise<void> {
   const work = benchDir('buckets');
-  const node = await openNode({ data: path.join(work.dir, 'node'), doors: true });
+  const node = await startLoom(path.join(work.dir, 'node'));
+  const pid = node.child.pid as number;
   const loaded = grpc.loadPackageDefinition(loadLoomProto()) as unknown as { loom: { v1: Record<string, new (a: string, c: grpc.ChannelCredentials, o?: grpc.ChannelOptions) => grpc.Client> } };
   const client = new loaded.loom.v1.Buckets(`127.0.0.1:${node.ports.grpc}`, grpc.credentials.createInsecure()) as Client;
   // grpc-js receives with HTTP/2's 64 KiB stream window unless told otherwise, so a download waits
@@ -101,48 +136,49 @@ export async function run(): Promise<void> {
   const windowed = new loaded.loom.v1.Buckets(`127.0.0.1:${node.ports.grpc}`, grpc.credentials.createInsecure(), {
     'grpc-node.flow_control_window': clientWindowBytes,
   }) as Client;
-  const port = node.ports.http as number;
+  const port = node.ports.http;
   try {
     const loadBefore = loadavg()[0];
     const disk = diskWriteMBps(work.dir);
     const rows: Array<Array<string | number>> = [];
     let seed = 1;
-    for (const [size, count] of [
-      [mib, 64],
-      [100 * mib, 3],
-    ]) {
-      for (const door of size === mib ? (['http', 'grpc'] as const) : (['http', 'grpc', 'grpc+window'] as const)) {
+    for (const { size, count, parallel, doors } of lines) {
+      for (const door of doors) {
         const rpc = door === 'grpc' ? client : windowed;
-        const names: string[] = [];
-        let cpu = process.cpuUsage();
+        const names = Array.from({ length: count }, (_, i) => `${door}-${size}-${parallel}-${i}`);
+        let cpu = cpuMark(pid);
         let started = process.hrtime.bigint();
-        for (let i = 0; i < count; i++) {
-          const name = `${door}-${size}-${i}`;
-          names.push(name);
-          if (door === 'http') await httpPut(port, name, size, seed++);
-          else await grpcPut(rpc, name, size, seed++);
-        }
+        await inParallel(count, parallel, (i) => (door === 'http' ? httpPut(port, names[i], size, seed++) : grpcPut(rpc, names[i], size, seed++)));
         const up = (size * count) / mib / (Number(process.hrtime.bigint() - started) / 1e9);
-        const upCpu = cpuMsPerMiB(cpu, size * count);
-        cpu = process.cpuUsage();
+        const upCpu = cpuMsPerMiB(pid, cpu, size * count);
+        cpu = cpuMark(pid);
         started = process.hrtime.bigint();
-        for (const name of names) {
-          const n = door === 'http' ? await httpGet(port, name) : await grpcGet(rpc, name);
+        await inParallel(count, parallel, async (i) => {
+          const n = door === 'http' ? await httpGet(port, names[i]) : await grpcGet(rpc, names[i]);
           if (n !== size) throw new Error(`downloaded ${n} bytes of ${size}`);
-        }
+        });
         const down = (size * count) / mib / (Number(process.hrtime.bigint() - started) / 1e9);
-        const downCpu = cpuMsPerMiB(cpu, size * count);
-        rows.push([`${size / mib} MiB × ${count}`, door, fmt(up, 1), `${fmt((100 * up) / disk, 0)}%`, fmt(upCpu, 1), fmt(down, 1), fmt(downCpu, 1)]);
+        const downCpu = cpuMsPerMiB(pid, cpu, size * count);
+        rows.push([
+          `${size / mib} MiB × ${count}, ${parallel === 1 ? 'one at a time' : `${parallel} at a time`}`,
+          door,
+          fmt(up, 1),
+          `${fmt((100 * up) / disk, 0)}%`,
+          `${fmt(upCpu.node, 1)} / ${fmt(upCpu.client, 1)}`,
+          fmt(down, 1),
+          `${fmt(downCpu.node, 1)} / ${fmt(downCpu.client, 1)}`,
+        ]);
       }
     }
     process.stdout.write(`buckets — ${machine()}, load average ${fmt(loadBefore, 2)} before, ${fmt(loadavg()[0], 2)} after\n`);
     process.stdout.write(`disk sequential write (512 MiB, 4 MiB writes, one fdatasync): ${fmt(disk, 1)} MiB/s\n\n`);
+    process.stdout.write(`node: \`loom serve\` in its own process; cpu ms/MiB: node (all threads) / clients (this process)\n`);
     process.stdout.write(`(grpc+window: a client with grpc-node.flow_control_window = ${clientWindowBytes / mib} MiB)\n`);
     process.stdout.write(`${table(['objects', 'door', 'upload MiB/s', 'upload / disk', 'up cpu ms/MiB', 'download MiB/s', 'down cpu ms/MiB'], rows)}\n`);
   } finally {
     client.close();
     windowed.close();
-    await node.close();
+    await node.stop();
     work.remove();
   }
 }
