@@ -41,8 +41,9 @@ export function serveLeanUnary(server: Server, routes: ReadonlyMap<string, LeanR
       continue;
     }
     for (const listener of grpcListeners) http2Server.removeListener('stream', listener);
+    const pacer = new AnswerPacer();
     const dispatch = function (this: unknown, stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]): void {
-      if (admitLean(stream, headers, routes, options)) return;
+      if (admitLean(stream, headers, routes, pacer, options)) return;
       for (const listener of grpcListeners) listener.call(this, stream, headers, ...rest);
     };
     http2Server.on('stream', Object.assign(dispatch, { leanUnary: true }));
@@ -60,7 +61,13 @@ const msPerTimeoutUnit: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1
  * content type, identity encoding and a well-formed timeout. Anything else (a compressed call, a
  * malformed timeout grpc-js answers INTERNAL, a 415) returns false and goes to grpc-js untouched.
  */
-function admitLean(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, routes: ReadonlyMap<string, LeanRoute>, options: LeanUnaryOptions): boolean {
+function admitLean(
+  stream: http2.ServerHttp2Stream,
+  headers: http2.IncomingHttpHeaders,
+  routes: ReadonlyMap<string, LeanRoute>,
+  pacer: AnswerPacer,
+  options: LeanUnaryOptions,
+): boolean {
   const path = headers[':path'];
   const route = path === undefined ? undefined : routes.get(path);
   if (route === undefined) return false;
@@ -76,7 +83,7 @@ function admitLean(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpH
     // grpc-js truncates to an int32 the same way.
     timeoutMs = (+match[1] * msPerTimeoutUnit[match[2]]) | 0;
   }
-  new LeanCall(stream, path as string, route, authorizationOf(headers.authorization), timeoutMs, options);
+  new LeanCall(stream, path as string, route, authorizationOf(headers.authorization), timeoutMs, pacer, options);
   return true;
 }
 
@@ -103,6 +110,7 @@ class LeanCall {
     private readonly route: LeanRoute,
     private readonly authorization: string | undefined,
     timeoutMs: number | undefined,
+    private readonly pacer: AnswerPacer,
     private readonly options: LeanUnaryOptions,
   ) {
     // As grpc-js: every stream error is followed by 'close', and a closed call has no one to answer.
@@ -155,11 +163,12 @@ class LeanCall {
       return;
     }
     this.route.run(this.request, this.authorization, this.deadline).then(
-      (response) => this.succeed(response),
-      (err: unknown) => {
-        const error = toServiceError(err, this.options.logger);
-        this.fail(error.code, error.details, error.metadata.toHttp2Headers());
-      },
+      (response) => this.pacer.send(() => this.succeed(response)),
+      (err: unknown) =>
+        this.pacer.send(() => {
+          const error = toServiceError(err, this.options.logger);
+          this.fail(error.code, error.details, error.metadata.toHttp2Headers());
+        }),
     );
   }
 
@@ -201,6 +210,46 @@ class LeanCall {
     this.answered = true;
     clearTimeout(this.deadlineTimer);
     return !this.stream.destroyed && !this.stream.closed;
+  }
+}
+
+/**
+ * Answers a server writes per turn of the event loop before the rest wait for the next turn. Node's
+ * HTTP/2 hands a turn's frames to the socket only when the turn ends, and a client's calls arrive
+ * together (64 in one read) and finish together (a read batch, a log group), so answering all in one
+ * turn made the client wait for the last answer before it could start on the first: client and
+ * server took turns. Eight at a time, the first answers leave while the server writes the rest; with
+ * 64 clients on one connection (bench api) the client went from ~80% to ~100% busy and KV puts and
+ * gets per second rose 25-35%. 4 and 16 measured no better, 32 clearly worse.
+ */
+export const answersPerTurnMax = 8;
+
+/** Sends answers as they come, at most answersPerTurnMax per turn; the rest, in order, in later turns. */
+class AnswerPacer {
+  private sentThisTurn = 0;
+  /** Answers waiting for a later turn; only ever non-empty while this turn's quota is spent. */
+  private readonly waiting: (() => void)[] = [];
+  private turnScheduled = false;
+
+  send(answer: () => void): void {
+    if (this.sentThisTurn < answersPerTurnMax) {
+      this.sentThisTurn++;
+      answer();
+    } else {
+      this.waiting.push(answer);
+    }
+    if (!this.turnScheduled) {
+      this.turnScheduled = true;
+      // An immediate runs after the turn's HTTP/2 frames have gone to the socket (Node writes them
+      // from its own immediates, which run before the script's).
+      setImmediate(() => this.nextTurn());
+    }
+  }
+
+  private nextTurn(): void {
+    this.turnScheduled = false;
+    this.sentThisTurn = 0;
+    for (const answer of this.waiting.splice(0, answersPerTurnMax)) this.send(answer);
   }
 }
 

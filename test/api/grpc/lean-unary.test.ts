@@ -5,6 +5,7 @@ import * as http2 from 'node:http2';
 import { gzipSync } from 'node:zlib';
 import * as grpc from '@grpc/grpc-js';
 import { createGrpcServer, loadLoomProto, type GrpcServer } from '../../../src/api/grpc';
+import { answersPerTurnMax } from '../../../src/api/grpc/lean-unary';
 import type { Database } from '../../../src/core';
 import { silentLogger } from '../../../src/util';
 import { failure, startGrpc, type GrpcHarness } from './harness';
@@ -267,6 +268,24 @@ describe('the lean unary path', () => {
     expect(statusOf(await call(lean.port, kv.Get.path, get({ bucket: 'b', key: 'after' })))).toBe('0');
     respondSpy.mockRestore();
     expect(answersToClosedStreams).toBe(0);
+  });
+
+  it('answers a burst of calls a few per turn, so the first answers leave before the last are written', async () => {
+    await call(lean.port, kv.Put.path, put({ bucket: 'b', key: 'burst', value: Buffer.from('x') }));
+    await call(lean.port, kv.List.path, frame(kv.List.requestSerialize({ bucket: 'b' })));
+    const prototype = serverStreamPrototype as NonNullable<typeof serverStreamPrototype>;
+    const respond = prototype.respond;
+    let answers = 0;
+    let firstTurn: number | undefined;
+    const respondSpy = jest.spyOn(prototype, 'respond').mockImplementation(function (this: http2.ServerHttp2Stream, ...args) {
+      // Scheduled before the lean path's own next turn, so it sees what the first turn answered.
+      if (answers++ === 0) setImmediate(() => (firstTurn = answers));
+      return respond.apply(this, args);
+    });
+    const burst = await Promise.all(Array.from({ length: 4 * answersPerTurnMax }, () => call(lean.port, kv.Get.path, get({ bucket: 'b', key: 'burst' }))));
+    respondSpy.mockRestore();
+    expect(burst.map(statusOf)).toEqual(Array(4 * answersPerTurnMax).fill('0'));
+    expect(firstTurn).toBe(answersPerTurnMax);
   });
 
   it('serves KV Get, Put and Delete on the lean path and every other rpc on grpc-js, on one connection', async () => {
