@@ -8,6 +8,7 @@ import { LoomError, type Logger } from '../../util';
 import { listenError } from '../http/server';
 import { parseInput, runOperation, type OperationContext, type OperationName } from '../operations';
 import { bucketStreams, withEncodedChunks } from './buckets';
+import { serveLeanUnary, type LeanRoute } from './lean-unary';
 import { widenReceiveWindows } from './windows';
 import { decodeRequest, decodeWatchRequest, encodeResponse, type ProtoRequest } from './codec';
 import { encodeKvGetResponse, encodeRevResponse } from './kv-wire';
@@ -35,6 +36,8 @@ export interface GrpcServerOptions {
   limits?: GrpcServerLimits;
   /** PEM certificate and key: serve TLS only. */
   tls?: { cert: Buffer; key: Buffer };
+  /** Serve KV Get, Put and Delete on the lean path (lean-unary.ts); default true. False: all on grpc-js. */
+  leanUnary?: boolean;
 }
 
 export interface GrpcServer {
@@ -52,6 +55,9 @@ const unaryRoutes: Record<string, Record<string, OperationName>> = {
   Cluster: { Status: 'cluster.status', AddMember: 'cluster.add', RemoveMember: 'cluster.remove', TransferLeader: 'cluster.transfer' },
   Buckets: { Stat: 'obj.info', List: 'obj.list', Delete: 'obj.del' },
 };
+
+/** The rpcs served on the lean path (lean-unary.ts) unless it is turned off. */
+const leanMethods = { Put: 'kv.put', Get: 'kv.get', Delete: 'kv.del' } as const;
 
 /** Operations whose schema takes `timeoutMs`: the call's remaining deadline is passed to them. */
 const takesTimeout = new Set<OperationName>(['kv.get', 'kv.list', 'ev.read', 'sql.query', 'obj.info', 'obj.list']);
@@ -83,26 +89,31 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
 
   /** Checks what every call needs before its operation runs; returns the decoded request. */
   function admit(call: { metadata: grpc.Metadata; request: unknown }): ProtoRequest {
-    authorize(call.metadata);
-    if (call.request instanceof MalformedRequest) {
-      throw new LoomError('INVALID_ARGUMENT', `the request is not a valid protobuf message: ${call.request.reason}`, { field: 'body' });
+    return admitRequest(call.request, call.metadata.get('authorization')[0]);
+  }
+
+  function admitRequest(request: unknown, authorization: grpc.MetadataValue | undefined): ProtoRequest {
+    authorize(authorization);
+    if (request instanceof MalformedRequest) {
+      throw new LoomError('INVALID_ARGUMENT', `the request is not a valid protobuf message: ${request.reason}`, { field: 'body' });
     }
-    return call.request as ProtoRequest;
+    return request as ProtoRequest;
+  }
+
+  /** One unary call, on either path; `deadline` is epoch ms, Infinity without one. Resolves with the response message. */
+  async function runUnary(name: OperationName, request: unknown, authorization: grpc.MetadataValue | undefined, deadline: number): Promise<unknown> {
+    const raw = decodeRequest[name](admitRequest(request, authorization));
+    const remainingMs = deadline - Date.now();
+    // A write that arrives after its deadline must not reach the log: the client has given up.
+    if (remainingMs <= 0) throw new LoomError('TIMEOUT', `${name}: the call's deadline passed before it started`);
+    if (takesTimeout.has(name) && Number.isFinite(remainingMs)) raw.timeoutMs = Math.min(Math.max(1, Math.floor(remainingMs)), readTimeoutMsMax);
+    const output = await runOperation(ctx, name, parseInput(name, raw));
+    return (encodeResponse[name] as (o: unknown) => unknown)(output);
   }
 
   function unary(name: OperationName): grpc.handleUnaryCall<unknown, unknown> {
     return (call, callback) => {
-      const run = async (): Promise<unknown> => {
-        const request = admit(call);
-        const raw = decodeRequest[name](request);
-        const remainingMs = remainingMsOf(call.getDeadline());
-        // A write that arrives after its deadline must not reach the log: the client has given up.
-        if (remainingMs <= 0) throw new LoomError('TIMEOUT', `${name}: the call's deadline passed before it started`);
-        if (takesTimeout.has(name) && Number.isFinite(remainingMs)) raw.timeoutMs = Math.min(Math.max(1, Math.floor(remainingMs)), readTimeoutMsMax);
-        const output = await runOperation(ctx, name, parseInput(name, raw));
-        return (encodeResponse[name] as (o: unknown) => unknown)(output);
-      };
-      run().then(
+      runUnary(name, call.request, call.metadata.get('authorization')[0], deadlineMsOf(call.getDeadline())).then(
         (response) => callback(null, response),
         (err: unknown) => callback(toServiceError(err, logger)),
       );
@@ -133,12 +144,22 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     );
   }
 
+  const leanRoutes = new Map<string, LeanRoute>();
   for (const [service, routes] of Object.entries(unaryRoutes)) {
     const implementation: grpc.UntypedServiceImplementation = {};
     for (const [method, operation] of Object.entries(routes)) implementation[method] = unary(operation);
     if (service === 'Buckets') Object.assign(implementation, bucketStreams({ db: options.db, logger, admit, isClosing: () => closing }));
-    const definition = serviceDefinition(definitions, service);
-    server.addService(withKvWire(tolerant(service === 'Buckets' ? withEncodedChunks(definition) : definition), service), implementation);
+    const definition = withKvWire(tolerant(service === 'Buckets' ? withEncodedChunks(serviceDefinition(definitions, service)) : serviceDefinition(definitions, service)), service);
+    server.addService(definition, implementation);
+    if (service !== 'KV') continue;
+    for (const [method, name] of Object.entries(leanMethods)) {
+      const { path, requestDeserialize, responseSerialize } = definition[method];
+      leanRoutes.set(path, {
+        deserialize: requestDeserialize,
+        serialize: responseSerialize,
+        run: (request, authorization, deadline) => runUnary(name, request, authorization, deadline),
+      });
+    }
   }
   server.addService(tolerant(serviceDefinition(definitions, 'Watch')), { Watch: watch });
 
@@ -154,6 +175,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         throw listenError(err, 'grpc', options.host, options.port);
       });
       widenReceiveWindows(server, logger);
+      if (options.leanUnary !== false) serveLeanUnary(server, leanRoutes, { messageBytesMax, logger });
       logger.info({ host: options.host, port, messageBytesMax, callsPerConnectionMax, auth: options.authToken !== undefined, tls: options.tls !== undefined }, 'grpc listening');
       return port;
     },
@@ -223,22 +245,20 @@ function withKvWire(service: grpc.ServiceDefinition, name: string): grpc.Service
 }
 
 /** A check of the `authorization` metadata, or a no-op without a token. */
-function authorizer(token: string | undefined): (metadata: grpc.Metadata) => void {
+function authorizer(token: string | undefined): (authorization: grpc.MetadataValue | undefined) => void {
   if (token === undefined) return () => undefined;
   if (token === '') throw new LoomError('INVALID_ARGUMENT', 'authToken must not be empty (omit it to serve without auth)', { field: 'authToken' });
   // Compare digests, so the comparison takes the same time whatever the length of the guess.
   const expected = createHash('sha256').update(`Bearer ${token}`).digest();
-  return (metadata) => {
-    const given = metadata.get('authorization')[0];
+  return (given) => {
     if (given === undefined) throw new LoomError('UNAUTHENTICATED', 'this server needs metadata "authorization: Bearer <token>"');
     const digest = createHash('sha256').update(typeof given === 'string' ? given : given.toString()).digest();
     if (!timingSafeEqual(digest, expected)) throw new LoomError('UNAUTHENTICATED', 'the bearer token is wrong');
   };
 }
 
-function remainingMsOf(deadline: grpc.Deadline): number {
-  const at = deadline instanceof Date ? deadline.getTime() : deadline;
-  return at === Infinity ? Infinity : at - Date.now();
+function deadlineMsOf(deadline: grpc.Deadline): number {
+  return deadline instanceof Date ? deadline.getTime() : deadline;
 }
 
 function positive(value: number | undefined, name: string, fallback: number): number {

@@ -29,6 +29,8 @@ export interface HarnessOptions {
   /** Serve a wrapper of the real database (to observe what the server asks of it). */
   wrapDb?: (db: Database) => Database;
   logger?: Logger;
+  /** False: serve every call on grpc-js, without the lean path of lean-unary.ts. */
+  leanUnary?: boolean;
 }
 
 function sqlPlugin(logger: Logger): (viewsDir: string) => ViewPlugin {
@@ -60,7 +62,7 @@ export async function startGrpc(options: HarnessOptions = {}): Promise<GrpcHarne
     opened = await openDatabase({ log, viewsDir: `${dir}/views`, logger, ttlScanIntervalMs: 60_000, plugins: options.sql ? [sqlPlugin(logger)] : [] });
     db = options.wrapDb ? options.wrapDb(opened.db) : opened.db;
   }
-  const server = createGrpcServer({ host: '127.0.0.1', port: 0, db, nodeId: 1, logger, authToken: options.authToken, limits: options.limits });
+  const server = createGrpcServer({ host: '127.0.0.1', port: 0, db, nodeId: 1, logger, authToken: options.authToken, limits: options.limits, leanUnary: options.leanUnary });
   const port = await server.listen();
   const door = grpcDoor(port, options.authToken);
   return {
