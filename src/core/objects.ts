@@ -46,7 +46,7 @@ export const downloadBytesAheadMax = 1024 * 1024;
  * Bytes in front of every piece an ObjectDownload stream yields that belong to that piece's memory
  * alone: its consumer may write its framing there (the gRPC door does) instead of copying the piece.
  */
-export const downloadPieceHeadroomBytes = 8;
+export const downloadPieceHeadroomBytes = 16;
 /** Default age after which a chunk no object references is collected (an upload must finish within it). */
 export const orphanChunkAgeMsDefault = 24 * 3600 * 1000;
 /** Most chunks one `blob.gc` entry removes; the collector proposes again while more are due. */
@@ -79,7 +79,7 @@ export interface ObjectDownload {
   /** The range served: [offset, offset + length). */
   offset: number;
   length: number;
-  /** The bytes, in pieces with downloadPieceHeadroomBytes of memory of their own in front. */
+  /** The bytes: an object-mode stream of Buffers, one per chunk read, each with downloadPieceHeadroomBytes of memory of its own in front. */
   stream: Readable;
 }
 
@@ -303,9 +303,12 @@ export class ObjectsApi {
     const end = offset + length;
     let position = offset;
     return new Readable({
-      // Read ahead up to downloadBytesAheadMax: read() is called again while less than that is
+      // One Buffer per piece: a byte stream read by for-await joined the pieces buffered into a
+      // copy, losing each piece's headroom (and the gRPC door's one message per chunk).
+      objectMode: true,
+      // Read ahead up to downloadBytesAheadMax: read() is called again while fewer pieces are
       // buffered, so the consumer's writes are large and the sync chunk reads overlap its I/O.
-      highWaterMark: downloadBytesAheadMax,
+      highWaterMark: Math.max(1, Math.floor(downloadBytesAheadMax / record.chunkBytes)),
       read(): void {
         if (position >= end) {
           this.push(null);

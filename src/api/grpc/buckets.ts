@@ -4,7 +4,7 @@
 
 import { once } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
-import { downloadPieceHeadroomBytes, type Database, type PutObjectOptions } from '../../core';
+import { downloadPieceHeadroomBytes, type Database, type ObjectDownload, type PutObjectOptions } from '../../core';
 import { LoomError, type Logger } from '../../util';
 import { encodeObjectInfo, type ProtoRequest } from './codec';
 import { toServiceError } from './status';
@@ -63,14 +63,7 @@ export function bucketStreams(options: BucketStreamOptions): grpc.UntypedService
   const get: grpc.handleServerStreamingCall<unknown, unknown> = (call) => {
     const run = async (): Promise<void> => {
       if (options.isClosing()) throw new LoomError('UNAVAILABLE', 'the gRPC server is shutting down');
-      const r = options.admit(call);
-      const readOptions: { offset?: number; length?: number; consistency?: 'local' | 'linearizable'; atLeast?: number } = {};
-      if (typeof r.offset === 'number') readOptions.offset = r.offset;
-      if (typeof r.length === 'number') readOptions.length = r.length;
-      if (r.consistency === 'local' || r.consistency === 'linearizable') readOptions.consistency = r.consistency;
-      else if (r.consistency !== undefined && r.consistency !== '') throw new LoomError('INVALID_ARGUMENT', 'consistency must be local or linearizable', { field: 'consistency' });
-      if (typeof r.at_least === 'number') readOptions.atLeast = r.at_least;
-      const download = await db.objects.get(String(r.bucket ?? ''), String(r.name ?? ''), readOptions);
+      const download = await openObjectDownload(db, options.admit(call));
       const stop = (): void => void download.stream.destroy();
       call.on('cancelled', stop);
       try {
@@ -78,7 +71,7 @@ export function bucketStreams(options: BucketStreamOptions): grpc.UntypedService
         if (!call.write({ info: encodeObjectInfo(download.info) })) await once(call, 'drain');
         for await (const piece of download.stream) {
           if (call.cancelled) return;
-          if (!call.write(encodeDataChunk(piece as Buffer, downloadPieceHeadroomBytes))) await once(call, 'drain');
+          if (!call.write(new EncodedObjectChunk(encodeDataChunk(piece as Buffer, 0)))) await once(call, 'drain');
         }
       } finally {
         call.off('cancelled', stop);
@@ -97,6 +90,17 @@ export function bucketStreams(options: BucketStreamOptions): grpc.UntypedService
   return { Put: put, Get: get };
 }
 
+/** A Get request's download: the object's info and its bytes, as the request's fields ask. */
+export async function openObjectDownload(db: Database, r: ProtoRequest): Promise<ObjectDownload> {
+  const readOptions: { offset?: number; length?: number; consistency?: 'local' | 'linearizable'; atLeast?: number } = {};
+  if (typeof r.offset === 'number') readOptions.offset = r.offset;
+  if (typeof r.length === 'number') readOptions.length = r.length;
+  if (r.consistency === 'local' || r.consistency === 'linearizable') readOptions.consistency = r.consistency;
+  else if (r.consistency !== undefined && r.consistency !== '') throw new LoomError('INVALID_ARGUMENT', 'consistency must be local or linearizable', { field: 'consistency' });
+  if (typeof r.at_least === 'number') readOptions.atLeast = r.at_least;
+  return db.objects.get(String(r.bucket ?? ''), String(r.name ?? ''), readOptions);
+}
+
 /** An ObjectChunk already in protobuf bytes; the Get method's serializer passes it through. */
 export class EncodedObjectChunk {
   constructor(readonly bytes: Buffer) {}
@@ -106,11 +110,12 @@ export class EncodedObjectChunk {
 const objectChunkDataTag = 0x12;
 
 /**
- * ObjectChunk {data: piece} in protobuf bytes. A download's piece has `headroomBytes` of its own in
- * front, room for the tag and length, so the message is the piece's own memory: protobufjs would
- * allocate and copy it (grpc-js still copies it once, to frame it).
+ * ObjectChunk {data: piece} in protobuf bytes, with `roomBytes` of memory of its own free in front
+ * (for a caller's framing). A download's piece has downloadPieceHeadroomBytes of its own in front,
+ * enough for both and for the tag and length, so the message is the piece's own memory: protobufjs
+ * would allocate and copy it. A piece without that room is copied into new memory that has it.
  */
-export function encodeDataChunk(piece: Buffer, headroomBytes: number): EncodedObjectChunk {
+export function encodeDataChunk(piece: Buffer, roomBytes: number): Buffer {
   const header = [objectChunkDataTag];
   for (let n = piece.byteLength; ; n = Math.floor(n / 128)) {
     if (n < 128) {
@@ -119,15 +124,16 @@ export function encodeDataChunk(piece: Buffer, headroomBytes: number): EncodedOb
     }
     header.push((n % 128) | 0x80);
   }
-  if (headroomBytes >= header.length && piece.byteOffset >= header.length) {
+  if (downloadPieceHeadroomBytes >= roomBytes + header.length && piece.byteOffset >= roomBytes + header.length) {
     const message = Buffer.from(piece.buffer, piece.byteOffset - header.length, header.length + piece.byteLength);
     message.set(header, 0);
-    return new EncodedObjectChunk(message);
+    return message;
   }
-  const message = Buffer.allocUnsafe(header.length + piece.byteLength);
+  // allocUnsafeSlow: never a slice of Node's shared pool, so the room in front is this message's own.
+  const message = Buffer.allocUnsafeSlow(roomBytes + header.length + piece.byteLength).subarray(roomBytes);
   message.set(header, 0);
   message.set(piece, header.length);
-  return new EncodedObjectChunk(message);
+  return message;
 }
 
 /** The Buckets service with a Get serializer that sends an EncodedObjectChunk as it is. */

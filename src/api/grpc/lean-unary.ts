@@ -1,9 +1,10 @@
-// Serves the hottest unary rpcs (KV Get, Put, Delete) straight on the HTTP/2 streams beneath grpc-js,
-// answering byte for byte as grpc-js would; every other stream goes to grpc-js's own listener.
+// Serves the hottest rpcs (KV Get, Put, Delete; the Buckets Get download) straight on the HTTP/2
+// streams beneath grpc-js, answering byte for byte as grpc-js would; every other stream goes to
+// grpc-js's own listener.
 
 import type * as http2 from 'node:http2';
 import { status as Status, type Server } from '@grpc/grpc-js';
-import type { Logger } from '../../util';
+import { LoomError, type Logger } from '../../util';
 import { toServiceError } from './status';
 
 /** One rpc the lean path serves: grpc-js's (de)serializers for it and the call's work. */
@@ -14,6 +15,32 @@ export interface LeanRoute {
   /** The call's work; `deadline` is epoch ms, Infinity without one. Rejections are answered by toServiceError. */
   run(request: unknown, authorization: string | undefined, deadline: number): Promise<unknown>;
 }
+
+/**
+ * A server-streaming rpc the lean path serves (Buckets.Get): a first message, then messages sent
+ * from their own memory. grpc-js copies every message it sends into a new buffer to put the 5-byte
+ * gRPC prefix in front; here the prefix goes into room the message leaves for it.
+ */
+export interface LeanDownloadRoute {
+  deserialize(bytes: Buffer): unknown;
+  /** Opens the download; `deadline` is epoch ms, Infinity without one. Rejections are answered by toServiceError. */
+  open(request: unknown, authorization: string | undefined, deadline: number): Promise<LeanDownload>;
+}
+
+export interface LeanDownload {
+  /** The first message, serialized. */
+  first: Buffer;
+  /**
+   * The messages after it, serialized, each with at least `framingBytes` of memory of its own in
+   * front (the gRPC prefix is written there). An error ends the call with its status.
+   */
+  rest: AsyncIterable<Buffer>;
+  /** Stops the download early (client gone, deadline passed). */
+  close(): void;
+}
+
+/** Room in front of each LeanDownload message for the gRPC prefix: compressed flag and length. */
+export const framingBytes = 5;
 
 export interface LeanUnaryOptions {
   /** Largest request message, in bytes, as grpc.max_receive_message_length. */
@@ -29,7 +56,7 @@ export interface LeanUnaryOptions {
  * call stays on grpc-js, which costs speed only, and the log says so. grpc-js's own per-stream
  * bookkeeping serves only options loom does not set (channelz, grpc.max_connection_idle_ms).
  */
-export function serveLeanUnary(server: Server, routes: ReadonlyMap<string, LeanRoute>, options: LeanUnaryOptions): void {
+export function serveLeanUnary(server: Server, routes: ReadonlyMap<string, LeanRoute | LeanDownloadRoute>, options: LeanUnaryOptions): void {
   const servers = (server as unknown as { http2Servers?: unknown }).http2Servers;
   if (!(servers instanceof Map)) {
     options.logger.warn('grpc-js keeps no http2Servers map: every gRPC call takes the grpc-js path');
@@ -66,7 +93,7 @@ const msPerTimeoutUnit: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1
 function admitLean(
   stream: http2.ServerHttp2Stream,
   headers: http2.IncomingHttpHeaders,
-  routes: ReadonlyMap<string, LeanRoute>,
+  routes: ReadonlyMap<string, LeanRoute | LeanDownloadRoute>,
   pacer: AnswerPacer,
   options: LeanUnaryOptions,
 ): boolean {
@@ -105,11 +132,15 @@ class LeanCall {
   private received = false;
   /** Set once the call is answered (or given up on): later events and results are dropped. */
   private answered = false;
+  /** A download whose headers are out: a status now goes in its trailers. */
+  private streaming = false;
+  /** The status a download ended with before its messages did (its deadline). */
+  private endStatus: http2.OutgoingHttpHeaders | undefined;
 
   constructor(
     private readonly stream: http2.ServerHttp2Stream,
     private readonly path: string,
-    private readonly route: LeanRoute,
+    private readonly route: LeanRoute | LeanDownloadRoute,
     private readonly authorization: string | undefined,
     timeoutMs: number | undefined,
     private readonly pacer: AnswerPacer,
@@ -164,6 +195,10 @@ class LeanCall {
       this.fail(Status.UNIMPLEMENTED, `Received no request message for server streaming method ${this.path}`);
       return;
     }
+    if ('open' in this.route) {
+      this.download(this.route).catch((err: unknown) => this.options.logger.error({ err }, 'grpc download failed unexpectedly'));
+      return;
+    }
     this.route.run(this.request, this.authorization, this.deadline).then(
       (response) => this.pacer.send(() => this.succeed(response)),
       (err: unknown) =>
@@ -178,27 +213,75 @@ class LeanCall {
   private succeed(response: unknown): void {
     let body: Buffer;
     try {
-      body = this.route.serialize(response);
+      body = (this.route as LeanRoute).serialize(response);
     } catch {
       this.fail(Status.INTERNAL, 'Error serializing response');
       return;
     }
     if (!this.finish()) return;
-    const framed = Buffer.allocUnsafe(5 + body.length);
-    framed[0] = 0;
-    framed.writeUInt32BE(body.length, 1);
-    body.copy(framed, 5);
+    const framed = frame(body);
     const stream = this.stream;
-    stream.respond(
-      { ':status': 200, 'content-type': 'application/grpc+proto', 'grpc-accept-encoding': 'identity,deflate,gzip', 'grpc-encoding': 'identity' },
-      { waitForTrailers: true },
-    );
+    stream.respond(responseHeaders, { waitForTrailers: true });
     stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': Status.OK, 'grpc-message': 'OK' }));
     stream.end(framed);
   }
 
+  /**
+   * A server-streaming answer: the first message with the headers, then each later message framed in
+   * the room in front of it and written as it is, waiting for `drain` (HTTP/2 flow control), then
+   * trailers. A status before the headers is trailers-only; after them, it ends the stream as its
+   * trailers (the deadline's too), as grpc-js's sendStatus does. A reset stream stops the download.
+   */
+  private async download(route: LeanDownloadRoute): Promise<void> {
+    let download: LeanDownload;
+    try {
+      download = await route.open(this.request, this.authorization, this.deadline);
+    } catch (err) {
+      const error = toServiceError(err, this.options.logger);
+      this.fail(error.code, error.details, error.metadata.toHttp2Headers());
+      return;
+    }
+    const stream = this.stream;
+    if (this.answered || stream.destroyed || stream.closed) {
+      download.close();
+      return;
+    }
+    this.streaming = true;
+    stream.once('close', () => download.close());
+    let trailers: http2.OutgoingHttpHeaders = { 'grpc-status': Status.OK, 'grpc-message': 'OK' };
+    stream.respond(responseHeaders, { waitForTrailers: true });
+    stream.once('wantTrailers', () => stream.sendTrailers(this.endStatus ?? trailers));
+    try {
+      stream.write(frame(download.first));
+      for await (const message of download.rest) {
+        if (this.answered || stream.destroyed || stream.closed) return;
+        if (message.byteOffset < framingBytes) throw new LoomError('INTERNAL', 'a download message has no room for its gRPC prefix');
+        const framed = Buffer.from(message.buffer, message.byteOffset - framingBytes, framingBytes + message.byteLength);
+        framed[0] = 0;
+        framed.writeUInt32BE(message.byteLength, 1);
+        if (!stream.write(framed)) await drained(stream);
+      }
+    } catch (err) {
+      // A reset stream closed the download under the loop: no one to tell.
+      if (this.answered || stream.destroyed || stream.closed) return;
+      const error = toServiceError(err, this.options.logger);
+      trailers = { 'grpc-status': error.code, 'grpc-message': encodeURI(error.details), ...error.metadata.toHttp2Headers() };
+    } finally {
+      download.close();
+    }
+    if (!this.finish()) return;
+    stream.end();
+  }
+
   /** A trailers-only answer, as grpc-js sends every status that comes before a message. */
   private fail(code: Status, details: string, trailers?: http2.OutgoingHttpHeaders): void {
+    if (this.streaming) {
+      // The headers are out: the status ends the stream as its trailers.
+      if (!this.finish()) return;
+      this.endStatus = { 'grpc-status': code, 'grpc-message': encodeURI(details), ...trailers };
+      this.stream.end();
+      return;
+    }
     if (!this.finish()) return;
     this.stream.respond(
       { 'grpc-status': code, 'grpc-message': encodeURI(details), ':status': 200, 'content-type': 'application/grpc+proto', ...trailers },
@@ -213,6 +296,36 @@ class LeanCall {
     clearTimeout(this.deadlineTimer);
     return !this.stream.destroyed && !this.stream.closed;
   }
+}
+
+/** What grpc-js's sendMetadata writes in front of every answer that has a message. */
+const responseHeaders: http2.OutgoingHttpHeaders = {
+  ':status': 200,
+  'content-type': 'application/grpc+proto',
+  'grpc-accept-encoding': 'identity,deflate,gzip',
+  'grpc-encoding': 'identity',
+};
+
+/** A message with the 5-byte gRPC prefix in front, in a new buffer. */
+function frame(message: Buffer): Buffer {
+  const framed = Buffer.allocUnsafe(framingBytes + message.length);
+  framed[0] = 0;
+  framed.writeUInt32BE(message.length, 1);
+  message.copy(framed, framingBytes);
+  return framed;
+}
+
+/** Resolves when the stream can take more, or has closed (the caller then stops). */
+function drained(stream: http2.ServerHttp2Stream): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      stream.off('drain', done);
+      stream.off('close', done);
+      resolve();
+    };
+    stream.once('drain', done);
+    stream.once('close', done);
+  });
 }
 
 /**

@@ -7,10 +7,10 @@ import type { Database, Watch } from '../../core';
 import { LoomError, type Logger } from '../../util';
 import { listenError } from '../http/server';
 import { parseInput, runOperation, type OperationContext, type OperationName } from '../operations';
-import { bucketStreams, withEncodedChunks } from './buckets';
-import { serveLeanUnary, type LeanRoute } from './lean-unary';
+import { bucketStreams, encodeDataChunk, openObjectDownload, withEncodedChunks } from './buckets';
+import { framingBytes, serveLeanUnary, type LeanDownload, type LeanDownloadRoute, type LeanRoute } from './lean-unary';
 import { widenReceiveWindows } from './windows';
-import { decodeRequest, decodeWatchRequest, encodeResponse, type ProtoRequest } from './codec';
+import { decodeRequest, decodeWatchRequest, encodeObjectInfo, encodeResponse, type ProtoRequest } from './codec';
 import { encodeKvGetResponse, encodeRevResponse } from './kv-wire';
 import { callsPerConnectionMaxDefault, keepaliveMs, keepaliveTimeoutMs, messageBytesMaxDefault, readTimeoutMsMax, shutdownGraceMsMax } from './limits';
 import { loadLoomProto } from './proto';
@@ -111,6 +111,19 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     return (encodeResponse[name] as (o: unknown) => unknown)(output);
   }
 
+  /** A Buckets.Get on the lean path: the info message, then each piece as an ObjectChunk in its own memory. */
+  async function openDownload(request: unknown, authorization: string | undefined, serialize: (message: unknown) => Buffer): Promise<LeanDownload> {
+    if (closing) throw new LoomError('UNAVAILABLE', 'the gRPC server is shutting down');
+    const download = await openObjectDownload(options.db, admitRequest(request, authorization));
+    return {
+      first: serialize({ info: encodeObjectInfo(download.info) }),
+      rest: (async function* messages(): AsyncGenerator<Buffer> {
+        for await (const piece of download.stream) yield encodeDataChunk(piece as Buffer, framingBytes);
+      })(),
+      close: () => void download.stream.destroy(),
+    };
+  }
+
   function unary(name: OperationName): grpc.handleUnaryCall<unknown, unknown> {
     return (call, callback) => {
       runUnary(name, call.request, call.metadata.get('authorization')[0], deadlineMsOf(call.getDeadline())).then(
@@ -144,13 +157,17 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     );
   }
 
-  const leanRoutes = new Map<string, LeanRoute>();
+  const leanRoutes = new Map<string, LeanRoute | LeanDownloadRoute>();
   for (const [service, routes] of Object.entries(unaryRoutes)) {
     const implementation: grpc.UntypedServiceImplementation = {};
     for (const [method, operation] of Object.entries(routes)) implementation[method] = unary(operation);
     if (service === 'Buckets') Object.assign(implementation, bucketStreams({ db: options.db, logger, admit, isClosing: () => closing }));
     const definition = withKvWire(tolerant(service === 'Buckets' ? withEncodedChunks(serviceDefinition(definitions, service)) : serviceDefinition(definitions, service)), service);
     server.addService(definition, implementation);
+    if (service === 'Buckets') {
+      const { path, requestDeserialize, responseSerialize } = definition.Get;
+      leanRoutes.set(path, { deserialize: requestDeserialize, open: (request, authorization) => openDownload(request, authorization, responseSerialize) });
+    }
     if (service !== 'KV') continue;
     for (const [method, name] of Object.entries(leanMethods)) {
       const { path, requestDeserialize, responseSerialize } = definition[method];
