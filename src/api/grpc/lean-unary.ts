@@ -221,7 +221,7 @@ class LeanCall {
     if (!this.finish()) return;
     const framed = frame(body);
     const stream = this.stream;
-    stream.respond(responseHeaders, { waitForTrailers: true });
+    stream.respond(responseHeaders, { waitForTrailers: true, sendDate: false } as http2.ServerStreamResponseOptions);
     stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': Status.OK, 'grpc-message': 'OK' }));
     stream.end(framed);
   }
@@ -249,7 +249,7 @@ class LeanCall {
     this.streaming = true;
     stream.once('close', () => download.close());
     let trailers: http2.OutgoingHttpHeaders = { 'grpc-status': Status.OK, 'grpc-message': 'OK' };
-    stream.respond(responseHeaders, { waitForTrailers: true });
+    stream.respond(responseHeaders, { waitForTrailers: true, sendDate: false } as http2.ServerStreamResponseOptions);
     stream.once('wantTrailers', () => stream.sendTrailers(this.endStatus ?? trailers));
     try {
       stream.write(frame(download.first));
@@ -298,12 +298,16 @@ class LeanCall {
   }
 }
 
-/** What grpc-js's sendMetadata writes in front of every answer that has a message. */
+/**
+ * The headers in front of every answer that has a message. grpc-js's sendMetadata also writes
+ * `grpc-accept-encoding` and `grpc-encoding: identity`, and Node adds `date`: all optional in the
+ * gRPC protocol (grpc-go sends none of them), and a grpc-js client parses each on every call.
+ * Leaving them out took ~6% off the client's CPU per KV put (365-372 against 385-395 µs, three
+ * alternating runs of 64 clients) and the put rate rose alike. Trailers-only answers keep grpc-js's form.
+ */
 const responseHeaders: http2.OutgoingHttpHeaders = {
   ':status': 200,
   'content-type': 'application/grpc+proto',
-  'grpc-accept-encoding': 'identity,deflate,gzip',
-  'grpc-encoding': 'identity',
 };
 
 /** A message with the 5-byte gRPC prefix in front, in a new buffer. */

@@ -38,9 +38,15 @@ function frame(message: Buffer): Buffer {
   return out;
 }
 
-/** Everything the client sees of a call but the `date` header, once the server has ended it. */
+/**
+ * Headers grpc-js's answers carry and the lean path's leave out: optional in the gRPC protocol
+ * (grpc-go sends none of them), and each one a client reads on every call.
+ */
+const leftOut = new Set(['date', 'grpc-accept-encoding', 'grpc-encoding']);
+
+/** Everything the client sees of a call but the headers in `leftOut`, once the server has ended it. */
 function answerOf(stream: http2.ClientHttp2Stream): Promise<Answer> {
-  const fields = (h: http2.IncomingHttpHeaders): Record<string, unknown> => Object.fromEntries(Object.entries(h).filter(([name]) => name !== 'date'));
+  const fields = (h: http2.IncomingHttpHeaders): Record<string, unknown> => Object.fromEntries(Object.entries(h).filter(([name]) => !leftOut.has(name)));
   return new Promise((resolve, reject) => {
     let headers: Record<string, unknown> = {};
     let trailers: Record<string, unknown> | undefined;
