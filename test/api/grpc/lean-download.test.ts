@@ -9,6 +9,7 @@ import { createGrpcServer, loadLoomProto, type GrpcServer } from '../../../src/a
 import type { Database } from '../../../src/core';
 import { silentLogger } from '../../../src/util';
 import { startGrpc, type GrpcHarness } from './harness';
+import { answerOf, frame, type Answer } from './raw-http2';
 
 const token = 'secret';
 const chunk = 4096;
@@ -24,40 +25,6 @@ const spy = jest.spyOn(serverPrototype, '_streamHandler').mockImplementation(fun
   grpcJsHandler.call(this, interceptors, stream, headers);
 });
 afterAll(() => spy.mockRestore());
-
-interface Answer {
-  headers: Record<string, unknown>;
-  body: Buffer;
-  trailers?: Record<string, unknown>;
-}
-
-function frame(message: Buffer): Buffer {
-  const out = Buffer.alloc(5 + message.length);
-  out.writeUInt32BE(message.length, 1);
-  message.copy(out, 5);
-  return out;
-}
-
-/**
- * Headers grpc-js's answers carry and the lean path's leave out: optional in the gRPC protocol
- * (grpc-go sends none of them), and each one a client reads on every call.
- */
-const leftOut = new Set(['date', 'grpc-accept-encoding', 'grpc-encoding']);
-
-/** Everything the client sees of a call but the headers in `leftOut`, once the server has ended it. */
-function answerOf(stream: http2.ClientHttp2Stream): Promise<Answer> {
-  const fields = (h: http2.IncomingHttpHeaders): Record<string, unknown> => Object.fromEntries(Object.entries(h).filter(([name]) => !leftOut.has(name)));
-  return new Promise((resolve, reject) => {
-    let headers: Record<string, unknown> = {};
-    let trailers: Record<string, unknown> | undefined;
-    const chunks: Buffer[] = [];
-    stream.on('response', (h) => (headers = fields(h)));
-    stream.on('trailers', (t) => (trailers = fields(t)));
-    stream.on('data', (part: Buffer) => chunks.push(part));
-    stream.on('error', reject);
-    stream.on('close', () => resolve({ headers, body: Buffer.concat(chunks), trailers }));
-  });
-}
 
 /** The messages of a Get's body: each 5-byte prefix and the ObjectChunk it frames. */
 function messagesOf(body: Buffer): Array<Record<string, unknown>> {
