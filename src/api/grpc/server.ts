@@ -36,7 +36,7 @@ export interface GrpcServerOptions {
   limits?: GrpcServerLimits;
   /** PEM certificate and key: serve TLS only. */
   tls?: { cert: Buffer; key: Buffer };
-  /** Serve KV Get, Put and Delete on the lean path (lean-unary.ts); default true. False: all on grpc-js. */
+  /** Serve KV Get, Put and Delete and Buckets.Get on the lean path (lean-unary.ts); default true. False: all on grpc-js. */
   leanUnary?: boolean;
 }
 
@@ -56,7 +56,7 @@ const unaryRoutes: Record<string, Record<string, OperationName>> = {
   Buckets: { Stat: 'obj.info', List: 'obj.list', Delete: 'obj.del' },
 };
 
-/** The rpcs served on the lean path (lean-unary.ts) unless it is turned off. */
+/** The unary rpcs served on the lean path (lean-unary.ts) unless it is turned off; Buckets.Get is too. */
 const leanMethods = { Put: 'kv.put', Get: 'kv.get', Delete: 'kv.del' } as const;
 
 /** Operations whose schema takes `timeoutMs`: the call's remaining deadline is passed to them. */
