@@ -4,7 +4,7 @@
 
 import type { LogEntry } from '../eventlog';
 import type { Outcome } from './decide';
-import { RepeatedName, decodeMutationTransient, readKvPutFields, type KvPutFields } from './entries';
+import { RepeatedName, copyRange, decodeMutationTransient, readKvPutFields, type KvPutFields } from './entries';
 import type { KvReader } from './kv/kv-read';
 import { objectNameToken } from '../util/names';
 
@@ -134,9 +134,7 @@ function kvPutChange(entry: LogEntry, f: KvPutFields): Change {
   const key = subject.substring(keyAt);
   const length = f.valueEnd - f.valueStart;
   const value = Buffer.allocUnsafe(length);
-  // Short values (most) are copied faster by hand than through a subarray and set().
-  if (length <= 64) for (let i = 0; i < length; i++) value[i] = bytes[f.valueStart + i];
-  else value.set(bytes.subarray(f.valueStart, f.valueEnd));
+  copyRange(bytes, f.valueStart, f.valueEnd, value, 0);
   return { kind: 'kv', seq: entry.index, subject, op: 'PUT', bucket, key, value, ts: entry.ts };
 }
 

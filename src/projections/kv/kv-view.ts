@@ -6,7 +6,7 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import * as path from 'node:path';
 import type { LogEntry } from '../../eventlog';
 import { decideEventAppend, decideKvDel, decideKvPut, type Outcome } from '../decide';
-import { asciiString, decodeMutationTransient, readKvPutFields, RepeatedName, type EventAppend, type KvDel, type KvPut, type KvPutFields } from '../entries';
+import { asciiString, copyRange, decodeMutationTransient, readKvPutFields, RepeatedName, type EventAppend, type KvDel, type KvPut, type KvPutFields } from '../entries';
 import type { Projection, ProjectionStore } from '../projection';
 
 export interface KvRecord {
@@ -320,10 +320,7 @@ function writeKvRecord(out: Buffer, rev: number, createRev: number, updatedAt: n
   out.writeDoubleBE(createRev, 10);
   out.writeDoubleBE(updatedAt, 18);
   if (expiresAt !== undefined) out.writeDoubleBE(expiresAt, headerBytes);
-  const at = headerBytes + extra;
-  // Short values (most) are copied faster by hand than through a subarray and set().
-  if (end - start <= 64) for (let i = start; i < end; i++) out[at + i - start] = value[i];
-  else out.set(value.subarray(start, end), at);
+  copyRange(value, start, end, out, headerBytes + extra);
   return out;
 }
 
