@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { connect, headers as natsHeaders, type NatsConnection } from 'nats';
 import { benchDir, fmt, machine, percentile, table } from './support';
+import { loomNodeFlags } from '../src/cli/node-flags';
 import { freePort } from '../test/support/ports';
 
 const secondsPerLevel = Number(process.env.BENCH_SECONDS ?? 5);
@@ -49,7 +50,7 @@ async function startLoom(dir: string, id: number, raftPorts: number[]): Promise<
   const peers = raftPorts.map((p, i) => `${i + 1}=127.0.0.1:${p}`).join(',');
   const args = ['serve', '--data', data, '--node-id', String(id), '--raft-port', String(raftPorts[id - 1]), '--peers', peers, '--cluster-secret', 'bench-cluster-secret',
     '--nats-port', '0', '--http-port', '0', '--grpc-port', '0', '--log-level', 'warn'];
-  const child = spawn(process.execPath, [loomMain, ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(process.execPath, [...loomNodeFlags, loomMain, ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
   const file = path.join(data, 'ports.json');
   while (!existsSync(file)) await sleep(50);
   return { id, child, ports: JSON.parse(readFileSync(file, 'utf8')) as Record<string, number> };

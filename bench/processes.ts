@@ -4,6 +4,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { loomNodeFlags } from '../src/cli/node-flags';
 import { freePort } from '../test/support/ports';
 
 
@@ -29,7 +30,7 @@ const loomMain = path.join(__dirname, '../../../dist/cli/main.js');
 
 /** `loom serve` on free ports; resolves with its ports once ports.json exists. */
 export async function startLoom(dataDir: string, args: string[] = []): Promise<Running & { ports: Record<string, number> }> {
-  const child = spawn(process.execPath, [loomMain, 'serve', '--data', dataDir, '--http-port', '0', '--nats-port', '0', '--grpc-port', '0', '--raft-port', '0', '--log-level', 'warn', ...args], {
+  const child = spawn(process.execPath, [...loomNodeFlags, loomMain, 'serve', '--data', dataDir, '--http-port', '0', '--nats-port', '0', '--grpc-port', '0', '--raft-port', '0', '--log-level', 'warn', ...args], {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const portsFile = path.join(dataDir, 'ports.json');

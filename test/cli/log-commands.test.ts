@@ -1,6 +1,8 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { LmdbLog } from '../../src/eventlog';
+import { loomNodeFlags } from '../../src/cli/node-flags';
 import { LoomError } from '../../src/util';
 import { runLoom, startServe, stopServe } from '../support/cli';
 import { makeTempDir, removeDir } from '../support/tmp';
@@ -111,5 +113,21 @@ describe('loom serve', () => {
     const bad = runLoom(['serve', '--data', dir, '--sync', 'maybe']);
     expect(bad.status).toBe(1);
     expect(bad.stderr).toMatch(/INVALID_ARGUMENT: invalid configuration sync = "maybe" \(from flag --sync\)/);
+  });
+
+  it('runs with the V8 flags of loom when started as bin/loom or by npm start', async () => {
+    const root = path.join(__dirname, '../..');
+    const child = spawn(path.join(root, 'bin/loom'), ['serve', '--data', dir, '--http-port', '0', '--nats-port', '0', '--grpc-port', '0', '--raft-port', '0', '--log-level', 'warn'], { stdio: 'ignore' });
+    try {
+      for (let i = 0; i < 300 && !existsSync(path.join(dir, 'ports.json')); i++) await new Promise((r) => setTimeout(r, 50));
+      // The kernel ran the shebang: node's own command line carries the flags.
+      const commandLine = readFileSync(`/proc/${child.pid}/cmdline`, 'utf8').split('\0');
+      for (const flag of loomNodeFlags) expect(commandLine).toContain(flag);
+    } finally {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+    }
+    const start = (JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.start;
+    expect(start).toContain(`node ${loomNodeFlags.join(' ')} dist/cli/main.js serve`);
   });
 });

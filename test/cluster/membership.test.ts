@@ -5,6 +5,7 @@
 
 import { execFile } from 'node:child_process';
 import { loomMain } from '../support/cli';
+import { loomNodeFlags } from '../../src/cli/node-flags';
 import { NatsPool, TestCluster, Writers, sleep } from './cluster';
 import { verifyAcks } from './verify';
 
@@ -21,7 +22,7 @@ interface CliAnswer {
 /** Runs the built CLI without blocking the event loop (the writers keep writing meanwhile). */
 function loomAsync(args: string[]): Promise<CliAnswer> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [loomMain, ...args], { timeout: 90_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [...loomNodeFlags, loomMain, ...args], { timeout: 90_000 }, (err, stdout, stderr) => {
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });

@@ -4,6 +4,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { loomNodeFlags } from '../../src/cli/node-flags';
 
 export const loomMain = path.join(__dirname, '../../dist/cli/main.js');
 
@@ -14,7 +15,7 @@ export interface CliResult {
 }
 
 export function runLoom(args: string[], env: NodeJS.ProcessEnv = {}): CliResult {
-  const result = spawnSync(process.execPath, [loomMain, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 30_000 });
+  const result = spawnSync(process.execPath, [...loomNodeFlags, loomMain, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 30_000 });
   return { status: result.status, stdout: result.stdout, stderr: result.stderr };
 }
 
@@ -28,7 +29,7 @@ export interface ServeProcess {
 export async function startServe(dataDir: string, extraArgs: string[] = [], timeoutMs = 15_000): Promise<ServeProcess> {
   const portsFile = path.join(dataDir, 'ports.json');
   const args = ['serve', '--data', dataDir, '--http-port', '0', '--nats-port', '0', '--grpc-port', '0', '--raft-port', '0', '--log-level', 'warn', ...extraArgs];
-  const child = spawn(process.execPath, [loomMain, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...loomNodeFlags, loomMain, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout?.on('data', (c: Buffer) => (output += c.toString()));
   child.stderr?.on('data', (c: Buffer) => (output += c.toString()));
