@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { MsgHeaders, type Bus } from '../bus';
 import type { LogStore, SnapshotMeta } from '../eventlog';
-import { changeMessage, changeOf, changeSubjectRoots, type Change, type Outcome, type ProjectionStatus } from '../projections';
+import { changeMessage, changeOf, changeSubjectRoots, logChunkReader, type Change, type Outcome, type ProjectionStatus } from '../projections';
 import { LoomError, type Logger } from '../util';
 import type { Replicator } from './replicator';
 import { Core } from './core';
@@ -61,7 +61,7 @@ export const snapshotCatchUpEntriesDefault = 5_000;
 export async function openDatabase(options: OpenDatabaseOptions): Promise<OpenDatabase> {
   const { logger, log } = options;
   const viewsDir = path.resolve(options.viewsDir);
-  const viewsOptions = { viewsDir, logger, viewSync: options.viewSync, plugins: options.plugins };
+  const viewsOptions = { viewsDir, logger, viewSync: options.viewSync, plugins: options.plugins, readLogChunk: logChunkReader(log) };
   const snapshots = new SnapshotStore(options.snapshotsDir ?? `${viewsDir}-snapshots`);
   let views = await openViewsCoveringLog(viewsOptions, log, snapshots, logger);
   // Set while a snapshot replaces the views: reads answer UNAVAILABLE instead of touching closed files.

@@ -80,7 +80,11 @@ export class Snapshotter {
     store.save(snapshot);
     this.lastIndex = Math.max(this.lastIndex, index);
     const compactTo = index - this.options.catchUpEntries;
-    if (compactTo > log.firstIndex() - 1) await log.compactPrefix(compactTo, this.options.confAt?.(compactTo));
+    if (compactTo > log.firstIndex() - 1) {
+      const kept = await views.keepChunksUpTo(compactTo);
+      if (kept.chunks > 0) logger.info({ chunks: kept.chunks, bytes: kept.bytes, below: compactTo }, 'chunk bytes copied from the log into the blob view before compacting it');
+      await log.compactPrefix(compactTo, this.options.confAt?.(compactTo));
+    }
     logger.info({ index, bytes: snapshot.data.byteLength, ms: Date.now() - started, logFirstIndex: log.firstIndex() }, 'snapshot taken; log compacted below it');
     return snapshot;
   }

@@ -5,7 +5,7 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { BlobProjection, BlobReader, BlobStore, KvProjection, KvReader, ProjectionRunner, ViewStore, type ProjectionStatus } from '../projections';
+import { BlobProjection, BlobReader, BlobStore, KvProjection, KvReader, ProjectionRunner, ViewStore, type LogChunkReader, type ProjectionStatus } from '../projections';
 import type { Logger } from '../util';
 import type { EntryConsumer } from './applier';
 import type { SqlQueries } from './database';
@@ -28,6 +28,8 @@ export interface ViewsOptions {
   /** fsync the views too (the log always fsyncs; views can be rebuilt from it or a snapshot). */
   viewSync?: boolean;
   plugins?: Array<(viewsDir: string) => ViewPlugin>;
+  /** Reads chunk bytes from the log, where the blob view leaves them until compaction. */
+  readLogChunk?: LogChunkReader;
 }
 
 export const lmdbViewsDirName = 'lmdb';
@@ -40,13 +42,17 @@ export class Views {
   readonly consumers: Array<EntryConsumer & { status(): ProjectionStatus }>;
   readonly sql: SqlQueries | undefined;
   private readonly plugins: ViewPlugin[];
+  private readonly lmdbDir: string;
+  private readonly viewSync: boolean;
 
   constructor(options: ViewsOptions) {
     const { logger } = options;
     fs.mkdirSync(options.viewsDir, { recursive: true });
-    this.store = new ViewStore(path.join(options.viewsDir, lmdbViewsDirName), { sync: options.viewSync });
+    this.lmdbDir = path.join(options.viewsDir, lmdbViewsDirName);
+    this.viewSync = options.viewSync ?? false;
+    this.store = new ViewStore(this.lmdbDir, { sync: this.viewSync });
     const kvRunner = new ProjectionRunner(new KvProjection(this.store), this.store, logger.child({ projection: 'kv' }));
-    this.blobStore = new BlobStore(this.store);
+    this.blobStore = new BlobStore(this.store, options.readLogChunk);
     const blobRunner = new ProjectionRunner(new BlobProjection(this.blobStore), this.store, logger.child({ projection: 'blob' }));
     this.plugins = (options.plugins ?? []).map((open) => open(options.viewsDir));
     this.consumers = [kvRunner, blobRunner, ...this.plugins.flatMap((p) => p.consumers)];
@@ -65,12 +71,39 @@ export class Views {
     return this.plugins.every((p) => p.backup !== undefined);
   }
 
-  /** Copies every view under `dir` (same layout as the views directory), each consistent with its checkpoint. */
+  /**
+   * Copies every view under `dir` (same layout as the views directory), each consistent with its
+   * checkpoint. The copy holds the bytes of every chunk, so it stands without this node's log.
+   */
   async backup(dir: string): Promise<void> {
     const lmdbDir = path.join(dir, lmdbViewsDirName);
     fs.mkdirSync(lmdbDir, { recursive: true });
     await this.store.env.backup(lmdbDir, false);
+    const copy = new ViewStore(lmdbDir);
+    try {
+      await new BlobStore(copy, this.blobStore.readLogChunk).materializeUpTo(Number.MAX_SAFE_INTEGER);
+    } finally {
+      await copy.close();
+    }
     for (const plugin of this.plugins) await plugin.backup?.(dir);
+  }
+
+  /**
+   * Copies into the view, durably, the bytes of every chunk stored by a log entry at or below
+   * `index`: what must happen before the log is compacted below `index`.
+   */
+  async keepChunksUpTo(index: number): Promise<{ chunks: number; bytes: number }> {
+    const kept = await this.blobStore.materializeUpTo(index);
+    if (kept.chunks > 0 && !this.viewSync) {
+      // The views' commits are written but not fsynced, and these bytes are about to exist nowhere else.
+      const file = await fs.promises.open(path.join(this.lmdbDir, 'data.mdb'), 'r+');
+      try {
+        await file.datasync();
+      } finally {
+        await file.close();
+      }
+    }
+    return kept;
   }
 
   async close(): Promise<void> {

@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import * as path from 'node:path';
 import { LmdbLog, type LogEntry } from '../../src/eventlog';
-import { BlobStore, ViewStore, encodeMutation } from '../../src/projections';
+import { BlobStore, ViewStore, encodeMutation, logChunkReader } from '../../src/projections';
 import { seededRandom } from './seeded';
 
 /**
@@ -66,19 +66,24 @@ export async function writeMutations(logDir: string, count: number, seed: number
   await log.close();
 }
 
-/** A digest of every key/value of the built-in LMDB views under `dataDir`. */
+/**
+ * A digest of every key/value of the built-in LMDB views under `dataDir`; chunks still in the log
+ * are read from `dataDir`/log, so where a replica keeps a chunk's bytes does not matter.
+ */
 export async function viewDigest(dataDir: string): Promise<{ digest: string; records: number; blobRecords: number }> {
   const store = new ViewStore(path.join(dataDir, 'views', 'lmdb'));
+  const log = LmdbLog.open({ path: path.join(dataDir, 'log'), readOnly: true });
   const hash = createHash('sha256');
   let records = 0;
   let blobRecords = 0;
   try {
-    for (const [db, key, value] of [...store.dump(), ...new BlobStore(store).dump()]) {
+    for (const [db, key, value] of [...store.dump(), ...new BlobStore(store, logChunkReader(log)).dump()]) {
       hash.update(db).update('\0').update(key).update('\0').update(value).update('\n');
       records++;
       if (db.startsWith('blob-')) blobRecords++;
     }
   } finally {
+    await log.close();
     await store.close();
   }
   return { digest: hash.digest('hex'), records, blobRecords };

@@ -79,16 +79,18 @@ export class BlobReader {
    * `headroomBytes` into memory of its own (not zero-filled first), where the caller may frame it.
    */
   readStoredChunk(bucket: string, name: string, record: ObjectRecord, i: number, headroomBytes = 0): Buffer {
-    // getBinaryFast copies into one reused buffer (only its `length` is meaningful), so the chunk is
-    // copied once more, into memory of its own; getBinary would zero-fill that memory first.
-    const stored = this.store.chunks.getBinaryFast(chunkAt(record.chunks, i));
-    if (stored === undefined) {
+    // The stored bytes are valid only while `take` runs: copied into memory of its own (allocUnsafeSlow:
+    // getBinary's would be zero-filled first).
+    const chunk = this.store.readChunk(chunkAt(record.chunks, i), (stored) => {
+      const memory = Buffer.allocUnsafeSlow(headroomBytes + stored.byteLength);
+      memory.set(stored, headroomBytes);
+      return memory.subarray(headroomBytes);
+    });
+    if (chunk === undefined) {
       // Only a delete or overwrite followed by a collection can do this, while a download was under way.
       throw new LoomError('NOT_FOUND', `chunk ${i} of object ${name} in bucket ${bucket} is gone: the object was replaced or deleted during the read`, { bucket, name, chunk: i });
     }
-    const memory = Buffer.allocUnsafeSlow(headroomBytes + stored.length);
-    memory.set(stored.subarray(0, stored.length), headroomBytes);
-    return memory.subarray(headroomBytes);
+    return chunk;
   }
 
   /** Whether the blob.* entry at `seq` had a CONFLICT outcome. */
@@ -111,7 +113,7 @@ export class BlobReader {
     for (const { key, value } of this.store.refs.getRange({})) {
       chunks++;
       if (value.refs === 0) unreferenced++;
-      bytes += this.store.chunks.getBinaryFast(key)?.length ?? 0;
+      bytes += this.store.chunkLength(key) ?? 0;
     }
     return { chunks, unreferenced, bytes };
   }

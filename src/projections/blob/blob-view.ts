@@ -1,9 +1,12 @@
 // The blob view: the object index of every bucket and the content-addressed chunk store with its
 // reference counts, in sub-databases of the ViewStore's LMDB environment. Garbage collection is
 // driven by `blob.gc` entries, so every replica removes exactly the same chunks (docs/buckets.md).
+// A chunk's bytes are stored once: the view points at the log entry that carries them, and copies
+// them in only before the log forgets that entry (compaction) or into a snapshot.
 
 import type { Database } from 'lmdb';
 import type { LogEntry } from '../../eventlog';
+import { LoomError } from '../../util';
 import type { Outcome } from '../decide';
 import { decodeMutation, type BlobChunk, type BlobCommit, type BlobDel, type BlobGc } from '../entries';
 import type { Projection } from '../projection';
@@ -30,6 +33,21 @@ interface ChunkRefs {
   since: number;
 }
 
+/** A chunk whose bytes are still in the log: the `blob.chunk` entry that stored them. */
+interface ChunkInLog {
+  index: number;
+  length: number;
+}
+
+/**
+ * Hands the chunk bytes of the `blob.chunk` entry at `index` to `take` (they are valid only during
+ * the call) and returns what it returns; undefined once the log no longer holds that entry.
+ */
+export type LogChunkReader = <T>(index: number, take: (bytes: Uint8Array) => T) => T | undefined;
+
+/** Chunks copied from the log into the view per transaction when the log is about to forget them. */
+const materializeBatchChunks = 64;
+
 type ObjectKey = [string, string];
 
 export const blobProjectionName = 'blob';
@@ -38,27 +56,103 @@ export const blobProjectionVersion = 1;
 /** The blob sub-databases; chunk keys are hex digests so that every index sorts the same way. */
 export class BlobStore {
   readonly objects: Database<ObjectRecord, ObjectKey>;
+  /** Chunk bytes held by the view itself (copied from the log before it was compacted). */
   readonly chunks: Database<Buffer, string>;
+  /** Chunks whose bytes are in the log; a chunk is in this database or in `chunks`, never both. */
+  readonly chunksInLog: Database<ChunkInLog, string>;
   readonly refs: Database<ChunkRefs, string>;
   /** Unreferenced chunks by the time they became so: what a `blob.gc` walks. */
   readonly orphans: Database<true, [number, string]>;
   readonly conflicts: Database<true, number>;
-  static readonly dbNames = ['blob-objects', 'blob-chunks', 'blob-refs', 'blob-orphans', 'blob-conflicts'];
+  /** The databases dump() shows as they are; the chunks of both stores are shown as `blob-chunks`. */
+  private static readonly plainDbNames = ['blob-objects', 'blob-refs', 'blob-orphans', 'blob-conflicts'];
 
-  constructor(readonly views: ViewStore) {
+  /** `readLogChunk` reads chunks still in the log; without it (tools over a copy) they read as missing. */
+  constructor(
+    readonly views: ViewStore,
+    readonly readLogChunk?: LogChunkReader,
+  ) {
     const env = views.env;
     this.objects = env.openDB<ObjectRecord, ObjectKey>({ name: 'blob-objects', encoding: 'msgpack', cache: false });
     this.chunks = env.openDB<Buffer, string>({ name: 'blob-chunks', encoding: 'binary', cache: false });
+    this.chunksInLog = env.openDB<ChunkInLog, string>({ name: 'blob-chunks-in-log', encoding: 'msgpack', cache: false });
     this.refs = env.openDB<ChunkRefs, string>({ name: 'blob-refs', encoding: 'msgpack', cache: false });
     this.orphans = env.openDB<true, [number, string]>({ name: 'blob-orphans', encoding: 'msgpack', cache: false });
     this.conflicts = env.openDB<true, number>({ name: 'blob-conflicts', encoding: 'msgpack', cache: false });
   }
 
-  /** Every key/value pair of the blob databases, in order: for comparing two replicas byte for byte. */
+  /** The stored length of a chunk, wherever its bytes are; undefined if it is not stored. */
+  chunkLength(sha: string): number | undefined {
+    return this.chunksInLog.get(sha)?.length ?? this.chunks.getBinaryFast(sha)?.length;
+  }
+
+  /**
+   * Hands a chunk's bytes, as stored (not checked), to `take`, valid only during the call; undefined
+   * if it is not stored. A chunk whose log entry is gone and that the view does not hold is CORRUPT.
+   */
+  readChunk<T>(sha: string, take: (bytes: Uint8Array) => T): T | undefined {
+    const inLog = this.chunksInLog.get(sha);
+    if (inLog !== undefined) {
+      const read = this.readLogChunk?.(inLog.index, take);
+      if (read !== undefined) return read;
+      // The log may have been compacted since this read transaction began, after the chunk was
+      // copied into the view: look again in a fresh one.
+      this.views.env.resetReadTxn();
+      if (this.chunksInLog.get(sha)?.index === inLog.index) {
+        throw new LoomError('CORRUPT', `chunk ${sha} is stored in log entry ${inLog.index}, which the log no longer holds`, { sha256: sha, index: inLog.index });
+      }
+    }
+    // getBinaryFast reuses one buffer: only its `length` is meaningful (its byteLength is the buffer's).
+    const stored = this.chunks.getBinaryFast(sha);
+    return stored === undefined ? undefined : take(stored.subarray(0, stored.length));
+  }
+
+  /**
+   * Copies the bytes of every chunk stored by a log entry at or below `index` into the view, before
+   * the log forgets those entries (or into a copy that must stand without the log: a snapshot).
+   * Runs in batches, each its own transaction, yielding between them; the applier may run in
+   * between (it only adds chunks above the applied index, and a chunk it collects is skipped).
+   */
+  async materializeUpTo(index: number): Promise<{ chunks: number; bytes: number }> {
+    const read = this.readLogChunk;
+    const due: string[] = [];
+    for (const { key, value } of this.chunksInLog.getRange({})) if (value.index <= index) due.push(key);
+    let chunks = 0;
+    let bytes = 0;
+    for (let at = 0; at < due.length; at += materializeBatchChunks) {
+      if (at > 0) await new Promise((resolve) => setImmediate(resolve));
+      this.views.env.transactionSync(() => {
+        for (const sha of due.slice(at, at + materializeBatchChunks)) {
+          const inLog = this.chunksInLog.get(sha);
+          if (inLog === undefined || inLog.index > index) continue;
+          const copy = read?.(inLog.index, (b) => Buffer.from(b));
+          if (copy === undefined) {
+            throw new LoomError('CORRUPT', `chunk ${sha} is stored in log entry ${inLog.index}, which the log no longer holds`, { sha256: sha, index: inLog.index });
+          }
+          this.chunks.putSync(sha, copy);
+          this.chunksInLog.removeSync(sha);
+          chunks++;
+          bytes += inLog.length;
+        }
+      });
+    }
+    return { chunks, bytes };
+  }
+
+  /**
+   * Every key/value pair of the blob databases, in order: for comparing two replicas byte for byte.
+   * Chunks are shown with their bytes, wherever they are (`blob-chunks`), so a replica that copied
+   * them out of its log before compacting it compares equal to one that did not.
+   */
   *dump(): Generator<[string, Buffer, Buffer]> {
-    for (const name of BlobStore.dbNames) {
-      const raw = this.views.env.openDB<Buffer, Buffer>({ name, encoding: 'binary', keyEncoding: 'binary' });
-      for (const { key, value } of raw.getRange({})) yield [name, Buffer.from(key), Buffer.from(value)];
+    const raw = (name: string): Database<Buffer, Buffer> => this.views.env.openDB<Buffer, Buffer>({ name, encoding: 'binary', keyEncoding: 'binary' });
+    for (const name of BlobStore.plainDbNames) {
+      for (const { key, value } of raw(name).getRange({})) yield [name, Buffer.from(key), Buffer.from(value)];
+    }
+    const shas = [...this.chunks.getKeys({}), ...this.chunksInLog.getKeys({})].sort();
+    for (const sha of shas) {
+      const bytes = this.readChunk(sha, (b) => Buffer.from(b)) ?? Buffer.alloc(0);
+      yield ['blob-chunks', Buffer.from(sha), bytes];
     }
   }
 }
@@ -107,7 +201,7 @@ export class BlobProjection implements Projection<void> {
 
   reset(): void {
     const s = this.store;
-    for (const db of [s.objects, s.chunks, s.refs, s.orphans, s.conflicts] as Array<Database<unknown, import('lmdb').Key>>) db.clearSync();
+    for (const db of [s.objects, s.chunks, s.chunksInLog, s.refs, s.orphans, s.conflicts] as Array<Database<unknown, import('lmdb').Key>>) db.clearSync();
   }
 
   apply(entries: LogEntry[]): Array<Outcome | undefined> {
@@ -142,7 +236,8 @@ export class BlobProjection implements Projection<void> {
     const sha = Buffer.from(chunk.sha256.buffer, chunk.sha256.byteOffset, 32).toString('hex');
     const refs = s.refs.get(sha);
     if (refs === undefined) {
-      s.chunks.putSync(sha, Buffer.from(chunk.bytes.buffer, chunk.bytes.byteOffset, chunk.bytes.byteLength));
+      // The bytes stay in this entry: the view notes where (materializeUpTo copies them in later).
+      s.chunksInLog.putSync(sha, { index: entry.index, length: chunk.bytes.byteLength });
       s.refs.putSync(sha, { refs: 0, since: entry.ts });
       s.orphans.putSync([entry.ts, sha], true);
     } else if (refs.refs === 0) {
@@ -158,8 +253,7 @@ export class BlobProjection implements Projection<void> {
     const s = this.store;
     const count = commit.chunks.byteLength / 32;
     const lengths: Array<number | undefined> = new Array(count);
-    // getBinaryFast reuses one buffer: only its `length` is meaningful (its byteLength is the buffer's).
-    for (let i = 0; i < count; i++) lengths[i] = s.chunks.getBinaryFast(chunkAt(commit.chunks, i))?.length;
+    for (let i = 0; i < count; i++) lengths[i] = s.chunkLength(chunkAt(commit.chunks, i));
     const outcome = decideBlobCommit(entry.index, lengths, commit);
     if (!outcome.ok) return outcome;
     const key: ObjectKey = [commit.bucket, commit.name];
@@ -198,6 +292,7 @@ export class BlobProjection implements Projection<void> {
       s.orphans.removeSync([ts, sha]);
       s.refs.removeSync(sha);
       s.chunks.removeSync(sha);
+      s.chunksInLog.removeSync(sha);
     }
     return { ok: true, seq: entry.index, collected: doomed.length };
   }

@@ -1,9 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { open } from 'lmdb';
 import { loadLoomProto } from '../../../src/api/grpc';
 import { openNode, type EmbeddedNode } from '../../../src';
 import { chunkBytesDefault } from '../../../src/util/names';
+import { damageOnDisk } from '../../support/damage';
 import { makeTempDir, removeDir } from '../../support/tmp';
 
 type Ctor = new (address: string, credentials: grpc.ChannelCredentials) => grpc.Client;
@@ -125,15 +125,9 @@ describe('Buckets over gRPC', () => {
   it('answers CORRUPT for a chunk damaged on disk, over gRPC and HTTP', async () => {
     const bytes = randomBytes(2 * chunk);
     await put(client, { bucket: 'c', name: 'damaged' }, [bytes]);
-    const sha = createHash('sha256').update(bytes.subarray(0, chunk)).digest('hex');
     client.close();
     await node.close();
-    const env = open({ path: `${dir}/views/lmdb`, maxDbs: 32 });
-    const chunks = env.openDB<Buffer, string>({ name: 'blob-chunks', encoding: 'binary' });
-    const damaged = Buffer.from(chunks.getBinary(sha) as Buffer);
-    damaged[7] ^= 1;
-    await chunks.put(sha, damaged);
-    await env.close();
+    expect(damageOnDisk(dir, bytes.subarray(100, 164))).toEqual(['log/data.mdb']);
     await start();
     const err = await get(client, { bucket: 'c', name: 'damaged' }).then(
       () => undefined,
