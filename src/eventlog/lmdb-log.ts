@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { statSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { LoomError, assert } from '../util';
-import { decodeEntryFrame, decodeEntryFrameView, decodeEntryValue, decodeIndexKey, encodeEntryValue, encodeIndexKey, indexKeyEncoder, sharedValueDecoder, writeIndexKey } from './codec';
+import { decodeEntryFrame, decodeEntryFrameUnchecked, decodeEntryFrameView, decodeEntryValue, decodeIndexKey, encodeEntryValue, encodeIndexKey, indexKeyEncoder, sharedValueDecoder, writeIndexKey } from './codec';
 import { entryBytesMaxDefault, readBytesMaxDefault } from './limits';
 import type { HardState, LogEntry, LogStats, LogStore, SnapshotMeta } from './types';
 import { checkAppend, checkIndex, entrySizeBytes } from './validate';
@@ -199,6 +199,20 @@ export class LmdbLog implements LogStore {
    */
   visitEntries(lo: number, hi: number, visit: (entry: LogEntry) => void, bytesMax = readBytesMaxDefault): number {
     return this.scan(lo, hi, bytesMax, false, visit);
+  }
+
+  visitEntryUnchecked(index: number, visit: (entry: LogEntry) => void): boolean {
+    this.checkOpen();
+    if (index < this.firstIndex() || index > this.last) return false;
+    const inMemory = this.pending.get(index) ?? this.recent.get(index);
+    if (inMemory !== undefined) {
+      visit(inMemory);
+      return true;
+    }
+    const value = this.entriesReader.get(index);
+    if (value === undefined) throw new LoomError('CORRUPT', `log in ${this.file} is missing entry ${index}`, { index, file: this.file });
+    visit(decodeEntryFrameUnchecked(value, value.length, index, this.file));
+    return true;
   }
 
   private scan(lo: number, hi: number, bytesMax: number, copyData: boolean, visit: (entry: LogEntry) => void): number {

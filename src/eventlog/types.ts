@@ -57,6 +57,13 @@ export interface LogStore {
    * the bytes saves a copy of each. Optional: callers fall back to `entries`.
    */
   visitEntries?(lo: number, hi: number, visit: (entry: LogEntry) => void, bytesMax?: number): number;
+  /**
+   * Calls `visit` with the entry at `index` read in place with its CRC not checked, for a caller
+   * that checks the entry's data itself with something stronger (a chunk against its sha256);
+   * false if the log does not hold it. As in `visitEntries`, the data is valid only during `visit`.
+   * Optional: callers fall back to `visitEntries`.
+   */
+  visitEntryUnchecked?(index: number, visit: (entry: LogEntry) => void): boolean;
   /** The term of entry i; for i = snapshot index, the snapshot's term; 0 for index 0. */
   term(i: number): number;
   firstIndex(): number;

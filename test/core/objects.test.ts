@@ -265,4 +265,14 @@ describe('objects on one node', () => {
     await start();
     expect(await codeOf(collect((await opened.db.objects.get('files', 'kept')).stream))).toBe('CORRUPT');
   });
+
+  it('does not compact the log below a chunk whose bytes there fail their check', async () => {
+    const bytes = randomBytes(2 * chunk);
+    await opened.db.objects.put('files', 'bad', bytes);
+    await stop();
+    damageOnDisk(dir, bytes.subarray(chunk + 100, chunk + 164));
+    await start();
+    expect(await codeOf(opened.snapshot())).toBe('CORRUPT');
+    expect(log.firstIndex()).toBe(1);
+  });
 });

@@ -4,6 +4,7 @@
 // A chunk's bytes are stored once: the view points at the log entry that carries them, and copies
 // them in only before the log forgets that entry (compaction) or into a snapshot.
 
+import { createHash } from 'node:crypto';
 import type { Database } from 'lmdb';
 import type { LogEntry } from '../../eventlog';
 import { LoomError } from '../../util';
@@ -128,6 +129,10 @@ export class BlobStore {
           const copy = read?.(inLog.index, (b) => Buffer.from(b));
           if (copy === undefined) {
             throw new LoomError('CORRUPT', `chunk ${sha} is stored in log entry ${inLog.index}, which the log no longer holds`, { sha256: sha, index: inLog.index });
+          }
+          // Checked before the log's copy is forgotten: a damaged one stops the compaction.
+          if (createHash('sha256').update(copy).digest('hex') !== sha) {
+            throw new LoomError('CORRUPT', `chunk ${sha} in log entry ${inLog.index} fails its sha256 check; the log is not compacted below it`, { sha256: sha, index: inLog.index });
           }
           this.chunks.putSync(sha, copy);
           this.chunksInLog.removeSync(sha);
