@@ -124,14 +124,16 @@ export class ObjectsApi {
     let size = 0;
     // Chunk bytes go straight into the entry body, after room for its header, in a buffer with room
     // for the log's framing too: the chunk is copied only into LMDB, never to encode or frame it.
-    let frame = allocEntryData(blobChunkHeaderBytesMax + chunkBytes);
+    // A chunk's frame is allocated when its first byte arrives, so the end of an upload allocates none.
+    let frame: Buffer | undefined;
     let filled = 0;
     let lastChunkSeq = 0;
     let outcome: Awaited<ReturnType<Database['mutate']>>;
     let digest: Buffer;
 
     const flush = async (): Promise<void> => {
-      const bytes = frame.subarray(blobChunkHeaderBytesMax, blobChunkHeaderBytesMax + filled);
+      const full = frame as Buffer;
+      const bytes = full.subarray(blobChunkHeaderBytesMax, blobChunkHeaderBytesMax + filled);
       const sha = createHash('sha256').update(bytes).digest();
       digests.push(sha);
       if (digests.length > objectChunksMax) {
@@ -139,10 +141,10 @@ export class ObjectsApi {
       }
       if (!this.reader.hasReferencedChunk(sha.toString('hex'))) {
         // The digest was computed from these bytes just above, so the body skips encodeMutation's re-hash.
-        pending.push(encodeBlobChunkInPlace(frame, filled, sha));
+        pending.push(encodeBlobChunkInPlace(full, filled, sha));
         pendingBytes += filled;
         // The entry holds the frame (and the log frames the entry in it); the next chunk fills a fresh one.
-        frame = allocEntryData(blobChunkHeaderBytesMax + chunkBytes);
+        frame = undefined;
         if (pendingBytes >= uploadBatchBytes || inflight.length + pending.length >= window) proposePending();
         if (inflight.length >= window) await inflight.shift();
       }
@@ -179,6 +181,7 @@ export class ObjectsApi {
         let at = 0;
         while (at < bytes.byteLength) {
           const n = Math.min(chunkBytes - filled, bytes.byteLength - at);
+          frame ??= allocEntryData(blobChunkHeaderBytesMax + chunkBytes);
           frame.set(bytes.subarray(at, at + n), blobChunkHeaderBytesMax + filled);
           filled += n;
           at += n;
