@@ -201,17 +201,22 @@ export class LmdbLog implements LogStore {
     return this.scan(lo, hi, bytesMax, false, visit);
   }
 
+  /**
+   * Reads the file first, not the entries kept in memory: a reader that checks the data itself
+   * (a chunk's sha256) then sees damage on disk as soon as it happens, as it would in a view.
+   */
   visitEntryUnchecked(index: number, visit: (entry: LogEntry) => void): boolean {
     this.checkOpen();
     if (index < this.firstIndex() || index > this.last) return false;
-    const inMemory = this.pending.get(index) ?? this.recent.get(index);
-    if (inMemory !== undefined) {
-      visit(inMemory);
+    const value = this.entriesReader.get(index);
+    if (value !== undefined) {
+      visit(decodeEntryFrameUnchecked(value, value.length, index, this.file));
       return true;
     }
-    const value = this.entriesReader.get(index);
-    if (value === undefined) throw new LoomError('CORRUPT', `log in ${this.file} is missing entry ${index}`, { index, file: this.file });
-    visit(decodeEntryFrameUnchecked(value, value.length, index, this.file));
+    // Not durable yet, or durable after this read transaction began.
+    const inMemory = this.pending.get(index) ?? this.recent.get(index);
+    if (inMemory === undefined) throw new LoomError('CORRUPT', `log in ${this.file} is missing entry ${index}`, { index, file: this.file });
+    visit(inMemory);
     return true;
   }
 

@@ -239,6 +239,14 @@ describe('objects on one node', () => {
     expect(await codeOf(collect(download.stream))).toBe('CORRUPT');
   });
 
+  it('fails CORRUPT for a chunk damaged on disk while the node runs', async () => {
+    const bytes = randomBytes(2 * chunk);
+    await opened.db.objects.put('files', 'live', bytes);
+    expect(damageOnDisk(dir, bytes.subarray(100, 164))).toEqual(['log/data.mdb']);
+    const download = await opened.db.objects.get('files', 'live');
+    expect(await codeOf(collect(download.stream))).toBe('CORRUPT');
+  });
+
   it('keeps the bytes of a chunk once: in the log, then in the view once the log is compacted below it', async () => {
     const bytes = randomBytes(3 * chunk);
     await opened.db.objects.put('files', 'kept', bytes);

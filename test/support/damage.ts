@@ -1,7 +1,7 @@
 // Damages bytes on disk the way a failing disk would, wherever loom keeps them: tests find a
 // chunk's bytes by content, not by knowing which database holds them.
 
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readdirSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 
 /** The files under `dir` that hold `needle`, by path relative to `dir`, sorted. */
@@ -12,18 +12,25 @@ export function filesHolding(dir: string, needle: Buffer): string[] {
     .sort();
 }
 
-/** Flips one byte `skew` bytes after every copy of `needle` in the files under `dir`; returns the files changed. */
+/**
+ * Flips one byte `skew` bytes after every copy of `needle` in the files under `dir`, in place (a
+ * running node may have the file mapped); returns the files changed.
+ */
 export function damageOnDisk(dir: string, needle: Buffer, skew = 16): string[] {
   const changed: string[] = [];
   for (const file of walk(dir)) {
     const bytes = readFileSync(file);
     let at = bytes.indexOf(needle);
     if (at < 0) continue;
-    while (at >= 0) {
-      bytes[at + skew] ^= 0xff;
-      at = bytes.indexOf(needle, at + 1);
+    const fd = openSync(file, 'r+');
+    try {
+      while (at >= 0) {
+        writeSync(fd, Buffer.from([bytes[at + skew] ^ 0xff]), 0, 1, at + skew);
+        at = bytes.indexOf(needle, at + 1);
+      }
+    } finally {
+      closeSync(fd);
     }
-    writeFileSync(file, bytes);
     changed.push(path.relative(dir, file));
   }
   return changed.sort();

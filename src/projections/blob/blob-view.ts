@@ -68,7 +68,7 @@ export class BlobStore {
   /** The databases dump() shows as they are; the chunks of both stores are shown as `blob-chunks`. */
   private static readonly plainDbNames = ['blob-objects', 'blob-refs', 'blob-orphans', 'blob-conflicts'];
 
-  /** `readLogChunk` reads chunks still in the log; without it (tools over a copy) they read as missing. */
+  /** `readLogChunk` reads chunks still in the log; without it, reading one of those is CORRUPT. */
   constructor(
     readonly views: ViewStore,
     readonly readLogChunk?: LogChunkReader,
