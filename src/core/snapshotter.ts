@@ -69,7 +69,7 @@ export class Snapshotter {
     fs.rmSync(tmp, { recursive: true, force: true });
     let files: SnapshotFile[];
     try {
-      await views.backup(tmp);
+      await views.backup(tmp, (progress) => logger.info({ ...progress, index }, 'copying chunk bytes into the snapshot'));
       files = readSnapshotFiles(tmp);
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
@@ -81,7 +81,7 @@ export class Snapshotter {
     this.lastIndex = Math.max(this.lastIndex, index);
     const compactTo = index - this.options.catchUpEntries;
     if (compactTo > log.firstIndex() - 1) {
-      const kept = await views.keepChunksUpTo(compactTo);
+      const kept = await views.keepChunksUpTo(compactTo, (progress) => logger.info({ ...progress, below: compactTo }, 'copying chunk bytes from the log into the blob view before compacting it'));
       if (kept.chunks > 0) logger.info({ chunks: kept.chunks, bytes: kept.bytes, below: compactTo }, 'chunk bytes copied from the log into the blob view before compacting it');
       await log.compactPrefix(compactTo, this.options.confAt?.(compactTo));
     }

@@ -5,7 +5,7 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { BlobProjection, BlobReader, BlobStore, KvProjection, KvReader, ProjectionRunner, ViewStore, type LogChunkReader, type ProjectionStatus } from '../projections';
+import { BlobProjection, BlobReader, BlobStore, KvProjection, KvReader, ProjectionRunner, ViewStore, type LogChunkReader, type MaterializeProgress, type ProjectionStatus } from '../projections';
 import type { Logger } from '../util';
 import type { EntryConsumer } from './applier';
 import type { SqlQueries } from './database';
@@ -75,13 +75,13 @@ export class Views {
    * Copies every view under `dir` (same layout as the views directory), each consistent with its
    * checkpoint. The copy holds the bytes of every chunk, so it stands without this node's log.
    */
-  async backup(dir: string): Promise<void> {
+  async backup(dir: string, onProgress?: (progress: MaterializeProgress) => void): Promise<void> {
     const lmdbDir = path.join(dir, lmdbViewsDirName);
     fs.mkdirSync(lmdbDir, { recursive: true });
     await this.store.env.backup(lmdbDir, false);
     const copy = new ViewStore(lmdbDir);
     try {
-      await new BlobStore(copy, this.blobStore.readLogChunk).materializeUpTo(Number.MAX_SAFE_INTEGER);
+      await new BlobStore(copy, this.blobStore.readLogChunk).materializeUpTo(Number.MAX_SAFE_INTEGER, onProgress);
     } finally {
       await copy.close();
     }
@@ -92,8 +92,8 @@ export class Views {
    * Copies into the view, durably, the bytes of every chunk stored by a log entry at or below
    * `index`: what must happen before the log is compacted below `index`.
    */
-  async keepChunksUpTo(index: number): Promise<{ chunks: number; bytes: number }> {
-    const kept = await this.blobStore.materializeUpTo(index);
+  async keepChunksUpTo(index: number, onProgress?: (progress: MaterializeProgress) => void): Promise<{ chunks: number; bytes: number }> {
+    const kept = await this.blobStore.materializeUpTo(index, onProgress);
     if (kept.chunks > 0 && !this.viewSync) {
       // The views' commits are written but not fsynced, and these bytes are about to exist nowhere else.
       const file = await fs.promises.open(path.join(this.lmdbDir, 'data.mdb'), 'r+');

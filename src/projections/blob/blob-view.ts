@@ -48,6 +48,16 @@ export type LogChunkReader = <T>(index: number, take: (bytes: Uint8Array) => T) 
 
 /** Chunks copied from the log into the view per transaction when the log is about to forget them. */
 const materializeBatchChunks = 64;
+/** How often a long copy of chunks into the view reports its progress. */
+const materializeProgressMs = 2000;
+
+export interface MaterializeProgress {
+  /** Chunks copied so far, and their bytes. */
+  chunks: number;
+  bytes: number;
+  /** Chunks due when the copy began (some may be collected before their turn). */
+  of: number;
+}
 
 type ObjectKey = [string, string];
 
@@ -113,15 +123,21 @@ export class BlobStore {
    * the log forgets those entries (or into a copy that must stand without the log: a snapshot).
    * Runs in batches, each its own transaction, yielding between them; the applier may run in
    * between (it only adds chunks above the applied index, and a chunk it collects is skipped).
+   * `onProgress` hears how far it is, about every materializeProgressMs.
    */
-  async materializeUpTo(index: number): Promise<{ chunks: number; bytes: number }> {
+  async materializeUpTo(index: number, onProgress?: (progress: MaterializeProgress) => void): Promise<{ chunks: number; bytes: number }> {
     const read = this.readLogChunk;
     const due: string[] = [];
     for (const { key, value } of this.chunksInLog.getRange({})) if (value.index <= index) due.push(key);
     let chunks = 0;
     let bytes = 0;
+    let reportAt = Date.now() + materializeProgressMs;
     for (let at = 0; at < due.length; at += materializeBatchChunks) {
       if (at > 0) await new Promise((resolve) => setImmediate(resolve));
+      if (onProgress && Date.now() >= reportAt) {
+        onProgress({ chunks, bytes, of: due.length });
+        reportAt = Date.now() + materializeProgressMs;
+      }
       this.views.env.transactionSync(() => {
         for (const sha of due.slice(at, at + materializeBatchChunks)) {
           const inLog = this.chunksInLog.get(sha);
