@@ -92,9 +92,10 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<OpenDa
     current,
     confAt: options.replicator?.confAt?.bind(options.replicator),
     pauseApplier: () => core.pauseApplier(),
-    replaceViews: async (files, meta) => {
+    replaceViews: async (files, meta, resetLog) => {
       replacing = true;
       try {
+        await resetLog();
         await views.close();
         replaceViewsDir(viewsDir, files);
         views = new Views(viewsOptions);

@@ -109,9 +109,12 @@ export class SnapshotStore {
     writeDurably(tmp, snapshot.data);
     fs.renameSync(tmp, file);
     syncDir(this.dir);
-    this.cached = snapshot;
+    // Only older snapshots go: one taken from views a newer snapshot (just installed) replaces
+    // must not delete the snapshot the compacted log relies on.
+    const newer = this.fileNames().filter((n) => n > name);
+    if (newer.length === 0) this.cached = snapshot;
     this.loaded = true;
-    for (const older of this.fileNames()) if (older !== name) fs.rmSync(path.join(this.dir, older), { force: true });
+    for (const older of this.fileNames()) if (older < name) fs.rmSync(path.join(this.dir, older), { force: true });
   }
 
   private fileNames(): string[] {

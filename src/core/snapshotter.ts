@@ -21,8 +21,11 @@ export interface SnapshotterOptions {
   current: () => Views;
   /** Stops the applier (it must not read the log while the log restarts after a snapshot). */
   pauseApplier: () => Promise<void>;
-  /** Replaces the views by the snapshot's files, then resumes the applier from them. */
-  replaceViews: (files: SnapshotFile[], meta: SnapshotMeta) => Promise<void>;
+  /**
+   * Restarts the log after the snapshot (`resetLog`), replaces the views by the snapshot's files,
+   * then resumes the applier from them; reads answer UNAVAILABLE from before the log is reset.
+   */
+  replaceViews: (files: SnapshotFile[], meta: SnapshotMeta, resetLog: () => Promise<void>) => Promise<void>;
   /** Raft membership as of an index, in a replicated group. */
   confAt?: (index: number) => SnapshotMeta['conf'];
 }
@@ -30,6 +33,8 @@ export interface SnapshotterOptions {
 export class Snapshotter {
   private readonly options: SnapshotterOptions;
   private taking: Promise<void> | undefined;
+  /** Set while a snapshot from the leader is installed: no snapshot of the old views may start. */
+  private installing = false;
   private lastIndex: number;
   private closed = false;
 
@@ -46,7 +51,7 @@ export class Snapshotter {
   /** Called after every applied batch: starts a snapshot in the background when one is due. */
   applied(index: number): void {
     const { snapshotEntries } = this.options;
-    if (snapshotEntries <= 0 || this.taking || this.closed || index - this.lastIndex < snapshotEntries) return;
+    if (snapshotEntries <= 0 || this.taking || this.installing || this.closed || index - this.lastIndex < snapshotEntries) return;
     if (!this.options.current().canBackup()) return;
     this.taking = this.take()
       .then(() => undefined)
@@ -94,17 +99,23 @@ export class Snapshotter {
    * the views from it on start), then the log restarts after it, then the views are replaced.
    */
   async install(snapshot: ViewSnapshot): Promise<void> {
-    while (this.taking) await this.taking;
-    const { log, store, logger } = this.options;
-    const { meta, files } = decodeSnapshot(snapshot.data, `received at index ${snapshot.meta.index}`);
-    assert(meta.index === snapshot.meta.index && meta.term === snapshot.meta.term, 'a snapshot names the position it was taken at');
-    const started = Date.now();
-    store.save(snapshot);
-    await this.options.pauseApplier();
-    await log.resetToSnapshot(snapshot.meta);
-    await this.options.replaceViews(files, snapshot.meta);
-    this.lastIndex = Math.max(this.lastIndex, meta.index);
-    logger.info({ index: meta.index, term: meta.term, bytes: snapshot.data.byteLength, ms: Date.now() - started }, 'snapshot installed');
+    // Set first: the batch the applier finishes while it pauses must not start a snapshot of the
+    // views this one replaces (saving it would drop the snapshot the log is about to rely on).
+    this.installing = true;
+    try {
+      while (this.taking) await this.taking;
+      const { log, store, logger } = this.options;
+      const { meta, files } = decodeSnapshot(snapshot.data, `received at index ${snapshot.meta.index}`);
+      assert(meta.index === snapshot.meta.index && meta.term === snapshot.meta.term, 'a snapshot names the position it was taken at');
+      const started = Date.now();
+      store.save(snapshot);
+      await this.options.pauseApplier();
+      await this.options.replaceViews(files, snapshot.meta, () => log.resetToSnapshot(snapshot.meta));
+      this.lastIndex = Math.max(this.lastIndex, meta.index);
+      logger.info({ index: meta.index, term: meta.term, bytes: snapshot.data.byteLength, ms: Date.now() - started }, 'snapshot installed');
+    } finally {
+      this.installing = false;
+    }
   }
 
   async close(): Promise<void> {

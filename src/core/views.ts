@@ -94,8 +94,9 @@ export class Views {
    */
   async keepChunksUpTo(index: number, onProgress?: (progress: MaterializeProgress) => void): Promise<{ chunks: number; bytes: number }> {
     const kept = await this.blobStore.materializeUpTo(index, onProgress);
-    if (kept.chunks > 0 && !this.viewSync) {
-      // The views' commits are written but not fsynced, and these bytes are about to exist nowhere else.
+    if (!this.viewSync) {
+      // The views' commits are written but not fsynced, and these bytes are about to exist nowhere
+      // else on this node: this call's, and those of an earlier call that failed part-way.
       const file = await fs.promises.open(path.join(this.lmdbDir, 'data.mdb'), 'r+');
       try {
         await file.datasync();

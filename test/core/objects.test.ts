@@ -3,6 +3,7 @@ import { readdirSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { Bus } from '../../src/bus';
 import { openDatabase, uploadChunksInFlightMax, type OpenDatabase } from '../../src/core';
+import { Views } from '../../src/core/views';
 import { LmdbLog, type LogStore } from '../../src/eventlog';
 import type { Change } from '../../src/projections';
 import { LoomError, silentLogger } from '../../src/util';
@@ -277,10 +278,31 @@ describe('objects on one node', () => {
   it('does not compact the log below a chunk whose bytes there fail their check', async () => {
     const bytes = randomBytes(2 * chunk);
     await opened.db.objects.put('files', 'bad', bytes);
-    await stop();
-    damageOnDisk(dir, bytes.subarray(chunk + 100, chunk + 164));
-    await start();
-    expect(await codeOf(opened.snapshot())).toBe('CORRUPT');
+    // Damaged after the snapshot's copy was made, before the log's copy is moved into the view.
+    const backup = Views.prototype.backup;
+    const spy = jest.spyOn(Views.prototype, 'backup').mockImplementation(async function (this: Views, ...args: Parameters<Views['backup']>) {
+      await backup.apply(this, args);
+      damageOnDisk(dir, bytes.subarray(chunk + 100, chunk + 164));
+    });
+    try {
+      const failed = await opened.snapshot().then(
+        () => undefined,
+        (e: unknown) => e as LoomError,
+      );
+      expect(failed?.code).toBe('CORRUPT');
+      expect(failed?.message).toContain('the log is not compacted below it');
+    } finally {
+      spy.mockRestore();
+    }
     expect(log.firstIndex()).toBe(1);
+  });
+
+  it('answers UNAVAILABLE, not CORRUPT, while a snapshot install has reset the log under the old views', async () => {
+    const bytes = randomBytes(2 * chunk);
+    await opened.db.objects.put('files', 'moving', bytes);
+    const download = await opened.db.objects.get('files', 'moving');
+    // The step of an install between restarting the log after the snapshot and replacing the views.
+    await log.resetToSnapshot({ index: 10_000, term: 7 });
+    expect(await codeOf(collect(download.stream))).toBe('UNAVAILABLE');
   });
 });

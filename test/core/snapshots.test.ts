@@ -1,7 +1,7 @@
 // Snapshots of the views (docs/snapshots.md): the self-checking file, compaction below a snapshot,
 // views restored from it when they lag the compacted log, and installing one received from a leader.
 
-import { rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { SingleNodeReplicator, SnapshotStore, decodeSnapshot, encodeSnapshot, openDatabase, type OpenDatabase, type SnapshotHandler } from '../../src/core';
 import { LmdbLog, type LogStore } from '../../src/eventlog';
 import { LoomError, silentLogger } from '../../src/util';
@@ -58,6 +58,21 @@ describe('snapshot files', () => {
       store.save({ meta: { index: 9, term: 2 }, data: encodeSnapshot({ index: 9, term: 2 }, files) });
       const reopened = new SnapshotStore(dir);
       expect(reopened.latest()?.meta).toEqual({ index: 9, term: 2 });
+      expect(readdirSync(dir)).toEqual(['snap-00000000000000000009.bin']);
+    } finally {
+      removeDir(dir);
+    }
+  });
+
+  it('never drops a newer snapshot when saving an older one', () => {
+    // An installed snapshot (9) must survive a snapshot of the views it replaced (5) saved after it.
+    const dir = makeTempDir();
+    try {
+      const store = new SnapshotStore(dir);
+      store.save({ meta: { index: 9, term: 2 }, data: encodeSnapshot({ index: 9, term: 2 }, files) });
+      store.save({ meta: { index: 5, term: 2 }, data: encodeSnapshot({ index: 5, term: 2 }, files) });
+      expect(store.latest()?.meta).toEqual({ index: 9, term: 2 });
+      expect(new SnapshotStore(dir).latest()?.meta).toEqual({ index: 9, term: 2 });
     } finally {
       removeDir(dir);
     }

@@ -40,11 +40,16 @@ interface ChunkInLog {
   length: number;
 }
 
-/**
- * Hands the chunk bytes of the `blob.chunk` entry at `index` to `take` (they are valid only during
- * the call) and returns what it returns; undefined once the log no longer holds that entry.
- */
-export type LogChunkReader = <T>(index: number, take: (bytes: Uint8Array) => T) => T | undefined;
+/** The log, as the blob view reads chunk bytes from it. */
+export interface LogChunkReader {
+  /**
+   * Hands the chunk bytes of the `blob.chunk` entry at `index` to `take` (they are valid only
+   * during the call) and returns what it returns; undefined once the log no longer holds that entry.
+   */
+  read<T>(index: number, take: (bytes: Uint8Array) => T): T | undefined;
+  /** The log's first index: the entries below it were compacted away (or replaced by a snapshot). */
+  firstIndex(): number;
+}
 
 /** Chunks copied from the log into the view per transaction when the log is about to forget them. */
 const materializeBatchChunks = 64;
@@ -104,12 +109,18 @@ export class BlobStore {
   readChunk<T>(sha: string, take: (bytes: Uint8Array) => T): T | undefined {
     const inLog = this.chunksInLog.get(sha);
     if (inLog !== undefined) {
-      const read = this.readLogChunk?.(inLog.index, take);
+      const read = this.readLogChunk?.read(inLog.index, take);
       if (read !== undefined) return read;
       // The log may have been compacted since this read transaction began, after the chunk was
       // copied into the view: look again in a fresh one.
       this.views.env.resetReadTxn();
       if (this.chunksInLog.get(sha)?.index === inLog.index) {
+        // A log that starts past everything this view applied was reset for a snapshot that is
+        // about to replace the view (a follower installing one): the view is stale, not damaged.
+        const applied = this.views.readCheckpoint(blobProjectionName)?.index ?? 0;
+        if (this.readLogChunk !== undefined && this.readLogChunk.firstIndex() - 1 > applied) {
+          throw new LoomError('UNAVAILABLE', 'this node is installing a snapshot from the leader; retry shortly');
+        }
         throw new LoomError('CORRUPT', `chunk ${sha} is stored in log entry ${inLog.index}, which the log no longer holds`, { sha256: sha, index: inLog.index });
       }
     }
@@ -142,7 +153,7 @@ export class BlobStore {
         for (const sha of due.slice(at, at + materializeBatchChunks)) {
           const inLog = this.chunksInLog.get(sha);
           if (inLog === undefined || inLog.index > index) continue;
-          const copy = read?.(inLog.index, (b) => Buffer.from(b));
+          const copy = read?.read(inLog.index, (b) => Buffer.from(b));
           if (copy === undefined) {
             throw new LoomError('CORRUPT', `chunk ${sha} is stored in log entry ${inLog.index}, which the log no longer holds`, { sha256: sha, index: inLog.index });
           }

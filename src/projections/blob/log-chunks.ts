@@ -8,7 +8,7 @@ import { decodeMutation } from '../entries';
 import type { LogChunkReader } from './blob-view';
 
 export function logChunkReader(log: LogStore): LogChunkReader {
-  return <T>(index: number, take: (bytes: Uint8Array) => T): T | undefined => {
+  const read = <T>(index: number, take: (bytes: Uint8Array) => T): T | undefined => {
     if (index < log.firstIndex() || index > log.lastIndex()) return undefined;
     let result: T | undefined;
     const visit = (entry: LogEntry): void => {
@@ -29,4 +29,5 @@ export function logChunkReader(log: LogStore): LogChunkReader {
     }
     return result;
   };
+  return { read, firstIndex: () => log.firstIndex() };
 }

@@ -62,7 +62,7 @@ export class ViewStore implements ProjectionStore<void> {
   private readonly checkpoints: Database<{ index: number; version: number }, string>;
 
   constructor(dir: string, options: { sync?: boolean } = {}) {
-    this.env = open({ path: path.resolve(dir), maxDbs: 16, noSync: !options.sync, compression: false, cache: false, mapSize: 64 * 1024 ** 3 });
+    this.env = open({ path: path.resolve(dir), maxDbs: 32, noSync: !options.sync, compression: false, cache: false, mapSize: 64 * 1024 ** 3 });
     const db = <V, K extends import('lmdb').Key>(name: string): Database<V, K> =>
       this.env.openDB<V, K>({ name, encoding: 'msgpack', cache: false });
     this.kvRaw = this.env.openDB<Buffer, Key>({ name: 'kv', encoding: 'binary', cache: false });
