@@ -97,7 +97,13 @@ export class TestCluster {
       const args = ['--node-id', String(id), '--raft-port', String(raftPorts[id - 1]), '--peers', peers.join(','), '--cluster-secret', clusterSecret, ...(options.extraArgs ?? [])];
       cluster.nodes.push({ id, dir: path.join(cluster.root, `n${id}`), raftPort: raftPorts[id - 1], args, serve: undefined, ports: {} });
     }
-    await Promise.all(cluster.nodes.map((n) => cluster.startNode(n.id)));
+    const started = await Promise.allSettled(cluster.nodes.map((n) => cluster.startNode(n.id)));
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) {
+      // The caller never gets the cluster to close: stop the nodes that did start.
+      await cluster.close();
+      throw failed.reason;
+    }
     return cluster;
   }
 
