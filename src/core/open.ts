@@ -3,6 +3,7 @@
 // and by embedders alike, so both run exactly the same code.
 
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { MsgHeaders, type Bus } from '../bus';
 import type { LogStore, SnapshotMeta } from '../eventlog';
@@ -42,6 +43,8 @@ export interface OpenDatabaseOptions {
   snapshotsDir?: string;
   /** Snapshot the views and compact the log every this many applied entries; 0 (default) never. */
   snapshotEntries?: number;
+  /** Largest snapshot the node takes (default snapshotBytesMaxDefault): snapshots are built in memory. */
+  snapshotBytesMax?: number;
   /** Entries kept in the log below a snapshot for followers a little behind (default 5,000). */
   snapshotCatchUpEntries?: number;
 }
@@ -57,6 +60,8 @@ export interface OpenDatabase {
 }
 
 export const snapshotCatchUpEntriesDefault = 5_000;
+/** A quarter of the machine's memory, at most 8 GiB: a snapshot is in memory twice while it is encoded. */
+export const snapshotBytesMaxDefault = Math.min(8 * 1024 ** 3, Math.floor(os.totalmem() / 4));
 
 export async function openDatabase(options: OpenDatabaseOptions): Promise<OpenDatabase> {
   const { logger, log } = options;
@@ -89,6 +94,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<OpenDa
     logger: logger.child({ part: 'snapshots' }),
     snapshotEntries: options.snapshotEntries ?? 0,
     catchUpEntries: options.snapshotCatchUpEntries ?? snapshotCatchUpEntriesDefault,
+    snapshotBytesMax: options.snapshotBytesMax ?? snapshotBytesMaxDefault,
     current,
     confAt: options.replicator?.confAt?.bind(options.replicator),
     pauseApplier: () => core.pauseApplier(),

@@ -17,6 +17,12 @@ export interface SnapshotterOptions {
   snapshotEntries: number;
   /** Entries kept in the log below a snapshot, so a follower a little behind catches up from the log. */
   catchUpEntries: number;
+  /**
+   * Largest snapshot taken: it is held in memory while it is taken and sent (docs/snapshots.md),
+   * so a bigger one is refused (TOO_LARGE) and the log stays uncompacted, rather than the node
+   * running out of memory at every try.
+   */
+  snapshotBytesMax: number;
   /** The views now. */
   current: () => Views;
   /** Stops the applier (it must not read the log while the log restarts after a snapshot). */
@@ -55,7 +61,12 @@ export class Snapshotter {
     if (!this.options.current().canBackup()) return;
     this.taking = this.take()
       .then(() => undefined)
-      .catch((err: unknown) => this.options.logger.error({ err }, 'taking a snapshot failed; the log stays uncompacted until the next try'))
+      .catch((err: unknown) => {
+        // The next try comes after snapshotEntries more entries, not after the next batch: a
+        // snapshot copies every view, and what failed (a damaged chunk, the size limit) stays.
+        this.lastIndex = Math.max(this.lastIndex, index);
+        this.options.logger.error({ err, retryAfterIndex: index + snapshotEntries }, 'taking a snapshot failed; the log stays uncompacted until the next try');
+      })
       .finally(() => {
         this.taking = undefined;
       });
@@ -75,6 +86,14 @@ export class Snapshotter {
     let files: SnapshotFile[];
     try {
       await views.backup(tmp, (progress) => logger.info({ ...progress, index }, 'copying chunk bytes into the snapshot'));
+      const bytes = treeBytes(tmp);
+      if (bytes > this.options.snapshotBytesMax) {
+        throw new LoomError('TOO_LARGE', `a snapshot of the views at ${index} would hold ${bytes} bytes, over snapshotBytesMax (${this.options.snapshotBytesMax}); snapshots are built in memory`, {
+          limit: 'snapshotBytesMax',
+          max: this.options.snapshotBytesMax,
+          bytes,
+        });
+      }
       files = readSnapshotFiles(tmp);
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
@@ -122,4 +141,15 @@ export class Snapshotter {
     this.closed = true;
     while (this.taking) await this.taking;
   }
+}
+
+/** Bytes of the regular files under `dir`. */
+function treeBytes(dir: string): number {
+  let bytes = 0;
+  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory()) bytes += treeBytes(full);
+    else if (entry.isFile()) bytes += fs.statSync(full).size;
+  }
+  return bytes;
 }

@@ -109,6 +109,7 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
       snapshotsDir: path.join(dataDir, 'snapshots'),
       snapshotEntries: config.snapshotEntries ?? (config.peers.length > 0 ? snapshotEntriesClusterDefault : 0),
       snapshotCatchUpEntries: config.snapshotCatchUpEntries,
+      ...(config.snapshotBytesMax !== undefined ? { snapshotBytesMax: config.snapshotBytesMax } : {}),
     });
     undo.push(() => opened.close());
     metrics.watchDatabase(opened);

@@ -2,6 +2,7 @@
 // views restored from it when they lag the compacted log, and installing one received from a leader.
 
 import { readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { Views } from '../../src/core/views';
 import { SingleNodeReplicator, SnapshotStore, decodeSnapshot, encodeSnapshot, openDatabase, type OpenDatabase, type SnapshotHandler } from '../../src/core';
 import { LmdbLog, type LogStore } from '../../src/eventlog';
 import { LoomError, silentLogger } from '../../src/util';
@@ -141,6 +142,29 @@ describe('snapshots of a database', () => {
     while (log.firstIndex() === 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     expect(log.firstIndex()).toBeGreaterThan(1);
     expect(new SnapshotStore(`${dir}/views-snapshots`).latest()?.meta.index).toBeGreaterThanOrEqual(50);
+  });
+
+  it('refuses a snapshot over snapshotBytesMax, and tries again only after snapshotEntries more entries', async () => {
+    const db = await open({ snapshotBytesMax: 1, snapshotEntries: 40 });
+    const backups = jest.spyOn(Views.prototype, 'backup');
+    try {
+      const refused = await db.snapshot().then(
+        () => undefined,
+        (e: unknown) => e as LoomError,
+      );
+      expect(refused?.code).toBe('TOO_LARGE');
+      expect(refused?.message).toContain('snapshotBytesMax');
+      backups.mockClear();
+      // 200 entries, one per batch: a failing snapshot is retried about every 40, not every batch.
+      for (let i = 0; i < 200; i++) await db.db.kv.put('b', `k${i}`, 'v');
+      await new Promise((r) => setTimeout(r, 200));
+      expect(backups.mock.calls.length).toBeGreaterThan(0);
+      expect(backups.mock.calls.length).toBeLessThanOrEqual(6);
+      expect(log.firstIndex()).toBe(1);
+      expect(new SnapshotStore(`${dir}/views-snapshots`).latest()).toBeUndefined();
+    } finally {
+      backups.mockRestore();
+    }
   });
 
   it('refuses to start when the views lag a compacted log that no snapshot covers', async () => {
