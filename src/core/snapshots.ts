@@ -51,18 +51,33 @@ export function decodeSnapshot(data: Uint8Array, source: string): { meta: Snapsh
   return { meta, files: decoded.files };
 }
 
-/** Reads every regular file under `dir` into snapshot files (names relative to `dir`), sorted. */
-export function readSnapshotFiles(dir: string): SnapshotFile[] {
-  const files: SnapshotFile[] = [];
+/**
+ * Reads every regular file under `dir` into snapshot files (names relative to `dir`), sorted. A
+ * snapshot is built in memory, so files that hold more than `bytesMax` in all are refused
+ * (TOO_LARGE, naming snapshotBytesMax) before any is read.
+ */
+export function readSnapshotFiles(dir: string, bytesMax = Infinity): SnapshotFile[] {
+  const names: string[] = [];
+  let bytes = 0;
   const walk = (sub: string): void => {
     for (const entry of fs.readdirSync(path.join(dir, sub), { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
       const rel = sub === '' ? entry.name : `${sub}/${entry.name}`;
       if (entry.isDirectory()) walk(rel);
-      else if (entry.isFile()) files.push({ name: rel, bytes: fs.readFileSync(path.join(dir, rel)) });
+      else if (entry.isFile()) {
+        names.push(rel);
+        bytes += fs.statSync(path.join(dir, rel)).size;
+      }
     }
   };
   walk('');
-  return files;
+  if (bytes > bytesMax) {
+    throw new LoomError('TOO_LARGE', `a snapshot of the views would hold ${bytes} bytes, over snapshotBytesMax (${bytesMax}); snapshots are built in memory`, {
+      limit: 'snapshotBytesMax',
+      max: bytesMax,
+      bytes,
+    });
+  }
+  return names.map((name) => ({ name, bytes: fs.readFileSync(path.join(dir, name)) }));
 }
 
 /** Writes a snapshot's files under `dir` (which must not exist yet), each fsynced. */
@@ -111,10 +126,10 @@ export class SnapshotStore {
     syncDir(this.dir);
     // Only older snapshots go: one taken from views a newer snapshot (just installed) replaces
     // must not delete the snapshot the compacted log relies on.
-    const newer = this.fileNames().filter((n) => n > name);
-    if (newer.length === 0) this.cached = snapshot;
+    const names = this.fileNames();
+    if (!names.some((n) => n > name)) this.cached = snapshot;
     this.loaded = true;
-    for (const older of this.fileNames()) if (older < name) fs.rmSync(path.join(this.dir, older), { force: true });
+    for (const older of names) if (older < name) fs.rmSync(path.join(this.dir, older), { force: true });
   }
 
   private fileNames(): string[] {

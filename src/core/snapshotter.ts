@@ -86,15 +86,7 @@ export class Snapshotter {
     let files: SnapshotFile[];
     try {
       await views.backup(tmp, (progress) => logger.info({ ...progress, index }, 'copying chunk bytes into the snapshot'));
-      const bytes = treeBytes(tmp);
-      if (bytes > this.options.snapshotBytesMax) {
-        throw new LoomError('TOO_LARGE', `a snapshot of the views at ${index} would hold ${bytes} bytes, over snapshotBytesMax (${this.options.snapshotBytesMax}); snapshots are built in memory`, {
-          limit: 'snapshotBytesMax',
-          max: this.options.snapshotBytesMax,
-          bytes,
-        });
-      }
-      files = readSnapshotFiles(tmp);
+      files = readSnapshotFiles(tmp, this.options.snapshotBytesMax);
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
     }
@@ -141,15 +133,4 @@ export class Snapshotter {
     this.closed = true;
     while (this.taking) await this.taking;
   }
-}
-
-/** Bytes of the regular files under `dir`. */
-function treeBytes(dir: string): number {
-  let bytes = 0;
-  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
-    const full = path.join(dir, entry.name);
-    if (entry.isDirectory()) bytes += treeBytes(full);
-    else if (entry.isFile()) bytes += fs.statSync(full).size;
-  }
-  return bytes;
 }

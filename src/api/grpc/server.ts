@@ -162,7 +162,8 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     const implementation: grpc.UntypedServiceImplementation = {};
     for (const [method, operation] of Object.entries(routes)) implementation[method] = unary(operation);
     if (service === 'Buckets') Object.assign(implementation, bucketStreams({ db: options.db, logger, admit, isClosing: () => closing }));
-    const definition = withKvWire(tolerant(service === 'Buckets' ? withEncodedChunks(serviceDefinition(definitions, service)) : serviceDefinition(definitions, service)), service);
+    const plain = serviceDefinition(definitions, service);
+    const definition = withKvWire(tolerant(service === 'Buckets' ? withEncodedChunks(plain) : plain), service);
     server.addService(definition, implementation);
     if (service === 'Buckets') {
       const { path, requestDeserialize, responseSerialize } = definition.Get;
