@@ -21,7 +21,10 @@ export function benchDir(name: string): { dir: string; remove(): void } {
 
 export function machine(): string {
   const cpu = cpus()[0]?.model ?? 'unknown cpu';
-  return `${cpus().length} cores, ${cpu}, node ${process.version}, ${new Date().toISOString().slice(0, 10)}`;
+  // The clients run in this process, on the cores of the servers under test; `npm run bench` starts
+  // it with loom's V8 flags, so its collector's helper threads do not take those cores either.
+  const flags = process.execArgv.length > 0 ? `, clients with ${process.execArgv.join(' ')}` : '';
+  return `${cpus().length} cores, ${cpu}, node ${process.version}${flags}, ${new Date().toISOString().slice(0, 10)}`;
 }
 
 export function table(headers: string[], rows: Array<Array<string | number>>): string {

@@ -1,10 +1,14 @@
-// The V8 flags `loom serve` runs with (docs/decisions.md §12). bin/loom's shebang and `npm start`
+// The V8 flags `loom serve` runs with (docs/decisions.md §12, §14). bin/loom's shebang and `npm start`
 // pass them as text; code that starts a node process (tests, benchmarks) takes them from here.
 // They cannot be set from inside a running process: V8 aborts if the collector changes under it.
 
 /**
- * Garbage collection on the main thread only. Bulk traffic (blob uploads) frees buffers fast
- * enough to keep concurrent marking busy, and its helper threads then burned more CPU than the
- * whole upload path on a 2-core machine; the heap itself stays small, so the pauses stay short.
+ * - Garbage collection on the main thread only. Bulk traffic (blob uploads) frees buffers fast
+ *   enough to keep concurrent marking busy, and its helper threads then burned more CPU than the
+ *   whole upload path on a 2-core machine; the heap itself stays small, so the pauses stay short.
+ * - The old generation may grow to three times what survived the last full collection before the
+ *   next starts (V8 picks 1.1–4 times by itself). Buffers that die young are counted against that
+ *   room until a young collection frees them, and V8 frees them only after 32 MiB of them; with
+ *   less room than that, every few MiB uploaded started a full collection of the whole heap.
  */
-export const loomNodeFlags: readonly string[] = ['--single-threaded-gc'];
+export const loomNodeFlags: readonly string[] = ['--single-threaded-gc', '--heap-growing-percent=200'];
