@@ -144,8 +144,8 @@ async function grpcGet(client: Client, name: string): Promise<number> {
 
 /** Objects of each size, how many, and how many move at once (1: one after another). */
 const lines: Array<{ size: number; count: number; parallel: number; doors: ReadonlyArray<'http' | 'grpc' | 'grpc+window'> }> = [
-  { size: mib, count: 64, parallel: 1, doors: ['http', 'grpc'] },
-  { size: mib, count: 64, parallel: 8, doors: ['http', 'grpc'] },
+  { size: mib, count: 64, parallel: 1, doors: ['http', 'grpc', 'grpc+window'] },
+  { size: mib, count: 64, parallel: 8, doors: ['http', 'grpc', 'grpc+window'] },
   { size: 100 * mib, count: 3, parallel: 1, doors: ['http', 'grpc', 'grpc+window'] },
 ];
 
@@ -171,6 +171,7 @@ export async function run(): Promise<void> {
       await grpcPut(client, `warm-${i}`, mib, warmUpSeed + 2 * i + 1);
       await httpGet(port, `warm-${i}`);
       await grpcGet(client, `warm-${i}`);
+      await grpcGet(windowed, `warm-${i}`);
     }
     const loadBefore = loadavg()[0];
     const disk = diskWriteMBps(work.dir);
