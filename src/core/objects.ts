@@ -66,6 +66,14 @@ export interface PutObjectOptions {
   sha256?: string;
   /** Chunk size of this object (default: the node's). */
   chunkBytes?: number;
+  /** Bytes the caller will send; a source that ends short of it or runs past it rejects the upload. */
+  size?: number;
+  /**
+   * Called once every chunk is durable, just before the commit is proposed; a rejection commits
+   * nothing. A door whose transport cannot tell a client's end from its cancel (gRPC under
+   * Node's HTTP/2) waits here for a cancel that may be on its way.
+   */
+  beforeCommit?: () => Promise<void>;
 }
 
 export interface GetObjectOptions extends ReadOptions {
@@ -114,6 +122,7 @@ export class ObjectsApi {
     checkObjectName(name);
     const chunkBytes = checkChunkBytes(options.chunkBytes ?? this.chunkBytes);
     const expected = options.sha256 === undefined ? undefined : checkSha256(options.sha256);
+    const expectedSize = options.size === undefined ? undefined : checkExpectedSize(options.size, this.objectBytesMax);
     const whole = createHash('sha256');
     const digests: Buffer[] = [];
     const inflight: Array<Promise<unknown>> = [];
@@ -174,6 +183,9 @@ export class ObjectsApi {
       for await (const piece of toIterable(source)) {
         const bytes = typeof piece === 'string' ? Buffer.from(piece) : piece;
         size += bytes.byteLength;
+        if (expectedSize !== undefined && size > expectedSize) {
+          throw new LoomError('INVALID_ARGUMENT', `the upload sent more than the ${expectedSize} bytes it announced`, { field: 'size', size: expectedSize });
+        }
         if (size > this.objectBytesMax) {
           throw new LoomError('TOO_LARGE', `object is larger than objectBytesMax (${this.objectBytesMax} bytes)`, { limit: 'objectBytesMax', max: this.objectBytesMax });
         }
@@ -189,6 +201,9 @@ export class ObjectsApi {
         }
       }
       if (filled > 0) await flush();
+      if (expectedSize !== undefined && size !== expectedSize) {
+        throw new LoomError('INVALID_ARGUMENT', `the upload ended after ${size} of the ${expectedSize} bytes it announced`, { field: 'size', size: expectedSize, received: size });
+      }
       const sha256 = whole.digest();
       if (expected !== undefined && !sha256.equals(expected)) {
         throw new LoomError('INVALID_ARGUMENT', `the object's sha256 is ${sha256.toString('hex')}, not the expected ${expected.toString('hex')}`, {
@@ -200,6 +215,11 @@ export class ObjectsApi {
       // still in flight: it follows them in the log, so it cannot be durable before them, and its
       // apply checks that every chunk is stored. An object up to uploadBatchBytes costs one fsync.
       proposePending();
+      if (options.beforeCommit) {
+        const failed = (await Promise.allSettled(inflight)).find((c) => c.status === 'rejected');
+        if (failed) throw failed.reason;
+        await options.beforeCommit();
+      }
       const committing = this.db.mutate('blob.commit', {
         bucket,
         name,
@@ -382,6 +402,14 @@ function checkChunkBytes(chunkBytes: number): number {
     throw new LoomError('INVALID_ARGUMENT', `chunkBytes must be an integer from ${chunkBytesMin} to ${chunkBytesMax} (chunkBytesMax), got ${chunkBytes}`, { field: 'chunkBytes' });
   }
   return chunkBytes;
+}
+
+function checkExpectedSize(size: number, objectBytesMax: number): number {
+  if (!Number.isSafeInteger(size) || size < 0) throw new LoomError('INVALID_ARGUMENT', `size must be a non-negative integer, got ${size}`, { field: 'size' });
+  if (size > objectBytesMax) {
+    throw new LoomError('TOO_LARGE', `object is larger than objectBytesMax (${objectBytesMax} bytes)`, { limit: 'objectBytesMax', max: objectBytesMax });
+  }
+  return size;
 }
 
 function checkSha256(hex: string): Buffer {

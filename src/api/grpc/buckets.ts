@@ -9,7 +9,7 @@ import { LoomError, type Logger } from '../../util';
 import { encodeObjectInfo, type ProtoRequest } from './codec';
 import { toServiceError } from './status';
 
-/** Event-loop turns an upload waits after its last message for a cancel that may be on its way. */
+/** Event-loop turns an upload waits, once its chunks are durable, for a cancel that may be on its way. */
 export const cancelSettleTurns = 3;
 
 export interface BucketStreamOptions {
@@ -38,6 +38,15 @@ export function bucketStreams(options: BucketStreamOptions): grpc.UntypedService
       if (typeof header.content_type === 'string' && header.content_type !== '') putOptions.contentType = header.content_type;
       if (typeof header.sha256 === 'string') putOptions.sha256 = header.sha256;
       if (typeof header.chunk_bytes === 'number' && header.chunk_bytes > 0) putOptions.chunkBytes = header.chunk_bytes;
+      if (typeof header.size === 'number') putOptions.size = header.size;
+      // A grpc-js client's cancel ends its request stream (Node's HTTP/2 close() sends END_STREAM)
+      // before its RST_STREAM, so the end of the messages may be a cancel whose RST is still on
+      // its way. The commit waits until every chunk is durable, then a few more turns, and commits
+      // nothing if the cancel came meanwhile. A client that sends `size` (or `sha256`) is exact.
+      putOptions.beforeCommit = async () => {
+        for (let turn = 0; turn < cancelSettleTurns && !call.cancelled; turn++) await new Promise((resolve) => setImmediate(resolve));
+        if (call.cancelled) throw new LoomError('UNAVAILABLE', 'the client cancelled the upload');
+      };
       const body = (async function* data(): AsyncGenerator<Uint8Array> {
         if ((head.data as Buffer | undefined)?.length) yield head.data as Buffer;
         for (let next = await messages.next(); !next.done; next = await messages.next()) {
@@ -45,11 +54,6 @@ export function bucketStreams(options: BucketStreamOptions): grpc.UntypedService
           if (message.header) throw new LoomError('INVALID_ARGUMENT', 'only the first Put message carries a header', { field: 'header' });
           if ((message.data as Buffer | undefined)?.length) yield message.data as Buffer;
         }
-        // A cancel (RST_STREAM) first ends the HTTP/2 stream's readable side, which grpc-js reports
-        // as a half-close; the cancel itself follows once the stream closes, a few turns later.
-        // Give it those turns before committing, so a cancelled upload never becomes visible.
-        for (let turn = 0; turn < cancelSettleTurns && !call.cancelled; turn++) await new Promise((resolve) => setImmediate(resolve));
-        if (call.cancelled) throw new LoomError('UNAVAILABLE', 'the client cancelled the upload');
       })();
       const info = await db.objects.put(String(header.bucket ?? ''), String(header.name ?? ''), body, putOptions);
       return encodeObjectInfo(info);

@@ -138,8 +138,12 @@ function objectHeaders(reply: FastifyReply, info: ObjectInfo, etag: string): voi
 /**
  * Resolves once the stream has its first piece buffered (or has ended), so that a first chunk that
  * fails its check rejects here, before the status line; the same stream is then sent as is.
+ * The stream keeps an error listener for good: it reads ahead, so a later chunk can fail before
+ * Fastify attaches its own (or never, for HEAD), and an 'error' with no listener ends the process.
+ * Fastify still sees that error, from the stream's state, and answers 500 or cuts the response.
  */
 function withFirstPiece(stream: Readable): Promise<Readable> {
+  stream.on('error', () => undefined);
   return new Promise((resolve, reject) => {
     const done = (err?: Error): void => {
       stream.off('readable', onReadable);

@@ -57,6 +57,10 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
   const core = opened.core;
 
   app.setErrorHandler((err, _request, reply) => {
+    // The route may have described a body it then failed to send (an object download whose chunk
+    // fails its check): the error answer is JSON and carries none of those headers.
+    for (const name of Object.keys(reply.getHeaders())) reply.removeHeader(name);
+    reply.header('content-type', 'application/json; charset=utf-8');
     if (err instanceof LoomError) {
       void reply.status(err.httpStatus).send(err.toJSON());
       return;

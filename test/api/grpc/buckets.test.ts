@@ -1,4 +1,6 @@
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { loadLoomProto } from '../../../src/api/grpc';
 import { openNode, type EmbeddedNode } from '../../../src';
@@ -6,12 +8,13 @@ import { chunkBytesDefault } from '../../../src/util/names';
 import { damageOnDisk } from '../../support/damage';
 import { makeTempDir, removeDir } from '../../support/tmp';
 
-type Ctor = new (address: string, credentials: grpc.ChannelCredentials) => grpc.Client;
+type Ctor = new (address: string, credentials: grpc.ChannelCredentials, options?: grpc.ChannelOptions) => grpc.Client;
 type Info = { size: number; sha256: string; name: string; content_type: string; metadata: Record<string, string> };
 
-function bucketsClient(port: number): grpc.Client & Record<string, (...args: unknown[]) => unknown> {
+/** A Buckets client; `options` are channel options (a wide receive window, say). */
+function bucketsClient(port: number, options: grpc.ChannelOptions = {}): grpc.Client & Record<string, (...args: unknown[]) => unknown> {
   const loaded = grpc.loadPackageDefinition(loadLoomProto()) as unknown as { loom: { v1: Record<string, Ctor> } };
-  return new loaded.loom.v1.Buckets(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as grpc.Client & Record<string, (...args: unknown[]) => unknown>;
+  return new loaded.loom.v1.Buckets(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), options) as grpc.Client & Record<string, (...args: unknown[]) => unknown>;
 }
 
 function put(client: ReturnType<typeof bucketsClient>, header: Record<string, unknown>, pieces: Iterable<Buffer>): Promise<Info> {
@@ -120,6 +123,56 @@ describe('Buckets over gRPC', () => {
     await new Promise((r) => setTimeout(r, 200));
     const missing = await new Promise<unknown>((resolve) => client.Stat({ bucket: 'g', name: 'cancelled' }, (e: Error | null) => resolve(e)));
     expect(loomCode(missing)).toBe('NOT_FOUND');
+  });
+
+  it.each([
+    ['in the middle of the stream', 40, 10],
+    ['after its last piece, without a half-close', 20, 20],
+  ])('commits nothing when a client in another process cancels %s', async (_when, total, cancelAt) => {
+    const name = `cancelled-${total}-${cancelAt}`;
+    // Its own process, as clients are: the node sees the cancel only when its RST_STREAM arrives.
+    // grpc-js ends the request stream first (Node's HTTP/2 close() sends END_STREAM), with a wide
+    // window, as a client that uploads large objects opens, so every piece is already sent.
+    const script = `
+      const grpc = require(${JSON.stringify(require.resolve('@grpc/grpc-js'))});
+      const { loadLoomProto } = require(${JSON.stringify(path.join(__dirname, '../../../dist/api/grpc/proto.js'))});
+      const loom = grpc.loadPackageDefinition(loadLoomProto()).loom.v1;
+      const client = new loom.Buckets('127.0.0.1:${node.ports.grpc}', grpc.credentials.createInsecure(), { 'grpc-node.flow_control_window': 8 * 1024 * 1024 });
+      const call = client.Put((err) => { process.stdout.write(String(err && err.code)); process.exit(0); });
+      call.write({ header: { bucket: 'g', name: '${name}' } });
+      (async () => {
+        for (let i = 0; i < ${total}; i++) {
+          call.write({ data: Buffer.alloc(64 * 1024, i) });
+          await new Promise((r) => setTimeout(r, 10));
+          if (i + 1 === ${cancelAt} && ${cancelAt} < ${total}) return call.cancel();
+        }
+        await new Promise((r) => setTimeout(r, 300));
+        call.cancel();
+      })();`;
+    const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    await new Promise((resolve) => child.on('exit', resolve));
+    expect(out).toBe(String(grpc.status.CANCELLED));
+    await new Promise((r) => setTimeout(r, 300));
+    const missing = await new Promise<unknown>((resolve) => client.Stat({ bucket: 'g', name }, (e: Error | null) => resolve(e)));
+    expect(loomCode(missing)).toBe('NOT_FOUND');
+  });
+
+  it('rejects an upload that ends short of, or runs past, the size its header announced', async () => {
+    const bytes = randomBytes(chunk + 10);
+    for (const [name, size] of [['short', bytes.length + 1], ['long', bytes.length - 1]] as const) {
+      const err = await put(client, { bucket: 'g', name, size }, [bytes]).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(loomCode(err)).toBe('INVALID_ARGUMENT');
+      expect((err as grpc.ServiceError).details).toMatch(/announced/);
+      const missing = await new Promise<unknown>((resolve) => client.Stat({ bucket: 'g', name }, (e: Error | null) => resolve(e)));
+      expect(loomCode(missing)).toBe('NOT_FOUND');
+    }
+    const info = await put(client, { bucket: 'g', name: 'exact', size: bytes.length }, [bytes]);
+    expect(info.size).toBe(bytes.length);
   });
 
   it('answers CORRUPT for a chunk damaged on disk, over gRPC and HTTP', async () => {

@@ -4,6 +4,8 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { openNode, type EmbeddedNode } from '../../../src';
 import { chunkBytesDefault } from '../../../src/util/names';
+import { startServe, stopServe } from '../../support/cli';
+import { damageOnDisk } from '../../support/damage';
 import { makeTempDir, removeDir } from '../../support/tmp';
 
 interface Response {
@@ -130,5 +132,36 @@ describe('Buckets over HTTP', () => {
     const del = await request(port, 'DELETE', path('l/a'));
     expect(JSON.parse(del.body.toString())).toMatchObject({ deleted: true });
     expect((await request(port, 'GET', path('l/a'))).status).toBe(404);
+  });
+});
+
+describe('a loom serve process and a damaged chunk', () => {
+  it('survives a chunk after the first that fails its check: GET and HEAD never answer wrong bytes', async () => {
+    const dir = makeTempDir();
+    const serve = await startServe(dir);
+    try {
+      const port = serve.ports.http;
+      const bytes = randomBytes(3 * chunkBytesDefault);
+      expect((await request(port, 'PUT', path('damaged-later'), { body: bytes })).status).toBe(200);
+      expect(damageOnDisk(dir, bytes.subarray(chunkBytesDefault + 100, chunkBytesDefault + 164))).not.toEqual([]);
+      for (const method of ['GET', 'HEAD', 'GET']) {
+        const outcome = await request(port, method, path('damaged-later')).then(
+          (res) => res,
+          (err: Error) => err,
+        );
+        // A cut response is allowed (never a whole, wrong body); a whole one is the CORRUPT error.
+        if (outcome instanceof Error || method === 'HEAD') continue;
+        expect(outcome.status).toBe(500);
+        expect(JSON.parse(outcome.body.toString()).code).toBe('CORRUPT');
+      }
+      // The process is still up, and serves the bytes before the damage.
+      expect(serve.child.exitCode).toBeNull();
+      const range = await request(port, 'GET', path('damaged-later'), { headers: { range: 'bytes=0-99' } });
+      expect(range.status).toBe(206);
+      expect(range.body.equals(bytes.subarray(0, 100))).toBe(true);
+    } finally {
+      await stopServe(serve);
+      removeDir(dir);
+    }
   });
 });
