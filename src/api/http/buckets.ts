@@ -28,9 +28,12 @@ export function registerBucketRoutes(app: FastifyInstance, options: BucketRouteO
   void app.register(async (raw) => {
     raw.removeAllContentTypeParsers();
     raw.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
-    raw.put('/v1/buckets/:bucket/objects/*', async (request: FastifyRequest<ObjectParams>) => {
+    raw.put('/v1/buckets/:bucket/objects/*', async (request: FastifyRequest<ObjectParams>, reply: FastifyReply) => {
       const body = (request.body as Readable | undefined) ?? request.raw;
-      return db.objects.put(request.params.bucket, request.params['*'], body, uploadOptions(request));
+      const info = await db.objects.put(request.params.bucket, request.params['*'], body, uploadOptions(request));
+      // As S3 answers a PUT: the stored object's ETag, which a GET's If-None-Match compares.
+      reply.header('etag', `"${info.sha256}"`);
+      return info;
     });
   });
 

@@ -74,6 +74,7 @@ describe('Buckets over HTTP', () => {
     const sha = createHash('sha256').update(bytes).digest('hex');
     const put = await request(port, 'PUT', path(`b-${size}`), { body: bytes, headers: { 'content-type': 'image/png', 'x-loom-sha256': sha, 'x-loom-meta-owner': 'ann' } });
     expect(put.status).toBe(200);
+    expect(put.headers.etag).toBe(`"${sha}"`);
     expect(JSON.parse(put.body.toString())).toMatchObject({ size, sha256: sha, contentType: 'image/png', metadata: { owner: 'ann' } });
     const get = await request(port, 'GET', path(`b-${size}`));
     expect(get.status).toBe(200);
