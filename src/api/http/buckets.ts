@@ -42,9 +42,16 @@ export function registerBucketRoutes(app: FastifyInstance, options: BucketRouteO
     const name = request.params['*'];
     const info = await db.objects.stat(bucket, name, readOptions(request.query));
     const etag = `"${info.sha256}"`;
+    const ifMatch = request.headers['if-match'];
+    if (ifMatch !== undefined && !matchesEtag(ifMatch, etag, 'strong')) {
+      // RFC 9110 §13.1.1: a failed If-Match is 412, whatever the body would have been.
+      return reply.status(412).send({ code: 'CONFLICT', message: `If-Match ${ifMatch} does not match the object's ETag ${etag}`, details: { field: 'if-match', etag } });
+    }
     objectHeaders(reply, info, etag);
-    if (matchesEtag(request.headers['if-none-match'], etag)) return reply.status(304).send();
-    const range = parseRange(request.headers.range, info.size);
+    if (matchesEtag(request.headers['if-none-match'], etag, 'weak')) return reply.status(304).send();
+    // If-Range: the range only while the object is the one the client has part of, else all of it.
+    const ifRange = request.headers['if-range'] as string | undefined;
+    const range = ifRange === undefined || rangeStillValid(ifRange, etag, info.updatedAt) ? parseRange(request.headers.range, info.size) : undefined;
     if (range === 'unsatisfiable') {
       return reply.status(416).header('content-range', `bytes */${info.size}`).header('content-type', 'application/json').send({ code: 'INVALID_ARGUMENT', message: `range not satisfiable for ${info.size} bytes`, details: { field: 'range' } });
     }
@@ -124,12 +131,21 @@ export function parseRange(header: string | undefined, size: number): { start: n
   return { start, end };
 }
 
-function matchesEtag(header: string | undefined, etag: string): boolean {
+/** RFC 9110 §8.8.3.2: If-None-Match compares weakly (W/ tags match), If-Match strongly. */
+function matchesEtag(header: string | undefined, etag: string, comparison: 'weak' | 'strong'): boolean {
   if (header === undefined) return false;
   return header.split(',').some((tag) => {
     const t = tag.trim();
-    return t === '*' || t === etag || t === `W/${etag}`;
+    return t === '*' || t === etag || (comparison === 'weak' && t === `W/${etag}`);
   });
+}
+
+/** If-Range (RFC 9110 §13.1.5) holds an ETag, compared strongly, or the Last-Modified date sent. */
+function rangeStillValid(ifRange: string, etag: string, updatedAt: number): boolean {
+  const value = ifRange.trim();
+  if (value.startsWith('"') || value.startsWith('W/')) return value === etag;
+  const date = Date.parse(value);
+  return Number.isFinite(date) && Math.floor(date / 1000) === Math.floor(updatedAt / 1000);
 }
 
 function objectHeaders(reply: FastifyReply, info: ObjectInfo, etag: string): void {
