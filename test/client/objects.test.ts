@@ -67,6 +67,29 @@ describe('the client SDK objects API', () => {
     expect(await codeOf(client.objects.info('photos', 'bad'))).toBe('NOT_FOUND');
   });
 
+  it('puts, gets, stats, lists and deletes names with dot segments and URL syntax under their exact names', async () => {
+    const tricky = ['x/../y', 'x/./y', '..', '.', 'a/..', './a', '%2e%2e', '.%2e/z', 'q?x=1&y', 'h#frag', 'with space', '100%', 'ünï/日本語', 'dir/', 'a//b', '...'];
+    await client.objects.put('dots', 'y', 'plain y');
+    await client.objects.put('dots', 'x/y', 'plain x/y');
+    for (const name of tricky) {
+      const info = await client.objects.put('dots', name, `bytes of ${name}`);
+      expect(info.name).toBe(name);
+    }
+    for (const name of tricky) {
+      expect((await collect(await client.objects.get('dots', name))).toString()).toBe(`bytes of ${name}`);
+      expect((await collect(await client.objects.get('dots', name, { offset: 0, length: 5 }))).toString()).toBe('bytes');
+      expect(await client.objects.info('dots', name)).toMatchObject({ name, size: Buffer.byteLength(`bytes of ${name}`) });
+    }
+    // `x/../y` and `x/./y` did not land on `y` and `x/y`.
+    expect((await collect(await client.objects.get('dots', 'y'))).toString()).toBe('plain y');
+    expect((await collect(await client.objects.get('dots', 'x/y'))).toString()).toBe('plain x/y');
+    const listed = (await client.objects.list('dots', { limit: 1000 })).items.map((i) => i.name);
+    expect(listed.sort()).toEqual([...tricky, 'y', 'x/y'].sort());
+
+    for (const name of tricky) expect(await client.objects.delete('dots', name)).toMatchObject({ deleted: true });
+    expect((await client.objects.list('dots')).items.map((i) => i.name).sort()).toEqual(['x/y', 'y']);
+  });
+
   it('checks names before anything is sent, and asks for the HTTP address when it has none', async () => {
     expect(await codeOf(client.objects.put('bad bucket', 'x', 'y'))).toBe('INVALID_ARGUMENT');
     const natsOnly = await connect({ servers: `nats://127.0.0.1:${node.ports.nats}` });
