@@ -187,6 +187,7 @@ export class LoomClient {
       names.checkBucket(bucket);
       return this.requestJson(`$LOOM.API.OBJ.INFO.${bucket}`, json({ name }), readHeaders(options));
     },
+    /** One page: fewer than `limit` items when they would not fit in one NATS message; follow `cursor` until there is none. */
     list: (bucket: string, options: { prefix?: string; limit?: number; cursor?: string } & ReadOptions = {}): Promise<{ items: ObjectInfo[]; cursor?: string }> => {
       const { consistency, atLeast, ...body } = options;
       names.checkBucket(bucket);

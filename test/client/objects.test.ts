@@ -90,6 +90,27 @@ describe('the client SDK objects API', () => {
     expect((await client.objects.list('dots')).items.map((i) => i.name).sort()).toEqual(['x/y', 'y']);
   });
 
+  it('pages through a listing too big for one NATS reply by following cursors', async () => {
+    // 80 objects with 15 KB of metadata: the default page of 100 would be over 1 MiB as JSON.
+    const expected: string[] = [];
+    for (let i = 0; i < 80; i++) {
+      const name = `o${String(i).padStart(2, '0')}`;
+      await node.db.objects.put('wide', name, Buffer.from(name), { metadata: { note: 'm'.repeat(15_000) } });
+      expected.push(name);
+    }
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    let pages = 0;
+    do {
+      const page = await client.objects.list('wide', cursor === undefined ? {} : { cursor });
+      seen.push(...page.items.map((i) => i.name));
+      cursor = page.cursor;
+      pages++;
+    } while (cursor !== undefined);
+    expect(seen).toEqual(expected);
+    expect(pages).toBeGreaterThan(1);
+  });
+
   it('checks names before anything is sent, and asks for the HTTP address when it has none', async () => {
     expect(await codeOf(client.objects.put('bad bucket', 'x', 'y'))).toBe('INVALID_ARGUMENT');
     const natsOnly = await connect({ servers: `nats://127.0.0.1:${node.ports.nats}` });
