@@ -187,6 +187,7 @@ export class LoomClient {
       names.checkBucket(bucket);
       return this.requestJson(`$LOOM.API.OBJ.INFO.${bucket}`, json({ name }), readHeaders(options));
     },
+    /** One page: fewer than `limit` items when they would not fit in one NATS message; follow `cursor` until there is none. */
     list: (bucket: string, options: { prefix?: string; limit?: number; cursor?: string } & ReadOptions = {}): Promise<{ items: ObjectInfo[]; cursor?: string }> => {
       const { consistency, atLeast, ...body } = options;
       names.checkBucket(bucket);
@@ -254,13 +255,16 @@ export class LoomClient {
   private async httpRequest(method: string, path: string, headers: Record<string, string>, body?: Readable): Promise<http.IncomingMessage> {
     const base = this.options.http;
     if (base === undefined) throw new LoomError('INVALID_ARGUMENT', 'objects.put and objects.get need the node\'s HTTP address: connect({http: "http://host:port"})', { field: 'http' });
-    const url = new URL(path, base);
-    const transport = url.protocol === 'https:' ? https : http;
+    // The path goes out exactly as built: a WHATWG URL (new URL, fetch) would resolve the dot
+    // segments of a name like `x/../y`, even percent-encoded ones, and reach another object.
+    const origin = new URL(base);
+    const transport = origin.protocol === 'https:' ? https : http;
+    const href = `${origin.origin}${path}`;
     if (this.options.token !== undefined) headers.authorization = `Bearer ${this.options.token}`;
-    const request = transport.request(url, { method, headers });
+    const request = transport.request(origin, { method, headers, path });
     const response = new Promise<http.IncomingMessage>((resolve, reject) => {
       request.once('response', resolve);
-      request.once('error', (err) => reject(new LoomError('UNAVAILABLE', `${method} ${url.href} failed: ${err.message}`, { url: url.href })));
+      request.once('error', (err) => reject(new LoomError('UNAVAILABLE', `${method} ${href} failed: ${err.message}`, { url: href })));
     });
     // A body the server rejects early (413, 400) ends the request; the response says why.
     const sent = body ? pipeline(body, request) : Promise.resolve(request.end());
@@ -293,9 +297,14 @@ function checkBucketKey(bucket: string, key: string): void {
   names.checkKey(key);
 }
 
-/** The object's HTTP path: each `/`-separated part of the name percent-encoded. */
+/**
+ * The object's HTTP path: each `/`-separated part of the name percent-encoded, and a part that is
+ * `.` or `..` sent as `%2E` or `%2E%2E`, so no proxy or URL parser on the way sees a dot segment
+ * to resolve. The node decodes the path back to exactly the name.
+ */
 function objectPath(bucket: string, name: string): string {
-  return `/v1/buckets/${encodeURIComponent(bucket)}/objects/${name.split('/').map(encodeURIComponent).join('/')}`;
+  const segments = name.split('/').map((segment) => (segment === '.' || segment === '..' ? segment.replace(/\./g, '%2E') : encodeURIComponent(segment)));
+  return `/v1/buckets/${encodeURIComponent(bucket)}/objects/${segments.join('/')}`;
 }
 
 async function readAll(stream: Readable): Promise<Buffer> {

@@ -199,10 +199,15 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
   }
 }
 
-/** Writes `<data>/ports.json` atomically, so a script polling for it never reads half a file. */
+/**
+ * Writes `<data>/ports.json` atomically, so a script polling for it never reads half a file. Every
+ * key of CONTRACT.md is there; `raft` is null on a node without --peers, which has no Raft
+ * transport and so listens on no raft port.
+ */
 function writePortsFile(dataDir: string, ports: Ports): void {
   const file = path.join(dataDir, 'ports.json');
   const tmp = `${file}.tmp`;
-  writeFileSync(tmp, `${JSON.stringify(ports)}\n`);
+  const contents = { nats: ports.nats, grpc: ports.grpc, http: ports.http, raft: ports.raft ?? null };
+  writeFileSync(tmp, `${JSON.stringify(contents)}\n`);
   renameSync(tmp, file);
 }

@@ -12,6 +12,8 @@ export { KvProjection, ViewStore, kvProjectionName } from './kv/kv-view';
 export type { HistoryRecord, KvRecord, StoredEvent } from './kv/kv-view';
 export { KvReader } from './kv/kv-read';
 export type { KvListItem, KvListPage } from './kv/kv-read';
+export { nameCursor } from './paging';
+export type { NamePage } from './paging';
 export { changeEntryTypes, changeMessage, changeOf, changeSubjectRoots, eventSubject, kvSubject, objectSubject, replayedChangeOf } from './changes';
 export type { Change, ObjectChangeInfo } from './changes';
 export * from './blob';

@@ -38,8 +38,13 @@ export function pageByName<V, T>(
     lastName = name;
   }
   const page: NamePage<T> = { items };
-  if (more) page.cursor = Buffer.from(lastName).toString('base64url');
+  if (more) page.cursor = nameCursor(lastName);
   return page;
+}
+
+/** The cursor that continues a listing after `name`: a door that sends fewer items makes it from the last one it sends. */
+export function nameCursor(name: string): string {
+  return Buffer.from(name).toString('base64url');
 }
 
 function decodeCursor(cursor: string): string {

@@ -45,4 +45,49 @@ describe('objects over the NATS door', () => {
     ]);
     expect(seen[0].info).toMatchObject({ bucket: 'pics', name: 'cat.png', size: 4, sha256: info.sha256 });
   });
+
+  /** Follows cursors from the first page to the last; every reply must fit in one message. */
+  const listAll = async (subject: string, body: Record<string, unknown>, nameOf: (item: Record<string, unknown>) => string): Promise<{ names: string[]; pages: number }> => {
+    const names: string[] = [];
+    let cursor: string | undefined;
+    let pages = 0;
+    do {
+      const reply = await call(subject, cursor === undefined ? body : { ...body, cursor });
+      expect(reply.error).toBeUndefined();
+      const page = reply.json as { items: Array<Record<string, unknown>>; cursor?: string };
+      expect(page.items.length).toBeGreaterThan(0);
+      names.push(...page.items.map(nameOf));
+      cursor = page.cursor;
+      pages++;
+    } while (cursor !== undefined);
+    return { names, pages };
+  };
+
+  it('cuts an OBJ.LIST page that does not fit in one message short, with a cursor that reaches every object once', async () => {
+    // 80 objects with 15 KB of metadata each: the default page (100) is over 1 MiB as JSON.
+    const expected: string[] = [];
+    for (let i = 0; i < 80; i++) {
+      const name = `big/${String(i).padStart(3, '0')}`;
+      await node.db.objects.put('meta', name, Buffer.from(name), { metadata: { note: String(i % 10).repeat(15_000) } });
+      expected.push(name);
+    }
+    await node.db.objects.put('meta', 'small', Buffer.from('s'));
+    expected.push('small');
+
+    const { names, pages } = await listAll('$LOOM.API.OBJ.LIST.meta', {}, (item) => item.name as string);
+    expect(names).toEqual(expected);
+    expect(pages).toBeGreaterThan(1);
+    const withLimit = await listAll('$LOOM.API.OBJ.LIST.meta', { limit: 30 }, (item) => item.name as string);
+    expect(withLimit.names).toEqual(expected);
+  });
+
+  it('cuts a KV.LIST page that does not fit in one message short, with a cursor that reaches every key once', async () => {
+    // 1,100 keys of 1,000 bytes each: a page of all of them is over 1 MiB as JSON.
+    const expected: string[] = [];
+    for (let i = 0; i < 1100; i++) expected.push(`${String(i).padStart(4, '0')}-${'k'.repeat(995)}`);
+    for (const key of expected) await node.kv.put('longkeys', key, Buffer.from('v'));
+    const { names, pages } = await listAll('$LOOM.API.KV.LIST.longkeys', { limit: 10_000 }, (item) => item.key as string);
+    expect(names).toEqual(expected);
+    expect(pages).toBe(2);
+  });
 });

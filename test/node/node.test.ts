@@ -18,7 +18,9 @@ describe('a node started in-process', () => {
     const node = await startNode(loadConfig({ flags: { data: dir, ...freePorts } }), { logger: silentLogger() });
     try {
       const ports = JSON.parse(readFileSync(path.join(dir, 'ports.json'), 'utf8'));
-      expect(ports.http).toBe(node.ports.http);
+      // A single node runs no Raft transport: the raft key is there, null, as nothing listens.
+      expect(ports).toEqual({ nats: node.ports.nats, grpc: node.ports.grpc, http: node.ports.http, raft: null });
+      expect([ports.nats, ports.grpc, ports.http].every((p: unknown) => typeof p === 'number' && p > 0)).toBe(true);
       const base = `http://127.0.0.1:${ports.http}`;
       expect((await fetch(`${base}/healthz`)).status).toBe(200);
       await node.opened.core.propose({ type: 'test.put', data: Buffer.from('x') });
@@ -34,6 +36,22 @@ describe('a node started in-process', () => {
       await node.close();
     }
     expect(existsSync(path.join(dir, 'LOCK'))).toBe(false);
+  });
+
+  it('writes the raft port it listens on to ports.json when --raft-port 0 picks a free one', async () => {
+    const flags = { data: dir, ...freePorts, 'node-id': '1', peers: '1=127.0.0.1:7000', 'cluster-secret': 'a secret of the group' };
+    const node = await startNode(loadConfig({ flags }), { logger: silentLogger() });
+    try {
+      const ports = JSON.parse(readFileSync(path.join(dir, 'ports.json'), 'utf8'));
+      expect(ports).toEqual({ nats: node.ports.nats, grpc: node.ports.grpc, http: node.ports.http, raft: node.ports.raft });
+      expect(ports.raft).toBeGreaterThan(0);
+      // Something listens there: the raft transport accepts a connection.
+      const socket = net.connect(ports.raft, '127.0.0.1');
+      await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+      socket.destroy();
+    } finally {
+      await node.close();
+    }
   });
 
   it('refuses a second node on the same data directory', async () => {

@@ -4,9 +4,10 @@
 
 import { MsgHeaders, type Bus, type Msg, type Subscription } from '../../bus';
 import type { Database } from '../../core';
-import { changeMessage } from '../../projections';
+import { changeMessage, type KvListPage, type ObjectListPage } from '../../projections';
 import { LoomError, isLoomError, type Logger } from '../../util';
 import { parseInput, runOperation, type OperationContext, type OperationName } from '../operations';
+import { encodePageToFit } from './page-fit';
 
 export const apiSubjectPrefix = '$LOOM.API.';
 export const apiQueueGroup = 'loom-api';
@@ -84,6 +85,16 @@ export class NatsApi {
       msg.respond(entry.value, {
         headers: MsgHeaders.fromRecord({ 'Loom-Rev': String(entry.rev), 'Loom-Create-Rev': String(entry.createRev), 'Loom-Updated-At': String(entry.updatedAt) }),
       });
+      return;
+    }
+    if (request.name === 'obj.list') {
+      const page = result as ObjectListPage;
+      msg.respond(encodePageToFit(page, (item) => item.name, this.options.bus.maxPayloadBytes, 'object info'));
+      return;
+    }
+    if (request.name === 'kv.list') {
+      const page = result as KvListPage;
+      msg.respond(encodePageToFit(page, (item) => item.key, this.options.bus.maxPayloadBytes, 'key'));
       return;
     }
     msg.respond(encoder(result));

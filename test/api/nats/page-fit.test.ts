@@ -1,0 +1,52 @@
+// Listing pages cut to fit one NATS reply: exact sizes, the cursor after the last item kept, and
+// TOO_LARGE when not even one item fits.
+
+import { encodePageToFit } from '../../../src/api/nats/page-fit';
+import { LoomError } from '../../../src/util';
+
+interface Item {
+  name: string;
+  pad: string;
+}
+
+const items = (count: number, padBytes: number): Item[] => Array.from({ length: count }, (_, i) => ({ name: `n${i}`, pad: 'p'.repeat(padBytes) }));
+const decode = (bytes: Buffer): { items: Item[]; cursor?: string } => JSON.parse(bytes.toString('utf8')) as { items: Item[]; cursor?: string };
+const cursorAfter = (name: string): string => Buffer.from(name).toString('base64url');
+
+describe('encodePageToFit', () => {
+  it('sends a page that fits as it is, cursor and all', () => {
+    const page = { items: items(3, 10), cursor: cursorAfter('n2') };
+    expect(encodePageToFit(page, (i) => i.name, 1024, 'item').toString()).toBe(JSON.stringify(page));
+  });
+
+  it('keeps the longest first part that fits, with a cursor after its last item', () => {
+    const page = { items: items(10, 100) };
+    const bytes = encodePageToFit(page, (i) => i.name, 500, 'item');
+    const cut = decode(bytes);
+    expect(bytes.length).toBeLessThanOrEqual(500);
+    expect(cut.items).toEqual(page.items.slice(0, cut.items.length));
+    expect(cut.cursor).toBe(cursorAfter(cut.items[cut.items.length - 1].name));
+    // One more item would not have fitted.
+    const longer = { items: page.items.slice(0, cut.items.length + 1), cursor: cursorAfter(`n${cut.items.length}`) };
+    expect(Buffer.byteLength(JSON.stringify(longer))).toBeGreaterThan(500);
+  });
+
+  it('uses every byte of the limit: a page cut to exactly the limit keeps its last item', () => {
+    const page = { items: items(5, 50) };
+    const two = Buffer.byteLength(JSON.stringify({ items: page.items.slice(0, 2), cursor: cursorAfter('n1') }));
+    expect(decode(encodePageToFit(page, (i) => i.name, two, 'item')).items).toHaveLength(2);
+    expect(decode(encodePageToFit(page, (i) => i.name, two - 1, 'item')).items).toHaveLength(1);
+  });
+
+  it('fails TOO_LARGE naming the limit when a single item cannot fit', () => {
+    const page = { items: items(2, 1000) };
+    let error: unknown;
+    try {
+      encodePageToFit(page, (i) => i.name, 500, 'object info');
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(LoomError);
+    expect(error).toMatchObject({ code: 'TOO_LARGE', details: { limit: 'maxPayloadBytes', max: 500 } });
+  });
+});
