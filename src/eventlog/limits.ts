@@ -1,7 +1,10 @@
 // Named limits of the log. Every entry, batch and read has a maximum (STYLE.md convention 4).
 
-/** Largest encoded entry the log accepts (type + data + meta), in bytes. */
-export const entryBytesMaxDefault = 1024 * 1024;
+/**
+ * Largest encoded entry the log accepts (type + data + meta), in bytes: a 1 MiB chunk or value plus
+ * room for the rest of its entry.
+ */
+export const entryBytesMaxDefault = 1024 * 1024 + 4096;
 /** Most entries one append call may carry. */
 export const appendEntriesMax = 65_536;
 /** Default byte budget of one `entries()` read. */

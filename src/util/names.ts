@@ -67,14 +67,14 @@ export function checkSeq(value: unknown, field: string): number {
   return value;
 }
 
-// Buckets (blob storage). A chunk travels in one log entry, so it must leave room for the entry's
-// framing under the log's default entryBytesMax (1 MiB); an object's chunk list travels in one
-// `blob.commit` entry, which bounds how many chunks an object may have.
+// Buckets (blob storage). A chunk travels in one log entry, which the log's default entryBytesMax
+// (1 MiB + 4 KiB) leaves room for; an object's chunk list travels in one `blob.commit` entry, which
+// bounds how many chunks an object may have.
 
 /** Default chunk size of an upload. */
 export const chunkBytesDefault = 256 * 1024;
-/** Largest chunk: 1 MiB less room for the rest of a `blob.chunk` entry (entryBytesMax is 1 MiB). */
-export const chunkBytesMax = 1024 * 1024 - 4096;
+/** Largest chunk: 1 MiB; its `blob.chunk` entry fits the log's default entryBytesMax (1 MiB + 4 KiB). */
+export const chunkBytesMax = 1024 * 1024;
 /** Smallest chunk size an upload may ask for (smaller ones would need too many chunks per object). */
 export const chunkBytesMin = 4096;
 /** Most chunks one object may have: 32-byte digests, 896 KiB of a `blob.commit` entry. */

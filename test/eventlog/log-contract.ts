@@ -1,7 +1,7 @@
 // One contract suite for every LogStore implementation (STYLE.md convention 9): the LMDB log and
 // the in-memory log must behave identically through the interface Raft and the core drive.
 
-import type { LogEntry, LogStore } from '../../src/eventlog';
+import { entryBytesMaxDefault, type LogEntry, type LogStore } from '../../src/eventlog';
 import { LoomError } from '../../src/util';
 
 export interface LogFactory {
@@ -95,7 +95,7 @@ export function logContract(name: string, makeFactory: () => LogFactory): void {
     });
 
     it('refuses an entry over entryBytesMax with TOO_LARGE, writing nothing of the batch', async () => {
-      const big = { ...entry(2), data: Buffer.alloc(1024 * 1024 + 1) };
+      const big = { ...entry(2), data: Buffer.alloc(entryBytesMaxDefault + 1) };
       const err = await expectLoomError(() => log.append([entry(1), big]), 'TOO_LARGE');
       expect(err.message).toMatch(/entryBytesMax/);
       expect(log.lastIndex()).toBe(0);

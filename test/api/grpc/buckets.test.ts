@@ -125,28 +125,24 @@ describe('Buckets over gRPC', () => {
     expect(loomCode(missing)).toBe('NOT_FOUND');
   });
 
-  it.each([
-    ['in the middle of the stream', 40, 10],
-    ['after its last piece, without a half-close', 20, 20],
-  ])('commits nothing when a client in another process cancels %s', async (_when, total, cancelAt) => {
-    const name = `cancelled-${total}-${cancelAt}`;
-    // Its own process, as clients are: the node sees the cancel only when its RST_STREAM arrives.
-    // grpc-js ends the request stream first (Node's HTTP/2 close() sends END_STREAM), with a wide
-    // window, as a client that uploads large objects opens, so every piece is already sent.
+  it('commits nothing when a client in another process cancels mid-stream an upload whose size it announced', async () => {
+    const name = 'cancelled-sized';
+    // Its own process, as clients are. grpc-js ends the request stream before its RST_STREAM
+    // (Node's HTTP/2 close() sends END_STREAM), so without `size` the node may take the cancel for
+    // the end of the upload (docs/buckets.md); with it, a short upload is refused whenever the
+    // RST arrives. A wide window, as a client that uploads large objects opens: the pieces arrive at once.
     const script = `
       const grpc = require(${JSON.stringify(require.resolve('@grpc/grpc-js'))});
       const { loadLoomProto } = require(${JSON.stringify(path.join(__dirname, '../../../dist/api/grpc/proto.js'))});
       const loom = grpc.loadPackageDefinition(loadLoomProto()).loom.v1;
       const client = new loom.Buckets('127.0.0.1:${node.ports.grpc}', grpc.credentials.createInsecure(), { 'grpc-node.flow_control_window': 8 * 1024 * 1024 });
       const call = client.Put((err) => { process.stdout.write(String(err && err.code)); process.exit(0); });
-      call.write({ header: { bucket: 'g', name: '${name}' } });
+      call.write({ header: { bucket: 'g', name: '${name}', size: 40 * 64 * 1024 } });
       (async () => {
-        for (let i = 0; i < ${total}; i++) {
+        for (let i = 0; i < 10; i++) {
           call.write({ data: Buffer.alloc(64 * 1024, i) });
           await new Promise((r) => setTimeout(r, 10));
-          if (i + 1 === ${cancelAt} && ${cancelAt} < ${total}) return call.cancel();
         }
-        await new Promise((r) => setTimeout(r, 300));
         call.cancel();
       })();`;
     const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
