@@ -10,11 +10,14 @@ import {
   checkChunkDigest,
   encodeBlobChunkInPlace,
   checkBucket,
+  checkContentType,
   checkLimit,
+  checkObjectMetadata,
   checkObjectName,
   chunkBytesDefault,
   chunkBytesMax,
   chunkBytesMin,
+  contentTypeDefault,
   listLimitDefault,
   listLimitMax,
   objectBytesMaxDefault,
@@ -123,6 +126,9 @@ export class ObjectsApi {
     const chunkBytes = checkChunkBytes(options.chunkBytes ?? this.chunkBytes);
     const expected = options.sha256 === undefined ? undefined : checkSha256(options.sha256);
     const expectedSize = options.size === undefined ? undefined : checkExpectedSize(options.size, this.objectBytesMax);
+    // Checked before the first chunk is read, so a bad value stores nothing (the commit checks again).
+    const contentType = checkContentType(options.contentType ?? contentTypeDefault);
+    const metadata = checkObjectMetadata(options.metadata ?? {});
     const whole = createHash('sha256');
     const digests: Buffer[] = [];
     const inflight: Array<Promise<unknown>> = [];
@@ -227,8 +233,8 @@ export class ObjectsApi {
         sha256,
         chunkBytes,
         chunks: Buffer.concat(digests),
-        contentType: options.contentType ?? 'application/octet-stream',
-        metadata: options.metadata ?? {},
+        contentType,
+        metadata,
       });
       const [commit, ...chunks] = await Promise.allSettled([committing, ...inflight.splice(0)]);
       // A chunk that failed cannot be in a commit that succeeded (the commit's apply refused it), so
@@ -252,8 +258,8 @@ export class ObjectsApi {
       name,
       size,
       sha256: digest.toString('hex'),
-      contentType: options.contentType ?? 'application/octet-stream',
-      metadata: options.metadata ?? {},
+      contentType,
+      metadata,
       rev: outcome.seq,
       updatedAt: 0,
       chunkBytes,

@@ -91,12 +91,12 @@ export function watchChanges(filter: string, options: WatchOptions, sources: Wat
           throw new LoomError('NOT_FOUND', `cannot watch from seq ${last}: the log now starts at ${first} (compacted)`, { firstSeq: first });
         }
         const hi = Math.min(sources.appliedIndex(), last + replayMax) + 1;
-        const conflicts = sources.reader.conflictsIn(last + 1, hi);
+        const unchanged = sources.reader.unchangedIn(last + 1, hi);
         const changes: Change[] = [];
         const collect = (entry: LogEntry): void => {
           // Entries whose changes cannot match are not decoded at all.
           if (!types.has(entry.type)) return;
-          const change = replayedChangeOf(entry, sources.reader, conflicts);
+          const change = replayedChangeOf(entry, sources.reader, unchanged);
           if (change && matches(change)) changes.push(change);
         };
         // Changes keep nothing of an entry's bytes, so the log need not copy them out (visitEntries).

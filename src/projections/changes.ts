@@ -8,7 +8,10 @@ import { RepeatedName, copyRange, decodeMutationTransient, readKvPutFields, type
 import type { KvReader } from './kv/kv-read';
 import { objectNameToken } from '../util/names';
 
-/** What an object change carries: the object's info after a PUT; bucket and name after a DEL. */
+/**
+ * What an object change carries: after a PUT, the object's info, the same as OBJ.INFO answers
+ * (ObjectInfo, in its field order); after a DEL, bucket, name, rev, updatedAt and `deleted`.
+ */
 export interface ObjectChangeInfo {
   bucket: string;
   name: string;
@@ -18,6 +21,8 @@ export interface ObjectChangeInfo {
   metadata?: Record<string, string>;
   rev: number;
   updatedAt: number;
+  chunkBytes?: number;
+  chunkCount?: number;
   deleted?: boolean;
 }
 
@@ -90,11 +95,24 @@ export function changeOf(entry: LogEntry, outcome: Outcome | undefined): Change 
       return { kind: 'event', seq: entry.index, subject: eventSubject(stream, type), stream, type, version: outcome.version ?? 0, data, ts: entry.ts };
     }
     case 'blob.commit': {
-      const { bucket, name, size, sha256, contentType, metadata } = mutation.body;
-      const info: ObjectChangeInfo = { bucket, name, size, sha256: Buffer.from(sha256).toString('hex'), contentType, metadata, rev: entry.index, updatedAt: entry.ts };
+      const { bucket, name, size, sha256, contentType, metadata, chunkBytes, chunks } = mutation.body;
+      const info: ObjectChangeInfo = {
+        bucket,
+        name,
+        size,
+        sha256: Buffer.from(sha256).toString('hex'),
+        contentType,
+        metadata,
+        rev: entry.index,
+        updatedAt: entry.ts,
+        chunkBytes,
+        chunkCount: chunks.byteLength / 32,
+      };
       return { kind: 'object', seq: entry.index, subject: objectSubject(bucket, name), op: 'PUT', bucket, name, info, ts: entry.ts };
     }
     case 'blob.del': {
+      // A delete of an object that did not exist changed nothing: watchers hear of no delete.
+      if (outcome.deleted !== true) return undefined;
       const { bucket, name } = mutation.body;
       const info: ObjectChangeInfo = { bucket, name, rev: entry.index, updatedAt: entry.ts, deleted: true };
       return { kind: 'object', seq: entry.index, subject: objectSubject(bucket, name), op: 'DEL', bucket, name, info, ts: entry.ts };
@@ -140,13 +158,15 @@ function kvPutChange(entry: LogEntry, f: KvPutFields): Change {
 
 /**
  * The same change, rebuilt from the log and the views for a replay (watch from an old seq).
- * `conflicts` holds the seqs of the batch whose outcome was CONFLICT (KvReader.conflictsIn).
+ * `unchanged` holds the seqs of the batch that changed nothing: a CONFLICT outcome, or a delete of
+ * an object that did not exist (KvReader.unchangedIn).
  */
-export function replayedChangeOf(entry: LogEntry, reader: KvReader, conflicts: Set<number>): Change | undefined {
-  if (conflicts.has(entry.index)) return undefined;
+export function replayedChangeOf(entry: LogEntry, reader: KvReader, unchanged: Set<number>): Change | undefined {
+  if (unchanged.has(entry.index)) return undefined;
   // The entry is decoded before the views are read: its data may live in lmdb-js's shared read
   // buffer, which the read of the stored event overwrites (LmdbLog.visitEntries).
-  const change = changeOf(entry, { ok: true, seq: entry.index });
+  // Any blob.del left deleted an object: the view records those that did not in `unchanged`.
+  const change = changeOf(entry, { ok: true, seq: entry.index, deleted: true });
   if (change?.kind === 'event') change.version = reader.event(entry.index)?.version ?? 0;
   return change;
 }

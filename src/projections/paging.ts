@@ -47,9 +47,21 @@ export function nameCursor(name: string): string {
   return Buffer.from(name).toString('base64url');
 }
 
-function decodeCursor(cursor: string): string {
-  if (typeof cursor !== 'string' || !/^[A-Za-z0-9_-]+$/.test(cursor)) {
-    throw new LoomError('INVALID_ARGUMENT', 'cursor is not one this server issued', { field: 'cursor' });
-  }
-  return Buffer.from(cursor, 'base64url').toString();
+/** Bytes of the longest name a cursor may hold (object names and keys: 1024). */
+const cursorNameBytesMax = 1024;
+
+/**
+ * The name a cursor holds. Only what nameCursor could have written is accepted: canonical
+ * base64url of 1-1024 bytes of well-formed UTF-8 without NUL. Anything else would start the page
+ * at some arbitrary place (often past every name: an empty page that looks like the end).
+ */
+function decodeCursor(cursor: unknown): string {
+  const invalid = (): LoomError => new LoomError('INVALID_ARGUMENT', `cursor ${JSON.stringify(cursor)} is not one this server issued`, { field: 'cursor' });
+  if (typeof cursor !== 'string' || !/^[A-Za-z0-9_-]+$/.test(cursor)) throw invalid();
+  const bytes = Buffer.from(cursor, 'base64url');
+  const name = bytes.toString();
+  // Invalid UTF-8 decodes to U+FFFD, and stray bits of a non-canonical encoding are dropped: either
+  // way the name does not encode back to the same cursor.
+  if (bytes.length === 0 || bytes.length > cursorNameBytesMax || name.includes('\u0000') || nameCursor(name) !== cursor) throw invalid();
+  return name;
 }

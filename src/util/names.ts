@@ -95,6 +95,63 @@ export function checkObjectName(name: unknown): string {
   return name;
 }
 
+// Object metadata and content type travel as HTTP headers (`x-loom-meta-<key>`, Content-Type) as
+// well as in gRPC, NATS and SQL, so they follow the header rules every door can carry unchanged, as
+// S3 user metadata does: keys are lower case (HTTP header names ignore case, so `K` and `k` would
+// be one header), values printable US-ASCII (a header's other bytes arrive Latin-1 decoded, and CR
+// or LF would split it), with no space or tab at either end (HTTP drops those).
+
+/** Object metadata keys: lower-case letters, digits, `-` and `_`. */
+export const metadataKeyPattern = /^[a-z0-9_-]{1,128}$/;
+export const metadataKeyCharsMax = 128;
+/** Printable US-ASCII and tab (0x20-0x7E, 0x09), not starting or ending with a space or tab; may be empty. */
+export const headerValuePattern = /^(?:[\x21-\x7e](?:[\t\x20-\x7e]*[\x21-\x7e])?)?$/;
+export const contentTypeDefault = 'application/octet-stream';
+
+/** Object metadata as every door can carry it unchanged; the field of an error names the key. */
+export function checkObjectMetadata(metadata: unknown): Record<string, string> {
+  if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata)) {
+    throw new LoomError('INVALID_ARGUMENT', 'metadata must be an object of string keys and string values', { field: 'metadata' });
+  }
+  for (const [key, value] of Object.entries(metadata)) {
+    const field = `metadata.${key}`;
+    if (!metadataKeyPattern.test(key)) {
+      throw new LoomError('INVALID_ARGUMENT', `metadata key ${quoted(key)} is invalid: expected 1-${metadataKeyCharsMax} of a-z 0-9 - _ (lower case: HTTP header names ignore case)`, { field });
+    }
+    if (typeof value !== 'string' || !headerValuePattern.test(value)) {
+      throw new LoomError('INVALID_ARGUMENT', `metadata ${key} value ${quoted(value)} is invalid: expected printable US-ASCII or tab, no CR or LF, no space or tab at either end`, { field });
+    }
+  }
+  const metadataBytes = Buffer.byteLength(JSON.stringify(metadata));
+  if (metadataBytes > objectMetadataBytesMax) {
+    throw new LoomError('TOO_LARGE', `metadata is ${metadataBytes} bytes as JSON; objectMetadataBytesMax is ${objectMetadataBytesMax}`, {
+      field: 'metadata',
+      limit: 'objectMetadataBytesMax',
+      max: objectMetadataBytesMax,
+    });
+  }
+  return metadata as Record<string, string>;
+}
+
+/** An object's content type: 1-256 characters by the same rule as a metadata value. */
+export function checkContentType(contentType: unknown): string {
+  if (typeof contentType === 'string' && Buffer.byteLength(contentType) > contentTypeBytesMax) {
+    throw new LoomError('TOO_LARGE', `contentType is longer than ${contentTypeBytesMax} bytes`, { field: 'contentType', limit: 'contentTypeBytesMax', max: contentTypeBytesMax });
+  }
+  if (typeof contentType !== 'string' || contentType === '' || !headerValuePattern.test(contentType)) {
+    throw new LoomError('INVALID_ARGUMENT', `contentType ${quoted(contentType)} is invalid: expected 1-${contentTypeBytesMax} of printable US-ASCII or tab, no CR or LF, no space or tab at either end`, {
+      field: 'contentType',
+    });
+  }
+  return contentType;
+}
+
+/** A value for an error message: JSON (escapes CR, LF and the like), cut short if long. */
+function quoted(value: unknown): string {
+  const text = typeof value === 'string' && value.length > 80 ? `${value.slice(0, 80)}…` : value;
+  return JSON.stringify(text) ?? String(text);
+}
+
 /** An object name's subject token: base64url of its UTF-8 bytes (CONTRACT.md "Names"). */
 export function objectNameToken(name: string): string {
   return Buffer.from(name).toString('base64url');

@@ -3,7 +3,7 @@
 
 import { Packr } from 'msgpackr';
 import type { LogEntry } from '../../src/eventlog';
-import { changeOf } from '../../src/projections';
+import { changeOf, encodeMutation } from '../../src/projections';
 
 const packr = new Packr({ useRecords: false, moreTypes: false });
 
@@ -33,5 +33,23 @@ describe('the change of a kv.put', () => {
     const change = changeOf(entry, { ok: true, seq: 1 });
     entry.data.fill(0);
     expect(change?.kind === 'kv' && Buffer.from(change.value).toString()).toBe('before');
+  });
+});
+
+describe('the change of an object entry', () => {
+  const entry = (index: number, type: 'blob.commit' | 'blob.del', body: Record<string, unknown>): LogEntry => ({ index, term: 1, type, data: encodeMutation(type, body).data, ts: 9_000 });
+
+  it('is none for a delete that found no object, and a DEL for one that did', () => {
+    const del = entry(7, 'blob.del', { bucket: 'b', name: 'o' });
+    expect(changeOf(del, { ok: true, seq: 7, rev: 7, deleted: false })).toBeUndefined();
+    expect(changeOf(del, { ok: true, seq: 7, rev: 7, deleted: true })).toMatchObject({ kind: 'object', op: 'DEL', info: { bucket: 'b', name: 'o', rev: 7, deleted: true } });
+  });
+
+  it('carries the object info of a put, chunkBytes and chunkCount included, in ObjectInfo field order', () => {
+    const commit = entry(8, 'blob.commit', { bucket: 'b', name: 'o', size: 5000, sha256: Buffer.alloc(32, 1), chunkBytes: 4096, chunks: Buffer.alloc(64), contentType: 'text/plain', metadata: { k: 'v' } });
+    const change = changeOf(commit, { ok: true, seq: 8, rev: 8 });
+    expect(change?.kind === 'object' && JSON.stringify(change.info)).toBe(
+      JSON.stringify({ bucket: 'b', name: 'o', size: 5000, sha256: '01'.repeat(32), contentType: 'text/plain', metadata: { k: 'v' }, rev: 8, updatedAt: 9_000, chunkBytes: 4096, chunkCount: 2 }),
+    );
   });
 });

@@ -67,3 +67,36 @@ describe('a kv.put body', () => {
     );
   });
 });
+
+describe('a blob.commit body', () => {
+  const commit = (extra: Record<string, unknown>): Record<string, unknown> => ({
+    bucket: 'b',
+    name: 'o',
+    size: 1,
+    sha256: Buffer.alloc(32),
+    chunkBytes: 4096,
+    chunks: Buffer.alloc(32),
+    ...extra,
+  });
+
+  it.each([
+    [{ metadata: { k: 'line1\nline2' } }, 'metadata.k'],
+    [{ metadata: { K: 'v' } }, 'metadata.K'],
+    [{ metadata: { '': 'v' } }, 'metadata.'],
+    [{ contentType: 'text/plain\r\nX-Evil: 1' }, 'contentType'],
+    [{ contentType: 'text/é' }, 'contentType'],
+  ])('never reaches the log with metadata or a content type no door can carry (%j)', (extra, field) => {
+    let caught: unknown;
+    try {
+      encodeMutation('blob.commit', commit(extra));
+    } catch (err) {
+      caught = err;
+    }
+    expect(isLoomError(caught, 'INVALID_ARGUMENT') && caught.details.field).toBe(field);
+  });
+
+  it('keeps metadata and a content type every door carries', () => {
+    const { body } = encodeMutation('blob.commit', commit({ contentType: 'text/plain; charset=utf-8', metadata: { 'a-b_1': 'x\ty', e: '' } }));
+    expect(body).toMatchObject({ contentType: 'text/plain; charset=utf-8', metadata: { 'a-b_1': 'x\ty', e: '' } });
+  });
+});

@@ -82,7 +82,18 @@ export function encodeChange(change: Change): ProtoMessage {
   if (change.kind === 'kv') return { ...common, kv: { op: change.op, bucket: change.bucket, key: change.key, value: change.value } };
   if (change.kind === 'object') {
     const i = change.info;
-    const info = defined({ bucket: i.bucket, name: i.name, size: i.size, sha256: i.sha256, content_type: i.contentType, metadata: i.metadata, rev: i.rev, updated_at: i.updatedAt });
+    const info = defined({
+      bucket: i.bucket,
+      name: i.name,
+      size: i.size,
+      sha256: i.sha256,
+      content_type: i.contentType,
+      metadata: i.metadata,
+      rev: i.rev,
+      updated_at: i.updatedAt,
+      chunk_bytes: i.chunkBytes,
+      chunk_count: i.chunkCount,
+    });
     return { ...common, object: { op: change.op, bucket: change.bucket, name: change.name, info } };
   }
   return { ...common, event: { stream: change.stream, type: change.type, version: change.version, data: JSON.stringify(change.data) } };

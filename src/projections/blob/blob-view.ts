@@ -80,8 +80,10 @@ export class BlobStore {
   /** Unreferenced chunks by the time they became so: what a `blob.gc` walks. */
   readonly orphans: Database<true, [number, string]>;
   readonly conflicts: Database<true, number>;
+  /** Seqs of `blob.del` entries that found no object: they changed nothing, so a replay shows no change. */
+  readonly unchanged: Database<true, number>;
   /** The databases dump() shows as they are; the chunks of both stores are shown as `blob-chunks`. */
-  private static readonly plainDbNames = ['blob-objects', 'blob-refs', 'blob-orphans', 'blob-conflicts'];
+  private static readonly plainDbNames = ['blob-objects', 'blob-refs', 'blob-orphans', 'blob-conflicts', 'blob-unchanged'];
 
   /** `readLogChunk` reads chunks still in the log; without it, reading one of those is CORRUPT. */
   constructor(
@@ -95,6 +97,7 @@ export class BlobStore {
     this.refs = env.openDB<ChunkRefs, string>({ name: 'blob-refs', encoding: 'msgpack', cache: false });
     this.orphans = env.openDB<true, [number, string]>({ name: 'blob-orphans', encoding: 'msgpack', cache: false });
     this.conflicts = env.openDB<true, number>({ name: 'blob-conflicts', encoding: 'msgpack', cache: false });
+    this.unchanged = env.openDB<true, number>({ name: 'blob-unchanged', encoding: 'msgpack', cache: false });
   }
 
   /** The stored length of a chunk, wherever its bytes are; undefined if it is not stored. */
@@ -233,7 +236,7 @@ export class BlobProjection implements Projection<void> {
 
   reset(): void {
     const s = this.store;
-    for (const db of [s.objects, s.chunks, s.chunksInLog, s.refs, s.orphans, s.conflicts] as Array<Database<unknown, import('lmdb').Key>>) db.clearSync();
+    for (const db of [s.objects, s.chunks, s.chunksInLog, s.refs, s.orphans, s.conflicts, s.unchanged] as Array<Database<unknown, import('lmdb').Key>>) db.clearSync();
   }
 
   apply(entries: LogEntry[]): Array<Outcome | undefined> {
@@ -310,7 +313,11 @@ export class BlobProjection implements Projection<void> {
     const s = this.store;
     const key: ObjectKey = [del.bucket, del.name];
     const previous = s.objects.get(key);
-    if (!previous) return { ok: true, seq: entry.index, rev: entry.index, deleted: false };
+    if (!previous) {
+      // Remembered so that a watch replaying this entry shows no delete, as a live one does not.
+      s.unchanged.putSync(entry.index, true);
+      return { ok: true, seq: entry.index, rev: entry.index, deleted: false };
+    }
     this.release(previous, entry.ts);
     s.objects.removeSync(key);
     return { ok: true, seq: entry.index, rev: entry.index, deleted: true };

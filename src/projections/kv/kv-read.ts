@@ -16,10 +16,15 @@ export interface KvListPage {
 }
 
 export class KvReader {
-  /** `moreConflicts`: conflict sets kept by other views of the same store (e.g. the blob view). */
+  /**
+   * `moreConflicts`: conflict sets kept by other views of the same store (e.g. the blob view);
+   * `moreUnchanged`: seqs of entries with an ok outcome that changed nothing (the blob view's
+   * deletes of objects that did not exist).
+   */
   constructor(
     private readonly store: ViewStore,
     private readonly moreConflicts: Array<Database<true, number>> = [],
+    private readonly moreUnchanged: Array<Database<true, number>> = [],
   ) {}
 
   get(bucket: string, key: string): KvRecord | undefined {
@@ -72,6 +77,13 @@ export class KvReader {
   conflictsIn(lo: number, hi: number): Set<number> {
     const out = new Set<number>();
     for (const db of [this.store.conflicts, ...this.moreConflicts]) for (const key of db.getKeys({ start: lo, end: hi })) out.add(key);
+    return out;
+  }
+
+  /** The seqs in [lo, hi) whose entries changed nothing (a CONFLICT, or a delete that found nothing): a replay shows no change for them. */
+  unchangedIn(lo: number, hi: number): Set<number> {
+    const out = this.conflictsIn(lo, hi);
+    for (const db of this.moreUnchanged) for (const key of db.getKeys({ start: lo, end: hi })) out.add(key);
     return out;
   }
 
