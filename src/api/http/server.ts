@@ -1,7 +1,7 @@
 // The node's HTTP door (fastify): health, readiness and Prometheus metrics for now; the doors
 // issue adds the /v1 routes. Errors leave as the JSON body of a LoomError with its HTTP status.
 
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Registry } from 'prom-client';
 import type { OpenDatabase } from '../../core';
 import { LoomError, type Logger } from '../../util';
@@ -41,6 +41,14 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: bodyBytesMax,
     requestTimeout: options.requestTimeoutMs ?? 60_000,
+    // Errors Fastify raises before routing (a URL that is not valid percent-encoding): the same
+    // {code, message, details} body as every other error.
+    frameworkErrors: (error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void => {
+      void reply
+        .status(error.statusCode ?? 400)
+        .header('content-type', 'application/json; charset=utf-8')
+        .send({ code: 'INVALID_ARGUMENT', message: `the request URL is not valid: ${error.message}`, details: { field: 'url' } });
+    },
   };
   // The routes are the same over HTTPS; only the server underneath differs.
   const app = (options.tls ? Fastify({ ...settings, https: options.tls }) : Fastify(settings)) as unknown as FastifyInstance;

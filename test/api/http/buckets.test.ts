@@ -124,6 +124,12 @@ describe('Buckets over HTTP', () => {
     }
   });
 
+  it('answers a URL that is not valid percent-encoding with a loom error body', async () => {
+    const res = await request(port, 'PUT', '/v1/buckets/files/objects/a%FFb', { body: Buffer.from('x') });
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.body.toString())).toMatchObject({ code: 'INVALID_ARGUMENT', details: { field: 'url' } });
+  });
+
   it('rejects an upload whose digest does not match, leaving nothing visible', async () => {
     const put = await request(port, 'PUT', path('wrong'), { body: randomBytes(1000), headers: { 'x-loom-sha256': 'ab'.repeat(32) } });
     expect(put.status).toBe(400);
