@@ -23,7 +23,8 @@ export const grpcStatusOf: Record<ErrorCode, Status> = {
   NOT_LEADER: Status.UNAVAILABLE,
   UNAVAILABLE: Status.UNAVAILABLE,
   TIMEOUT: Status.DEADLINE_EXCEEDED,
-  CORRUPT: Status.INTERNAL,
+  // As etcd answers its corrupt-data error: the stored bytes failed their check, not loom.
+  CORRUPT: Status.DATA_LOSS,
   INTERNAL: Status.INTERNAL,
 };
 

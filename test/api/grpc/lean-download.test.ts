@@ -118,7 +118,7 @@ describe('Buckets.Get on the lean path', () => {
     });
     try {
       const answer = await same({ bucket: 'b', name: 'bad' });
-      expect(answer.trailers).toMatchObject({ 'grpc-status': String(grpc.status.INTERNAL), 'loom-error': 'CORRUPT' });
+      expect(answer.trailers).toMatchObject({ 'grpc-status': String(grpc.status.DATA_LOSS), 'loom-error': 'CORRUPT' });
       const messages = messagesOf(answer.body);
       expect(Buffer.concat(messages.slice(1).map((m) => m.data as Buffer)).equals(damaged.subarray(0, 2 * chunk))).toBe(true);
     } finally {

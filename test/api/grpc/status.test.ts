@@ -17,7 +17,7 @@ const expected: Record<ErrorCode, grpc.status> = {
   NOT_LEADER: grpc.status.UNAVAILABLE,
   UNAVAILABLE: grpc.status.UNAVAILABLE,
   TIMEOUT: grpc.status.DEADLINE_EXCEEDED,
-  CORRUPT: grpc.status.INTERNAL,
+  CORRUPT: grpc.status.DATA_LOSS,
   INTERNAL: grpc.status.INTERNAL,
 };
 
