@@ -1,6 +1,7 @@
 // The Buckets HTTP routes (CONTRACT.md): streaming uploads straight from the request (never
 // buffered whole), downloads streamed with backpressure, single Range, ETag = sha256, If-None-Match.
 
+import type * as http from 'node:http';
 import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Database } from '../../core';
@@ -29,6 +30,12 @@ export function registerBucketRoutes(app: FastifyInstance, options: BucketRouteO
     raw.removeAllContentTypeParsers();
     raw.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
     raw.put('/v1/buckets/:bucket/objects/*', async (request: FastifyRequest<ObjectParams>, reply: FastifyReply) => {
+      const tooLarge = announcedTooLarge(request.headers['content-length'], db.objects.objectBytesMax);
+      if (tooLarge) {
+        // Refused before a byte is read; the connection closes rather than draining the body.
+        reply.raw.shouldKeepAlive = false;
+        throw tooLarge;
+      }
       const body = (request.body as Readable | undefined) ?? request.raw;
       const info = await db.objects.put(request.params.bucket, request.params['*'], body, uploadOptions(request));
       // As S3 answers a PUT: the stored object's ETag, which a GET's If-None-Match compares.
@@ -74,6 +81,31 @@ export function registerBucketRoutes(app: FastifyInstance, options: BucketRouteO
     if (q.limit !== undefined) input.limit = intParam(q.limit, 'limit');
     if (q.cursor !== undefined) input.cursor = q.cursor;
     return runOperation(ctx, 'obj.list', parseInput('obj.list', input));
+  });
+}
+
+/** TOO_LARGE if a Content-Length announces more than objectBytesMax. */
+function announcedTooLarge(contentLength: string | undefined, objectBytesMax: number): LoomError | undefined {
+  const announced = contentLength === undefined ? NaN : Number(contentLength);
+  if (!(announced > objectBytesMax)) return undefined;
+  return new LoomError('TOO_LARGE', `object is larger than objectBytesMax (${objectBytesMax} bytes): Content-Length ${contentLength}`, { limit: 'objectBytesMax', max: objectBytesMax });
+}
+
+/**
+ * `Expect: 100-continue` (curl and S3 SDKs send it before large bodies): an object upload whose
+ * Content-Length is over objectBytesMax is answered 413 at once, so the client sends no body;
+ * every other request gets its 100 Continue and goes on to the routes.
+ */
+export function answerExpectContinue(server: http.Server, objectBytesMax: number): void {
+  server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const tooLarge = req.method === 'PUT' && /^\/v1\/buckets\/[^/]+\/objects\//.test(req.url ?? '') ? announcedTooLarge(req.headers['content-length'], objectBytesMax) : undefined;
+    if (tooLarge) {
+      res.shouldKeepAlive = false;
+      res.writeHead(413, { 'content-type': 'application/json; charset=utf-8' }).end(JSON.stringify(tooLarge.toJSON()));
+      return;
+    }
+    res.writeContinue();
+    server.emit('request', req, res);
   });
 }
 

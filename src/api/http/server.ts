@@ -1,12 +1,13 @@
 // The node's HTTP door (fastify): health, readiness and Prometheus metrics for now; the doors
 // issue adds the /v1 routes. Errors leave as the JSON body of a LoomError with its HTTP status.
 
+import type * as http from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Registry } from 'prom-client';
 import type { OpenDatabase } from '../../core';
 import { LoomError, type Logger } from '../../util';
 import { openApiDocument } from './openapi';
-import { registerBucketRoutes } from './buckets';
+import { answerExpectContinue, registerBucketRoutes } from './buckets';
 import { registerRoutes } from './routes';
 
 export interface HttpServerOptions {
@@ -97,6 +98,7 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
   app.get('/openapi.json', async () => openApiDocument());
   registerRoutes(app, { db: opened.db, nodeId: options.nodeId, bodyBytesMax });
   registerBucketRoutes(app, { db: opened.db, nodeId: options.nodeId });
+  answerExpectContinue(app.server as http.Server, opened.db.objects.objectBytesMax);
 
   return {
     app,

@@ -124,6 +124,40 @@ describe('Buckets over HTTP', () => {
     }
   });
 
+  it('refuses an upload whose Content-Length is over objectBytesMax before reading it, 100-continue or not', async () => {
+    const over = String(node.db.objects.objectBytesMax + 1);
+    // Expect: 100-continue: 413 instead of 100, and the client sends no body.
+    const refused = await new Promise<{ status: number; body: string; continued: boolean }>((resolve, reject) => {
+      let continued = false;
+      const req = http.request({ host: '127.0.0.1', port, method: 'PUT', path: path('huge'), headers: { 'content-length': over, expect: '100-continue' } });
+      req.on('continue', () => (continued = true));
+      req.on('response', (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body, continued }));
+      });
+      req.on('error', reject);
+      req.flushHeaders();
+    });
+    expect(refused).toMatchObject({ status: 413, continued: false });
+    expect(JSON.parse(refused.body)).toMatchObject({ code: 'TOO_LARGE', details: { limit: 'objectBytesMax' } });
+    // Without Expect: 413 as soon as the headers are in, though the body never comes.
+    const early = await new Promise<number>((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port, method: 'PUT', path: path('huge'), headers: { 'content-length': over } });
+      req.on('response', (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', reject);
+      req.write(Buffer.alloc(16));
+    });
+    expect(early).toBe(413);
+    expect((await request(port, 'GET', path('huge'))).status).toBe(404);
+    // Other uploads with Expect still go through.
+    const ok = await request(port, 'PUT', path('small'), { body: Buffer.from('hello'), headers: { expect: '100-continue' } });
+    expect(ok.status).toBe(200);
+  });
+
   it('answers a URL that is not valid percent-encoding with a loom error body', async () => {
     const res = await request(port, 'PUT', '/v1/buckets/files/objects/a%FFb', { body: Buffer.from('x') });
     expect(res.status).toBe(400);
