@@ -30,6 +30,7 @@ export function registerBucketRoutes(app: FastifyInstance, options: BucketRouteO
     raw.removeAllContentTypeParsers();
     raw.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
     raw.put('/v1/buckets/:bucket/objects/*', async (request: FastifyRequest<ObjectParams>, reply: FastifyReply) => {
+      refuseConditionalWrite(request.headers);
       const tooLarge = announcedTooLarge(request.headers['content-length'], db.objects.objectBytesMax);
       if (tooLarge) {
         // Refused before a byte is read; the connection closes rather than draining the body.
@@ -70,9 +71,10 @@ export function registerBucketRoutes(app: FastifyInstance, options: BucketRouteO
     return reply.header('content-length', String(download.length)).send(body);
   });
 
-  app.delete('/v1/buckets/:bucket/objects/*', async (request: FastifyRequest<ObjectParams>) =>
-    runOperation(ctx, 'obj.del', parseInput('obj.del', { bucket: request.params.bucket, name: request.params['*'] })),
-  );
+  app.delete('/v1/buckets/:bucket/objects/*', async (request: FastifyRequest<ObjectParams>) => {
+    refuseConditionalWrite(request.headers);
+    return runOperation(ctx, 'obj.del', parseInput('obj.del', { bucket: request.params.bucket, name: request.params['*'] }));
+  });
 
   app.get('/v1/buckets/:bucket/objects', async (request: FastifyRequest<{ Params: { bucket: string }; Querystring: Query }>) => {
     const q = request.query;
@@ -82,6 +84,21 @@ export function registerBucketRoutes(app: FastifyInstance, options: BucketRouteO
     if (q.cursor !== undefined) input.cursor = q.cursor;
     return runOperation(ctx, 'obj.list', parseInput('obj.list', input));
   });
+}
+
+/** Preconditions RFC 9110 says a server must evaluate before it performs the method. */
+const conditionalHeaders = ['if-match', 'if-none-match', 'if-unmodified-since', 'if-modified-since'] as const;
+
+/**
+ * Object writes are not conditional yet (that needs the condition in the log entry, decided at
+ * apply time on every replica, as KV's expectRev is). A PUT or DELETE that asks for one is refused
+ * rather than performed unconditionally: ignoring it would lose the update the client guards.
+ */
+function refuseConditionalWrite(headers: FastifyRequest['headers']): void {
+  const header = conditionalHeaders.find((name) => headers[name] !== undefined);
+  if (header !== undefined) {
+    throw new LoomError('INVALID_ARGUMENT', `${header} on an object write is not supported: the write would not be conditional`, { field: header });
+  }
 }
 
 /** TOO_LARGE if a Content-Length announces more than objectBytesMax. */

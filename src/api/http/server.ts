@@ -1,7 +1,9 @@
 // The node's HTTP door (fastify): health, readiness and Prometheus metrics for now; the doors
 // issue adds the /v1 routes. Errors leave as the JSON body of a LoomError with its HTTP status.
 
+import { STATUS_CODES } from 'node:http';
 import type * as http from 'node:http';
+import type { Duplex } from 'node:stream';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Registry } from 'prom-client';
 import type { OpenDatabase } from '../../core';
@@ -49,6 +51,23 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
         .status(error.statusCode ?? 400)
         .header('content-type', 'application/json; charset=utf-8')
         .send({ code: 'INVALID_ARGUMENT', message: `the request URL is not valid: ${error.message}`, details: { field: 'url' } });
+    },
+    // Requests Node's HTTP parser refuses before Fastify sees them (headers over its 16 KiB limit, a
+    // malformed header line): the same body, and the connection closes, as Fastify's default does.
+    clientErrorHandler: (err: Error & { code?: string }, socket: Duplex): void => {
+      if (err.code === 'ECONNRESET' || !socket.writable) {
+        socket.destroy();
+        return;
+      }
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+      const error =
+        status === 431
+          ? new LoomError('TOO_LARGE', 'the request headers are larger than the HTTP server accepts (16 KiB)', { limit: 'maxHeaderSize' })
+          : status === 408
+            ? new LoomError('TIMEOUT', 'the request did not arrive in time')
+            : new LoomError('INVALID_ARGUMENT', `the request is not valid HTTP/1.1 (${err.code ?? err.message})`, { field: 'request' });
+      const body = JSON.stringify(error.toJSON());
+      socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
     },
   };
   // The routes are the same over HTTPS; only the server underneath differs.

@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import * as http from 'node:http';
+import * as net from 'node:net';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { openNode, type EmbeddedNode } from '../../../src';
@@ -156,6 +157,35 @@ describe('Buckets over HTTP', () => {
     // Other uploads with Expect still go through.
     const ok = await request(port, 'PUT', path('small'), { body: Buffer.from('hello'), headers: { expect: '100-continue' } });
     expect(ok.status).toBe(200);
+  });
+
+  it('refuses a conditional PUT or DELETE instead of ignoring its condition', async () => {
+    const first = await request(port, 'PUT', path('guarded'), { body: Buffer.from('one') });
+    for (const [method, header] of [['PUT', 'if-none-match'], ['PUT', 'if-match'], ['DELETE', 'if-match'], ['DELETE', 'if-unmodified-since']] as const) {
+      const res = await request(port, method, path('guarded'), { body: method === 'PUT' ? Buffer.from('two') : undefined, headers: { [header]: header.includes('since') ? 'Thu, 01 Jan 2015 00:00:00 GMT' : '*' } });
+      expect([method, header, res.status]).toEqual([method, header, 400]);
+      expect(JSON.parse(res.body.toString())).toMatchObject({ code: 'INVALID_ARGUMENT', details: { field: header } });
+    }
+    const still = await request(port, 'GET', path('guarded'));
+    expect(still.headers.etag).toBe(first.headers.etag);
+    expect(still.body.toString()).toBe('one');
+  });
+
+  it('answers requests the HTTP parser refuses with a loom error body', async () => {
+    const raw = (text: string): Promise<string> =>
+      new Promise((resolve, reject) => {
+        const socket = net.connect(port, '127.0.0.1', () => socket.end(text));
+        let out = '';
+        socket.on('data', (d: Buffer) => (out += d.toString()));
+        socket.on('end', () => resolve(out));
+        socket.on('error', reject);
+      });
+    const big = await raw(`GET ${path('x')} HTTP/1.1\r\nHost: a\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    expect(big.split('\r\n')[0]).toBe('HTTP/1.1 431 Request Header Fields Too Large');
+    expect(JSON.parse(big.slice(big.indexOf('\r\n\r\n') + 4))).toMatchObject({ code: 'TOO_LARGE', details: { limit: 'maxHeaderSize' } });
+    const folded = await raw(`GET ${path('x')} HTTP/1.1\r\nHost: a\r\nx-loom-meta-k: a\r\n b\r\n\r\n`);
+    expect(folded.split('\r\n')[0]).toBe('HTTP/1.1 400 Bad Request');
+    expect(JSON.parse(folded.slice(folded.indexOf('\r\n\r\n') + 4))).toMatchObject({ code: 'INVALID_ARGUMENT', details: { field: 'request' } });
   });
 
   it('answers a URL that is not valid percent-encoding with a loom error body', async () => {
