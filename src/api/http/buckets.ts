@@ -17,6 +17,9 @@ export interface BucketRouteOptions {
 type Query = Record<string, string | undefined>;
 type ObjectParams = { Params: { bucket: string; '*': string }; Querystring: Query };
 
+/** An upload's Content-Type, taken off the request before Fastify reads it as the body's format. */
+const objectContentTypes = new WeakMap<http.IncomingMessage, string | undefined>();
+
 /** Request headers `x-loom-meta-<key>: <value>` become object metadata (keys lower-cased by HTTP). */
 export const metadataHeaderPrefix = 'x-loom-meta-';
 
@@ -29,6 +32,12 @@ export function registerBucketRoutes(app: FastifyInstance, options: BucketRouteO
   void app.register(async (raw) => {
     raw.removeAllContentTypeParsers();
     raw.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
+    // The Content-Type is the object's, stored as sent (the metadata rule of every door checks it),
+    // not the body's format: Fastify would answer 415 for one that is not a valid media type.
+    raw.addHook('onRequest', async (request) => {
+      objectContentTypes.set(request.raw, request.headers['content-type']);
+      delete request.headers['content-type'];
+    });
     raw.put('/v1/buckets/:bucket/objects/*', async (request: FastifyRequest<ObjectParams>, reply: FastifyReply) => {
       refuseConditionalWrite(request.headers);
       const tooLarge = announcedTooLarge(request.headers['content-length'], db.objects.objectBytesMax);
@@ -133,7 +142,8 @@ function uploadOptions(request: FastifyRequest<ObjectParams>): { contentType?: s
     if (key.startsWith(metadataHeaderPrefix) && typeof value === 'string') metadata[key.slice(metadataHeaderPrefix.length)] = value;
   }
   const out: { contentType?: string; metadata: Record<string, string>; sha256?: string; chunkBytes?: number } = { metadata };
-  if (typeof headers['content-type'] === 'string') out.contentType = headers['content-type'];
+  const contentType = objectContentTypes.get(request.raw);
+  if (typeof contentType === 'string') out.contentType = contentType;
   const sha256 = expectedSha256(headers['x-loom-sha256'], headers.digest);
   if (sha256 !== undefined) out.sha256 = sha256;
   const chunkBytes = headers['x-loom-chunk-bytes'];

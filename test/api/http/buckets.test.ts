@@ -188,6 +188,15 @@ describe('Buckets over HTTP', () => {
     expect(JSON.parse(folded.slice(folded.indexOf('\r\n\r\n') + 4))).toMatchObject({ code: 'INVALID_ARGUMENT', details: { field: 'request' } });
   });
 
+  it('stores any content type the metadata rule allows, and refuses the others naming contentType', async () => {
+    const ok = await request(port, 'PUT', path('typed'), { body: Buffer.from('x'), headers: { 'content-type': 'foo' } });
+    expect(ok.status).toBe(200);
+    expect((await request(port, 'GET', path('typed'))).headers['content-type']).toBe('foo');
+    const bad = await request(port, 'PUT', path('typed'), { body: Buffer.from('y'), headers: { 'content-type': 'text/plain; name="\u00e9"' } });
+    expect(bad.status).toBe(400);
+    expect(JSON.parse(bad.body.toString())).toMatchObject({ code: 'INVALID_ARGUMENT', details: { field: 'contentType' } });
+  });
+
   it('answers a URL that is not valid percent-encoding with a loom error body', async () => {
     const res = await request(port, 'PUT', '/v1/buckets/files/objects/a%FFb', { body: Buffer.from('x') });
     expect(res.status).toBe(400);
