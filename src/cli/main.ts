@@ -29,8 +29,8 @@ usage:
   (add, remove and transfer-leader go to the leader; a follower's NOT_LEADER answer is followed once)
 
 Every serve flag also reads from LOOM_<FLAG> (e.g. LOOM_HTTP_PORT). A port of 0 picks a free one;
-chosen ports are written to <data>/ports.json ("raft" is null without --peers: no raft listener). --sync none skips fsync: for tests and benchmarks
-only, an acknowledged write may be lost in a crash.
+chosen ports are written to <data>/ports.json ("raft" is null without --peers: no raft listener).
+--sync none skips fsync: for tests and benchmarks only, an acknowledged write may be lost in a crash.
 `;
 
 class UsageError extends Error {}
