@@ -11,3 +11,5 @@ export const appendEntriesMax = 65_536;
 export const readBytesMaxDefault = 4 * 1024 * 1024;
 /** Longest entry type name, in bytes. */
 export const entryTypeBytesMax = 64;
+/** Bytes an entry counts against entryBytesMax beyond its type, data and meta (index, term, ts, framing). */
+export const entryOverheadBytes = 32;

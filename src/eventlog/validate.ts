@@ -2,13 +2,13 @@
 // same things with the same errors: density, term order, type names and size limits.
 
 import { LoomError, assert } from '../util';
-import { appendEntriesMax, entryTypeBytesMax } from './limits';
+import { appendEntriesMax, entryOverheadBytes, entryTypeBytesMax } from './limits';
 import type { LogEntry } from './types';
 
 export function entrySizeBytes(entry: LogEntry): number {
   let metaBytes = 0;
   if (entry.meta) metaBytes = Buffer.byteLength(JSON.stringify(entry.meta));
-  return entry.data.byteLength + Buffer.byteLength(entry.type) + metaBytes + 32;
+  return entry.data.byteLength + Buffer.byteLength(entry.type) + metaBytes + entryOverheadBytes;
 }
 
 /** Validates a batch that must continue a log whose last entry is (lastIndex, lastTerm). */

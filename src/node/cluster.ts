@@ -61,6 +61,7 @@ export async function startReplication(config: Config, log: LogStore, bus: Bus, 
     logger,
     heartbeatMs: config.heartbeatMs,
     electionTimeoutMs: config.electionTimeoutMs,
+    entryBytesMax: config.entryBytesMax,
   });
   replicator.onLeaderChange((change) => {
     const body = { leader: change.leader, term: change.term, address: change.addresses?.nats ?? null, addresses: change.addresses ?? {} };

@@ -4,7 +4,8 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { snapshotCatchUpEntriesDefault } from '../core';
-import { entryBytesMaxDefault } from '../eventlog';
+import { entryBytesMaxDefault, entryOverheadBytes } from '../eventlog';
+import { blobChunkHeaderBytesMax } from '../projections/entries';
 import { queryProcessesDefault, queryProcessesMax } from '../projections/sql/limits';
 import { LoomError, names } from '../util';
 
@@ -172,5 +173,15 @@ export function loadConfig(sources: ConfigSources): Config {
       { field: key },
     );
   }
-  return result.data;
+  const config = result.data;
+  // A chunk travels in one log entry: one that cannot fit would be refused at every upload.
+  const chunkEntryBytes = config.chunkBytes + blobChunkHeaderBytesMax + Buffer.byteLength('blob.chunk') + entryOverheadBytes;
+  if (chunkEntryBytes > config.entryBytesMax) {
+    throw new LoomError(
+      'INVALID_ARGUMENT',
+      `chunkBytes ${config.chunkBytes} (from ${origin.chunkBytes ?? 'default'}) makes ${chunkEntryBytes}-byte log entries, over entryBytesMax ${config.entryBytesMax} (from ${origin.entryBytesMax ?? 'default'})`,
+      { field: 'chunkBytes' },
+    );
+  }
+  return config;
 }

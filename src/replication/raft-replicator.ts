@@ -2,7 +2,7 @@
 // before sending what depends on it, hands committed indexes to the applier, then advances.
 
 import type { ClusterMember, ClusterMembership, NewMember, ProposedEntry, ReplicationStatus, Replicator, SnapshotHandler } from '../core';
-import type { LogEntry, LogStore, SnapshotMeta } from '../eventlog';
+import { entryBytesMaxDefault, entrySizeBytes, type LogEntry, type LogStore, type SnapshotMeta } from '../eventlog';
 import { randomInt } from 'node:crypto';
 import { RawNode, applyConfChange, decodeConfChange, entryTypeConfChange, seededRandom, type ConfChange, type ConfState, type Message, type RaftSnapshot, type Ready, type Role } from '../eventlog/raft';
 import { LoomError, assert, isLoomError, type Logger } from '../util';
@@ -38,6 +38,11 @@ export interface RaftReplicatorOptions {
   readIndexTimeoutMs?: number;
   /** Longest `membership.add` waits for a new learner to catch up before promoting it. */
   learnerCatchUpMs?: number;
+  /**
+   * The log's entry limit: a proposal over it is refused here, TOO_LARGE, before Raft takes it (the
+   * log would refuse it only when persisting, after Raft had sent it to the followers).
+   */
+  entryBytesMax?: number;
 }
 
 
@@ -93,12 +98,14 @@ export class RaftReplicator implements Replicator {
   private readonly genesis: ConfState;
   private snapshots: SnapshotHandler | undefined;
   private failure: Error | undefined;
+  private readonly entryBytesMax: number;
   /** Raft addresses peers announced that this node did not dial yet (they may become members later). */
   private readonly announced = new Map<number, { id: number; host: string; port: number }>();
 
   constructor(options: RaftReplicatorOptions) {
     this.nodeId = options.nodeId;
     this.log = options.log;
+    this.entryBytesMax = options.entryBytesMax ?? entryBytesMaxDefault;
     this.logger = options.logger;
     this.network = options.network;
     this.now = options.now ?? Date.now;
@@ -155,6 +162,13 @@ export class RaftReplicator implements Replicator {
     const term = this.raw.raft.term;
     const indexes: number[] = [];
     const commits: Array<Promise<void>> = [];
+    // All or none: a batch with one entry over the limit takes no index.
+    for (const p of proposed) {
+      const size = entrySizeBytes({ index: 0, term, type: p.type, data: p.data, ts });
+      if (size > this.entryBytesMax) {
+        throw new LoomError('TOO_LARGE', `a ${p.type} entry of ${size} bytes is over entryBytesMax (${this.entryBytesMax})`, { limit: 'entryBytesMax', max: this.entryBytesMax, size });
+      }
+    }
     for (const p of proposed) {
       assert(p.meta === undefined, 'entry meta is not replicated by Raft');
       let index: number;
@@ -481,7 +495,15 @@ export class RaftReplicator implements Replicator {
       let early = 0;
       while (early < rd.committedEntries.length && rd.committedEntries[early].index <= this.durableIndex) early++;
       if (early > 0) this.releaseCommitted(rd.committedEntries.slice(0, early));
-      const writes = this.persist(rd);
+      let writes: Array<Promise<void>>;
+      try {
+        writes = this.persist(rd);
+      } catch (err) {
+        // The log refused the Ready (a leader's entry over this node's entryBytesMax, say): this
+        // node cannot follow the log, so it stops taking part rather than ending the process.
+        this.fail(err as Error);
+        return;
+      }
       if (writes.length === 0) {
         this.complete(rd, early);
         continue;

@@ -115,7 +115,7 @@ describe('loom serve', () => {
     expect(bad.stderr).toMatch(/INVALID_ARGUMENT: invalid configuration sync = "maybe" \(from flag --sync\)/);
   });
 
-  it('runs with the V8 flags of loom when started as bin/loom or by npm start', async () => {
+  it('runs with the V8 flags of loom when started as bin/loom, by npm start or by its systemd unit', async () => {
     const root = path.join(__dirname, '../..');
     const child = spawn(path.join(root, 'bin/loom'), ['serve', '--data', dir, '--http-port', '0', '--nats-port', '0', '--grpc-port', '0', '--raft-port', '0', '--log-level', 'warn'], { stdio: 'ignore' });
     try {
@@ -129,5 +129,7 @@ describe('loom serve', () => {
     }
     const start = (JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.start;
     expect(start).toContain(`node ${loomNodeFlags.join(' ')} dist/cli/main.js serve`);
+    // And the systemd unit of deploy/.
+    expect(readFileSync(path.join(root, 'deploy/loom.service'), 'utf8')).toContain(`/usr/bin/node ${loomNodeFlags.join(' ')} /opt/loom/dist/cli/main.js serve`);
   });
 });

@@ -22,6 +22,13 @@ describe('node configuration', () => {
   });
   afterEach(() => removeDir(dir));
 
+  it('refuses a chunk size whose log entries would not fit entryBytesMax, naming both sources', () => {
+    expect(() => loadConfig({ flags: { 'chunk-bytes': String(1024 * 1024), 'entry-bytes-max': String(1024 * 1024) } })).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT', details: { field: 'chunkBytes' }, message: expect.stringMatching(/over entryBytesMax 1048576 \(from flag --entry-bytes-max\)/) }),
+    );
+    expect(loadConfig({ flags: { 'chunk-bytes': String(1024 * 1024) } }).chunkBytes).toBe(1024 * 1024);
+  });
+
   it('defaults to the CONTRACT.md ports on 127.0.0.1 with ./data', () => {
     expect(loadConfig({})).toMatchObject({
       data: './data',

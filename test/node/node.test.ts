@@ -54,6 +54,32 @@ describe('a node started in-process', () => {
     }
   });
 
+  it('refuses, TOO_LARGE, a replicated proposal over entryBytesMax, and keeps serving', async () => {
+    // A one-voter Raft group: without the check, Raft took the entry and the log refused it only
+    // when persisting it, which ended the process.
+    const flags = { data: dir, ...freePorts, 'node-id': '1', peers: '1=127.0.0.1:7000', 'cluster-secret': 'a secret of the group', 'entry-bytes-max': String(1024 * 1024) };
+    const node = await startNode(loadConfig({ flags }), { logger: silentLogger() });
+    try {
+      // Once it has elected itself, a small write goes through.
+      for (let i = 0; ; i++) {
+        const written = await node.opened.db.objects.put('b', 'first', Buffer.from('x')).then(
+          () => true,
+          (err: { code?: string }) => (err.code === 'NOT_LEADER' && i < 100 ? false : Promise.reject(err)),
+        );
+        if (written) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await expect(node.opened.db.objects.put('b', 'big', Buffer.alloc(1024 * 1024, 1), { chunkBytes: 1024 * 1024 })).rejects.toMatchObject({
+        code: 'TOO_LARGE',
+        details: { limit: 'entryBytesMax' },
+      });
+      const info = await node.opened.db.objects.put('b', 'small', Buffer.from('still here'));
+      expect(info.size).toBe(10);
+    } finally {
+      await node.close();
+    }
+  });
+
   it('refuses a second node on the same data directory', async () => {
     const node = await startNode(loadConfig({ flags: { data: dir, ...freePorts } }), { logger: silentLogger() });
     try {

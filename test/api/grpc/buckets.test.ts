@@ -128,9 +128,10 @@ describe('Buckets over gRPC', () => {
   it('commits nothing when a client in another process cancels mid-stream an upload whose size it announced', async () => {
     const name = 'cancelled-sized';
     // Its own process, as clients are. grpc-js ends the request stream before its RST_STREAM
-    // (Node's HTTP/2 close() sends END_STREAM), so without `size` the node may take the cancel for
-    // the end of the upload (docs/buckets.md); with it, a short upload is refused whenever the
-    // RST arrives. A wide window, as a client that uploads large objects opens: the pieces arrive at once.
+    // (Node's HTTP/2 close() sends END_STREAM), so the node may see the end of the messages first:
+    // the wait for durable chunks usually catches the cancel, and the announced size refuses the
+    // short upload whenever the RST arrives (the size check alone: the test just below). A wide
+    // window, as a client that uploads large objects opens: the pieces arrive at once.
     const script = `
       const grpc = require(${JSON.stringify(require.resolve('@grpc/grpc-js'))});
       const { loadLoomProto } = require(${JSON.stringify(path.join(__dirname, '../../../dist/api/grpc/proto.js'))});
