@@ -126,10 +126,12 @@ function grpcPut(client: Client, name: string, size: number, seed: number): Prom
     void (async () => {
       if (size <= pieceBytes) {
         // One piece: in the message with the header, as for HTTP above.
-        call.end({ header: { bucket: 'bench', name }, data: pieceOf(size, seed, 0) });
+        call.end({ header: { bucket: 'bench', name, size }, data: pieceOf(size, seed, 0) });
         return;
       }
-      call.write({ header: { bucket: 'bench', name } });
+      // The size, as a client uploading a file knows it: the node then commits without waiting
+      // to rule out a cancel (docs/buckets.md).
+      call.write({ header: { bucket: 'bench', name, size } });
       for await (const data of source(size, seed)) if (!call.write({ data })) await new Promise((r) => call.once('drain', r));
       call.end();
     })();

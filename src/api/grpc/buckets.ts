@@ -41,12 +41,15 @@ export function bucketStreams(options: BucketStreamOptions): grpc.UntypedService
       if (typeof header.size === 'number') putOptions.size = header.size;
       // A grpc-js client's cancel ends its request stream (Node's HTTP/2 close() sends END_STREAM)
       // before its RST_STREAM, so the end of the messages may be a cancel whose RST is still on
-      // its way. The commit waits until every chunk is durable, then a few more turns, and commits
-      // nothing if the cancel came meanwhile. A client that sends `size` (or `sha256`) is exact.
-      putOptions.beforeCommit = async () => {
-        for (let turn = 0; turn < cancelSettleTurns && !call.cancelled; turn++) await new Promise((resolve) => setImmediate(resolve));
-        if (call.cancelled) throw new LoomError('UNAVAILABLE', 'the client cancelled the upload');
-      };
+      // its way. A `size` or `sha256` in the header settles it: a short upload fails its check.
+      // Without them the commit waits until every chunk is durable (a second fsync for a small
+      // object), then a few more turns, and commits nothing if the cancel came meanwhile.
+      if (putOptions.size === undefined && putOptions.sha256 === undefined) {
+        putOptions.beforeCommit = async () => {
+          for (let turn = 0; turn < cancelSettleTurns && !call.cancelled; turn++) await new Promise((resolve) => setImmediate(resolve));
+          if (call.cancelled) throw new LoomError('UNAVAILABLE', 'the client cancelled the upload');
+        };
+      }
       const body = (async function* data(): AsyncGenerator<Uint8Array> {
         if ((head.data as Buffer | undefined)?.length) yield head.data as Buffer;
         for (let next = await messages.next(); !next.done; next = await messages.next()) {
