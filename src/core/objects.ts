@@ -411,7 +411,7 @@ function checkChunkBytes(chunkBytes: number): number {
 }
 
 function checkExpectedSize(size: number, objectBytesMax: number): number {
-  if (!Number.isSafeInteger(size) || size < 0) throw new LoomError('INVALID_ARGUMENT', `size must be a non-negative integer, got ${size}`, { field: 'size' });
+  if (!Number.isSafeInteger(size) || size < 0) throw new LoomError('INVALID_ARGUMENT', `size must be an integer from 0 to 2^53 - 1, got ${size}`, { field: 'size' });
   if (size > objectBytesMax) {
     throw new LoomError('TOO_LARGE', `object is larger than objectBytesMax (${objectBytesMax} bytes)`, { limit: 'objectBytesMax', max: objectBytesMax });
   }
