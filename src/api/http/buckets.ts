@@ -72,6 +72,13 @@ export function registerBucketRoutes(app: FastifyInstance, options: BucketRouteO
     if (range === 'unsatisfiable') {
       return reply.status(416).header('content-range', `bytes */${info.size}`).header('content-type', 'application/json').send({ code: 'INVALID_ARGUMENT', message: `range not satisfiable for ${info.size} bytes`, details: { field: 'range' } });
     }
+    if (request.method === 'HEAD') {
+      // The headers a GET would send, without reading (or checking) a byte of the object: Fastify
+      // would drain a whole download for HEAD. An empty stream keeps the Content-Length set here
+      // (for no payload at all Fastify's HEAD handling writes 0).
+      if (range) reply.status(206).header('content-range', `bytes ${range.start}-${range.end}/${info.size}`);
+      return reply.header('content-length', String(range ? range.end - range.start + 1 : info.size)).send(Readable.from([]));
+    }
     const download = await db.objects.get(bucket, name, range ? { offset: range.start, length: range.end - range.start + 1 } : {});
     if (download.info.rev !== info.rev) throw new LoomError('CONFLICT', 'the object changed while the download started; retry', { bucket, name });
     // Read the first piece before the status line goes out, so a corrupt first chunk is a 500 CORRUPT.

@@ -105,6 +105,19 @@ describe('Buckets over HTTP', () => {
     expect(cached.body.length).toBe(0);
   });
 
+  it('answers HEAD with the headers a GET sends, whole or ranged, and no body', async () => {
+    const bytes = randomBytes(chunk + 100);
+    await request(port, 'PUT', path('head'), { body: bytes, headers: { 'content-type': 'text/plain' } });
+    const get = await request(port, 'GET', path('head'));
+    const head = await request(port, 'HEAD', path('head'));
+    expect(head.status).toBe(200);
+    expect(head.body.length).toBe(0);
+    for (const name of ['etag', 'content-length', 'content-type', 'last-modified', 'accept-ranges', 'loom-rev']) expect([name, head.headers[name]]).toEqual([name, get.headers[name]]);
+    const ranged = await request(port, 'HEAD', path('head'), { headers: { range: 'bytes=10-19' } });
+    expect(ranged.status).toBe(206);
+    expect(ranged.headers).toMatchObject({ 'content-range': `bytes 10-19/${bytes.length}`, 'content-length': '10' });
+  });
+
   it('honours If-Range and If-Match as RFC 9110 says', async () => {
     const bytes = randomBytes(1000);
     const put = await request(port, 'PUT', path('cond'), { body: bytes });
