@@ -42,7 +42,7 @@ export interface ObjectInfo {
 
 export interface PutObjectOptions {
   contentType?: string;
-  /** Sent as `x-loom-meta-<key>` headers: keys are lower-cased, keys and values must be header-safe ASCII. */
+  /** Sent as `x-loom-meta-<key>` headers, so keys arrive lower-cased (docs/buckets.md has the rule for keys and values). */
   metadata?: Record<string, string>;
   /** Hex SHA-256 the node must see, or it rejects the upload and nothing becomes visible. */
   sha256?: string;
@@ -144,7 +144,8 @@ export class LoomClient {
       names.checkObjectName(name);
       // The node's own rule (names.ts), so a value HTTP would change or refuse fails here alike.
       const headers: Record<string, string> = { 'content-type': names.checkContentType(options.contentType ?? names.contentTypeDefault) };
-      for (const [key, value] of Object.entries(names.checkObjectMetadata(options.metadata ?? {}))) headers[`x-loom-meta-${key}`] = value;
+      // Each value as its UTF-8 bytes, as the node reads it; HTTP lower-cases the keys.
+      for (const [key, value] of Object.entries(names.checkObjectMetadata(options.metadata ?? {}))) headers[`x-loom-meta-${key}`] = Buffer.from(value, 'utf8').toString('latin1');
       if (options.sha256 !== undefined) headers['x-loom-sha256'] = options.sha256;
       if (options.chunkBytes !== undefined) headers['x-loom-chunk-bytes'] = String(options.chunkBytes);
       const body = typeof source === 'string' || source instanceof Uint8Array ? Readable.from([Buffer.from(source)]) : Readable.from(source);

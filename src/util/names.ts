@@ -96,16 +96,19 @@ export function checkObjectName(name: unknown): string {
 }
 
 // Object metadata and content type travel as HTTP headers (`x-loom-meta-<key>`, Content-Type) as
-// well as in gRPC, NATS and SQL, so they follow the header rules every door can carry unchanged, as
-// S3 user metadata does: keys are lower case (HTTP header names ignore case, so `K` and `k` would
-// be one header), values printable US-ASCII (a header's other bytes arrive Latin-1 decoded, and CR
-// or LF would split it), with no space or tab at either end (HTTP drops those).
+// well as in gRPC, NATS and SQL, so they follow rules every door can carry back unchanged. Keys are
+// header-name characters, unique ignoring case (HTTP header names ignore case: `K` and `k` would be
+// one header; HTTP hands keys over lower-cased, as S3 does). Values are any text without control
+// characters and without space or tab at either end (HTTP drops those); over HTTP a value travels
+// as its UTF-8 bytes. A content type is printable US-ASCII by the same rule, as media types are.
 
-/** Object metadata keys: lower-case letters, digits, `-` and `_`. */
-export const metadataKeyPattern = /^[a-z0-9_-]{1,128}$/;
+/** Object metadata keys: letters, digits, `.`, `-` and `_`. */
+export const metadataKeyPattern = /^[A-Za-z0-9._-]{1,128}$/;
 export const metadataKeyCharsMax = 128;
 /** Printable US-ASCII and tab (0x20-0x7E, 0x09), not starting or ending with a space or tab; may be empty. */
 export const headerValuePattern = /^(?:[\x21-\x7e](?:[\t\x20-\x7e]*[\x21-\x7e])?)?$/;
+/** Any text but C0/C1 controls (tab allowed inside), not starting or ending with a space or tab; may be empty. */
+export const metadataValuePattern = /^(?:[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x08\x0a-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?)?$/;
 export const contentTypeDefault = 'application/octet-stream';
 
 /** Object metadata as every door can carry it unchanged; the field of an error names the key. */
@@ -113,13 +116,18 @@ export function checkObjectMetadata(metadata: unknown): Record<string, string> {
   if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata)) {
     throw new LoomError('INVALID_ARGUMENT', 'metadata must be an object of string keys and string values', { field: 'metadata' });
   }
+  const lowerKeys = new Set<string>();
   for (const [key, value] of Object.entries(metadata)) {
     const field = `metadata.${key}`;
     if (!metadataKeyPattern.test(key)) {
-      throw new LoomError('INVALID_ARGUMENT', `metadata key ${quoted(key)} is invalid: expected 1-${metadataKeyCharsMax} of a-z 0-9 - _ (lower case: HTTP header names ignore case)`, { field });
+      throw new LoomError('INVALID_ARGUMENT', `metadata key ${quoted(key)} is invalid: expected 1-${metadataKeyCharsMax} of A-Z a-z 0-9 . - _`, { field });
     }
-    if (typeof value !== 'string' || !headerValuePattern.test(value)) {
-      throw new LoomError('INVALID_ARGUMENT', `metadata ${key} value ${quoted(value)} is invalid: expected printable US-ASCII or tab, no CR or LF, no space or tab at either end`, { field });
+    if (lowerKeys.has(key.toLowerCase())) {
+      throw new LoomError('INVALID_ARGUMENT', `metadata key ${quoted(key)} differs from another only in case (HTTP header names ignore case)`, { field });
+    }
+    lowerKeys.add(key.toLowerCase());
+    if (typeof value !== 'string' || !metadataValuePattern.test(value) || !isWellFormedUtf16(value)) {
+      throw new LoomError('INVALID_ARGUMENT', `metadata ${key} value ${quoted(value)} is invalid: expected text without control characters (tab allowed inside), no space or tab at either end`, { field });
     }
   }
   const metadataBytes = Buffer.byteLength(JSON.stringify(metadata));
