@@ -145,7 +145,7 @@ export class LoomClient {
       // The node's own rule (names.ts), so a value HTTP would change or refuse fails here alike.
       const headers: Record<string, string> = { 'content-type': names.checkContentType(options.contentType ?? names.contentTypeDefault) };
       // Each value as its UTF-8 bytes, as the node reads it; HTTP lower-cases the keys.
-      for (const [key, value] of Object.entries(names.checkObjectMetadata(options.metadata ?? {}))) headers[`x-loom-meta-${key}`] = Buffer.from(value, 'utf8').toString('latin1');
+      for (const [key, value] of Object.entries(names.checkObjectMetadata(options.metadata ?? {}))) headers[`x-loom-meta-${key}`] = names.metadataValueToHeader(value);
       if (options.sha256 !== undefined) headers['x-loom-sha256'] = options.sha256;
       if (options.chunkBytes !== undefined) headers['x-loom-chunk-bytes'] = String(options.chunkBytes);
       const body = typeof source === 'string' || source instanceof Uint8Array ? Readable.from([Buffer.from(source)]) : Readable.from(source);

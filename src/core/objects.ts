@@ -193,7 +193,7 @@ export class ObjectsApi {
           throw new LoomError('INVALID_ARGUMENT', `the upload sent more than the ${expectedSize} bytes it announced`, { field: 'size', size: expectedSize });
         }
         if (size > this.objectBytesMax) {
-          throw new LoomError('TOO_LARGE', `object is larger than objectBytesMax (${this.objectBytesMax} bytes)`, { limit: 'objectBytesMax', max: this.objectBytesMax });
+          throw objectTooLarge(this.objectBytesMax);
         }
         whole.update(bytes);
         let at = 0;
@@ -403,6 +403,11 @@ export class ChunkCollector {
   }
 }
 
+/** The error of an object over objectBytesMax, however its size became known. */
+export function objectTooLarge(objectBytesMax: number): LoomError {
+  return new LoomError('TOO_LARGE', `object is larger than objectBytesMax (${objectBytesMax} bytes)`, { limit: 'objectBytesMax', max: objectBytesMax });
+}
+
 function checkChunkBytes(chunkBytes: number): number {
   if (!Number.isInteger(chunkBytes) || chunkBytes < chunkBytesMin || chunkBytes > chunkBytesMax) {
     throw new LoomError('INVALID_ARGUMENT', `chunkBytes must be an integer from ${chunkBytesMin} to ${chunkBytesMax} (chunkBytesMax), got ${chunkBytes}`, { field: 'chunkBytes' });
@@ -413,7 +418,7 @@ function checkChunkBytes(chunkBytes: number): number {
 function checkExpectedSize(size: number, objectBytesMax: number): number {
   if (!Number.isSafeInteger(size) || size < 0) throw new LoomError('INVALID_ARGUMENT', `size must be an integer from 0 to 2^53 - 1, got ${size}`, { field: 'size' });
   if (size > objectBytesMax) {
-    throw new LoomError('TOO_LARGE', `object is larger than objectBytesMax (${objectBytesMax} bytes)`, { limit: 'objectBytesMax', max: objectBytesMax });
+    throw objectTooLarge(objectBytesMax);
   }
   return size;
 }

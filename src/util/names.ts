@@ -141,6 +141,22 @@ export function checkObjectMetadata(metadata: unknown): Record<string, string> {
   return metadata as Record<string, string>;
 }
 
+/** A metadata value as an HTTP header carries it: its UTF-8 bytes, one char per byte (Node writes headers as Latin-1). */
+export function metadataValueToHeader(value: string): string {
+  return Buffer.from(value, 'utf8').toString('latin1');
+}
+
+/**
+ * A metadata value from an HTTP header: Node hands header bytes over one char per byte (Latin-1),
+ * read back as UTF-8; bytes that are not UTF-8 are INVALID_ARGUMENT naming `field`.
+ */
+export function metadataValueFromHeader(value: string, field: string): string {
+  const bytes = Buffer.from(value, 'latin1');
+  const text = bytes.toString('utf8');
+  if (!Buffer.from(text, 'utf8').equals(bytes)) throw new LoomError('INVALID_ARGUMENT', `${field} is not UTF-8`, { field });
+  return text;
+}
+
 /** An object's content type: 1-256 characters by the same rule as a metadata value. */
 export function checkContentType(contentType: unknown): string {
   if (typeof contentType === 'string' && Buffer.byteLength(contentType) > contentTypeBytesMax) {

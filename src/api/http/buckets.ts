@@ -4,9 +4,9 @@
 import type * as http from 'node:http';
 import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { Database } from '../../core';
+import { objectTooLarge, type Database } from '../../core';
 import type { ObjectInfo } from '../../projections';
-import { LoomError } from '../../util';
+import { LoomError, names } from '../../util';
 import { parseInput, runOperation, type OperationContext } from '../operations';
 
 export interface BucketRouteOptions {
@@ -102,22 +102,6 @@ export function registerBucketRoutes(app: FastifyInstance, options: BucketRouteO
   });
 }
 
-/**
- * A metadata value travels over HTTP as its UTF-8 bytes. Node hands header bytes over one char per
- * byte (Latin-1), so they are read back as UTF-8; bytes that are not UTF-8 name the field.
- */
-function headerTextOf(value: string, field: string): string {
-  const bytes = Buffer.from(value, 'latin1');
-  const text = bytes.toString('utf8');
-  if (!Buffer.from(text, 'utf8').equals(bytes)) throw new LoomError('INVALID_ARGUMENT', `${field} is not UTF-8`, { field });
-  return text;
-}
-
-/** The header form of a metadata value: its UTF-8 bytes, one char per byte (Node writes headers as Latin-1). */
-export function headerBytesOf(value: string): string {
-  return Buffer.from(value, 'utf8').toString('latin1');
-}
-
 /** Preconditions RFC 9110 says a server must evaluate before it performs the method. */
 const conditionalHeaders = ['if-match', 'if-none-match', 'if-unmodified-since', 'if-modified-since'] as const;
 
@@ -137,7 +121,7 @@ function refuseConditionalWrite(headers: FastifyRequest['headers']): void {
 function announcedTooLarge(contentLength: string | undefined, objectBytesMax: number): LoomError | undefined {
   const announced = contentLength === undefined ? NaN : Number(contentLength);
   if (!(announced > objectBytesMax)) return undefined;
-  return new LoomError('TOO_LARGE', `object is larger than objectBytesMax (${objectBytesMax} bytes): Content-Length ${contentLength}`, { limit: 'objectBytesMax', max: objectBytesMax });
+  return objectTooLarge(objectBytesMax);
 }
 
 /**
@@ -162,7 +146,7 @@ function uploadOptions(request: FastifyRequest<ObjectParams>): { contentType?: s
   const headers = request.headers;
   const metadata: Record<string, string> = {};
   for (const [key, value] of Object.entries(headers)) {
-    if (key.startsWith(metadataHeaderPrefix) && typeof value === 'string') metadata[key.slice(metadataHeaderPrefix.length)] = headerTextOf(value, `metadata.${key.slice(metadataHeaderPrefix.length)}`);
+    if (key.startsWith(metadataHeaderPrefix) && typeof value === 'string') metadata[key.slice(metadataHeaderPrefix.length)] = names.metadataValueFromHeader(value, `metadata.${key.slice(metadataHeaderPrefix.length)}`);
   }
   const out: { contentType?: string; metadata: Record<string, string>; sha256?: string; chunkBytes?: number } = { metadata };
   const contentType = objectContentTypes.get(request.raw);
@@ -233,7 +217,7 @@ function rangeStillValid(ifRange: string, etag: string, updatedAt: number): bool
 function objectHeaders(reply: FastifyReply, info: ObjectInfo, etag: string): void {
   reply.header('etag', etag).header('accept-ranges', 'bytes').header('content-type', info.contentType).header('loom-rev', String(info.rev));
   reply.header('last-modified', new Date(info.updatedAt).toUTCString());
-  for (const [key, value] of Object.entries(info.metadata)) reply.header(`${metadataHeaderPrefix}${key}`, headerBytesOf(value));
+  for (const [key, value] of Object.entries(info.metadata)) reply.header(`${metadataHeaderPrefix}${key}`, names.metadataValueToHeader(value));
 }
 
 /**

@@ -73,17 +73,13 @@ export class KvReader {
     return this.store.conflicts.get(seq) === true || this.moreConflicts.some((db) => db.get(seq) === true);
   }
 
-  /** The seqs in [lo, hi) whose outcome was CONFLICT: one range read for a whole replay batch. */
-  conflictsIn(lo: number, hi: number): Set<number> {
-    const out = new Set<number>();
-    for (const db of [this.store.conflicts, ...this.moreConflicts]) for (const key of db.getKeys({ start: lo, end: hi })) out.add(key);
-    return out;
-  }
-
-  /** The seqs in [lo, hi) whose entries changed nothing (a CONFLICT, or a delete that found nothing): a replay shows no change for them. */
+  /**
+   * The seqs in [lo, hi) whose entries changed nothing (a CONFLICT, or a delete that found
+   * nothing): a replay shows no change for them. One range read per set for a whole replay batch.
+   */
   unchangedIn(lo: number, hi: number): Set<number> {
-    const out = this.conflictsIn(lo, hi);
-    for (const db of this.moreUnchanged) for (const key of db.getKeys({ start: lo, end: hi })) out.add(key);
+    const out = new Set<number>();
+    for (const db of [this.store.conflicts, ...this.moreConflicts, ...this.moreUnchanged]) for (const key of db.getKeys({ start: lo, end: hi })) out.add(key);
     return out;
   }
 
