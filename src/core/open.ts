@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { MsgHeaders, type Bus } from '../bus';
 import type { LogStore, SnapshotMeta } from '../eventlog';
 import { changeMessage, changeOf, changeSubjectRoots, logChunkReader, type Change, type Outcome, type ProjectionStatus } from '../projections';
-import { LoomError, type Logger } from '../util';
+import { LoomError, mappedMemoryRelease, type Logger } from '../util';
 import type { Replicator } from './replicator';
 import { Core } from './core';
 import { Database } from './database';
@@ -65,6 +65,10 @@ export const snapshotBytesMaxDefault = Math.min(8 * 1024 ** 3, Math.floor(os.tot
 
 export async function openDatabase(options: OpenDatabaseOptions): Promise<OpenDatabase> {
   const { logger, log } = options;
+  const release = mappedMemoryRelease();
+  if (!release.supported) {
+    logger.warn({ reason: release.reason }, 'LMDB pages this process reads stay counted in its RSS (a download grows it by its size), though the kernel can reclaim them');
+  }
   const viewsDir = path.resolve(options.viewsDir);
   const viewsOptions = { viewsDir, logger, viewSync: options.viewSync, plugins: options.plugins, readLogChunk: logChunkReader(log) };
   const snapshots = new SnapshotStore(options.snapshotsDir ?? `${viewsDir}-snapshots`);

@@ -13,7 +13,7 @@
 import * as path from 'node:path';
 import { statSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
-import { LoomError, assert } from '../util';
+import { LoomError, assert, noteMappedRead, watchMappedFile } from '../util';
 import { decodeEntryFrame, decodeEntryFrameUnchecked, decodeEntryFrameView, decodeEntryValue, decodeIndexKey, encodeEntryValue, encodeIndexKey, indexKeyEncoder, sharedValueDecoder, writeIndexKey } from './codec';
 import { entryBytesMaxDefault, readBytesMaxDefault } from './limits';
 import type { HardState, LogEntry, LogStats, LogStore, SnapshotMeta } from './types';
@@ -128,6 +128,8 @@ export class LmdbLog implements LogStore {
   /** Scratch key for puts and removes: lmdb-js copies a key into its write instructions at once. */
   private readonly key = Buffer.alloc(8);
   private closed = false;
+  /** Stops giving back the pages of this log's map that reads touched (see util/mapped-memory.ts). */
+  private readonly unwatchMap: () => void;
   private failure: Error | undefined;
 
   private constructor(options: LmdbLogOptions) {
@@ -156,6 +158,7 @@ export class LmdbLog implements LogStore {
     this.last = this.snapshot.index;
     this.lastTerm = this.snapshot.term;
     this.loadTail();
+    this.unwatchMap = watchMappedFile(this.file);
   }
 
   static open(options: LmdbLogOptions): LmdbLog {
@@ -210,6 +213,7 @@ export class LmdbLog implements LogStore {
     if (index < this.firstIndex() || index > this.last) return false;
     const value = this.entriesReader.get(index);
     if (value !== undefined) {
+      noteMappedRead(value.length);
       visit(decodeEntryFrameUnchecked(value, value.length, index, this.file));
       return true;
     }
@@ -251,6 +255,7 @@ export class LmdbLog implements LogStore {
       let expected = index;
       for (const { key, value } of this.entriesReader.getRange({ start: index, end: runEnd })) {
         if (key !== expected) break;
+        noteMappedRead(value.length);
         if (!take(decode(value, value.length, key, this.file))) return visited;
         expected++;
       }
@@ -399,6 +404,7 @@ export class LmdbLog implements LogStore {
       if (group) await group.durable.catch(() => undefined);
     }
     await this.env.close();
+    this.unwatchMap();
   }
 
   private keepRecent(entry: LogEntry): void {

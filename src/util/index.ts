@@ -8,3 +8,5 @@ export type { Logger, LoggerOptions } from './logger';
 export { dirLockHolder, lockDir } from './dir-lock';
 export type { DirLock } from './dir-lock';
 export * as names from './names';
+export { mappedMemoryRelease, noteMappedRead, releaseMappedPages, watchMappedFile } from './mapped-memory';
+export type { MappedMemoryRelease } from './mapped-memory';

@@ -8,6 +8,7 @@ import type { LogEntry } from '../../eventlog';
 import { decideEventAppend, decideKvDel, decideKvPut, type Outcome } from '../decide';
 import { asciiString, copyRange, decodeMutationTransient, readKvPutFields, RepeatedName, type EventAppend, type KvDel, type KvPut, type KvPutFields } from '../entries';
 import type { Projection, ProjectionStore } from '../projection';
+import { watchMappedFile } from '../../util';
 
 export interface KvRecord {
   value: Uint8Array;
@@ -60,6 +61,8 @@ export class ViewStore implements ProjectionStore<void> {
   readonly streamEvents: Database<number, [string, number]>;
   readonly conflicts: Database<true, number>;
   private readonly checkpoints: Database<{ index: number; version: number }, string>;
+  /** Stops giving back the pages of this map that reads touched (see util/mapped-memory.ts). */
+  private readonly unwatchMap: () => void;
 
   constructor(dir: string, options: { sync?: boolean } = {}) {
     this.env = open({ path: path.resolve(dir), maxDbs: 32, noSync: !options.sync, compression: false, cache: false, mapSize: 64 * 1024 ** 3 });
@@ -77,6 +80,7 @@ export class ViewStore implements ProjectionStore<void> {
     this.streamEvents = db('stream-events');
     this.conflicts = db('conflicts');
     this.checkpoints = db('checkpoints');
+    this.unwatchMap = watchMappedFile(path.join(path.resolve(dir), 'data.mdb'));
   }
 
   getKv(bucket: string, key: string): KvRecord | undefined {
@@ -104,8 +108,9 @@ export class ViewStore implements ProjectionStore<void> {
     }
   }
 
-  close(): Promise<void> {
-    return this.env.close();
+  async close(): Promise<void> {
+    await this.env.close();
+    this.unwatchMap();
   }
 }
 

@@ -1,0 +1,106 @@
+// Gives back to the kernel the pages of LMDB's memory maps that reads brought into this process, so
+// that streaming large values (object chunks) out of the log or the views does not grow its RSS.
+//
+// LMDB reads through a shared, read-only map of its file. Every page a read touches stays counted in
+// the process's resident memory until the kernel wants it back: downloading a 1 GiB object grew a
+// node's VmRSS by 1 GiB, though none of it was the node's own memory. madvise(MADV_DONTNEED) on a
+// shared file mapping only drops this process's mappings of those pages: the pages stay in the page
+// cache (and dirty ones are still written back), so a later read faults them in again without disk
+// I/O. LMDB opens its map without MDB_WRITEMAP here, so nothing is ever written through it.
+
+import fs from 'node:fs';
+
+/** Mapped bytes read between two releases: about the most a stream of reads keeps resident. */
+export const mappedReadBytesPerRelease = 16 * 1024 * 1024;
+
+const madviseDontNeed = 4; // MADV_DONTNEED, the same on every Linux architecture
+
+type Madvise = (address: bigint, length: number, advice: number) => number;
+
+interface Mapping {
+  start: bigint;
+  end: bigint;
+}
+
+/** Whether this process can give mapped pages back, and if not, why. */
+export type MappedMemoryRelease = { supported: true } | { supported: false; reason: string };
+
+/** Files whose maps are released, by real path, with how many opens of each are live. */
+const watched = new Map<string, number>();
+let readSinceRelease = 0;
+let madvise: Madvise | undefined;
+let release: MappedMemoryRelease | undefined;
+
+/**
+ * Finds madvise in the C library through koffi (an FFI with prebuilt binaries): Node has no binding
+ * for it. Without it (not Linux, or a C library other than glibc) the node works the same, but its
+ * RSS also counts the LMDB pages it has read; the node logs that once at start.
+ */
+export function mappedMemoryRelease(): MappedMemoryRelease {
+  if (release !== undefined) return release;
+  if (process.platform !== 'linux') {
+    release = { supported: false, reason: `madvise on LMDB maps is only used on Linux, not ${process.platform}` };
+    return release;
+  }
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const koffi = require('koffi') as typeof import('koffi');
+    madvise = koffi.load('libc.so.6').func('int madvise(uintptr_t addr, size_t length, int advice)') as Madvise;
+    release = { supported: true };
+  } catch (error) {
+    release = { supported: false, reason: `madvise from libc.so.6 is not available: ${(error as Error).message}` };
+  }
+  return release;
+}
+
+/**
+ * Starts releasing the pages of `file` (an LMDB data.mdb this process maps) as reads go on; the
+ * returned function stops it. A file opened twice is released until both have stopped.
+ */
+export function watchMappedFile(file: string): () => void {
+  const real = fs.realpathSync(file);
+  watched.set(real, (watched.get(real) ?? 0) + 1);
+  let stopped = false;
+  return () => {
+    if (stopped) return;
+    stopped = true;
+    const opens = (watched.get(real) ?? 1) - 1;
+    if (opens === 0) watched.delete(real);
+    else watched.set(real, opens);
+  };
+}
+
+/** Counts `bytes` read through a watched map; every mappedReadBytesPerRelease, releases the maps. */
+export function noteMappedRead(bytes: number): void {
+  readSinceRelease += bytes;
+  if (readSinceRelease >= mappedReadBytesPerRelease) releaseMappedPages();
+}
+
+/**
+ * Drops this process's resident pages of every watched file's shared mappings, as found in
+ * /proc/self/maps; returns how many mappings it advised. A private mapping is never touched: there
+ * MADV_DONTNEED would throw away changes.
+ */
+export function releaseMappedPages(): number {
+  readSinceRelease = 0;
+  if (!mappedMemoryRelease().supported || madvise === undefined || watched.size === 0) return 0;
+  const advise = madvise;
+  let advised = 0;
+  for (const mapping of sharedMappingsOf(watched)) {
+    // An error (EINVAL, ENOMEM) means the map changed under us, as when LMDB grows it: the next
+    // release sees the new one. Nothing is lost either way: the pages only stay resident.
+    if (advise(mapping.start, Number(mapping.end - mapping.start), madviseDontNeed) === 0) advised++;
+  }
+  return advised;
+}
+
+function sharedMappingsOf(files: Map<string, number>): Mapping[] {
+  const found: Mapping[] = [];
+  for (const line of fs.readFileSync('/proc/self/maps', 'utf8').split('\n')) {
+    // start-end perms offset dev inode path; a file deleted while mapped ends in " (deleted)".
+    const fields = /^([0-9a-f]+)-([0-9a-f]+) [r-][w-][x-]s \S+ \S+ \d+\s+(.+?)(?: \(deleted\))?$/.exec(line);
+    if (fields === null || !files.has(fields[3])) continue;
+    found.push({ start: BigInt(`0x${fields[1]}`), end: BigInt(`0x${fields[2]}`) });
+  }
+  return found;
+}
