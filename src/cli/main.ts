@@ -3,9 +3,11 @@
 
 import { parseArgs } from 'node:util';
 import * as path from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { LmdbLog, type LogEntry } from '../eventlog';
 import { configSchema, keyToFlag, loadConfig, replayProjection, startNode, type LoomNode } from '../node';
-import { LoomError, createLogger } from '../util';
+import { LoomError, collectGarbageOnRelease, createLogger } from '../util';
 
 const usage = `loom — an embeddable, replicated, event-sourced database
 
@@ -58,6 +60,10 @@ async function serve(args: string[]): Promise<void> {
   const { config: file, ...rest } = flags as Record<string, string | undefined>;
   const config = loadConfig({ flags: rest, env: process.env, file: file ?? process.env.LOOM_CONFIG });
   const logger = createLogger({ level: config.logLevel });
+  // After a large transfer the node collects its garbage once it is quiet (docs/decisions.md §16).
+  // V8 hands `gc` only to contexts made after --expose-gc: this process's own stays without it.
+  setFlagsFromString('--expose-gc');
+  collectGarbageOnRelease(runInNewContext('gc') as () => void);
   const node: LoomNode = await startNode(config, { logger });
   const stop = (signal: string): void => {
     logger.info({ signal }, 'shutting down');

@@ -27,7 +27,7 @@ import {
   type ObjectRecord,
 } from '../projections';
 import { allocEntryData } from '../eventlog';
-import { LoomError, isLoomError, type Logger } from '../util';
+import { LoomError, isLoomError, noteTransferred, type Logger } from '../util';
 import type { Database, ReadOptions } from './database';
 
 /**
@@ -189,6 +189,7 @@ export class ObjectsApi {
       for await (const piece of toIterable(source)) {
         const bytes = typeof piece === 'string' ? Buffer.from(piece) : piece;
         size += bytes.byteLength;
+        noteTransferred(bytes.byteLength);
         if (expectedSize !== undefined && size > expectedSize) {
           throw new LoomError('INVALID_ARGUMENT', `the upload sent more than the ${expectedSize} bytes it announced`, { field: 'size', size: expectedSize });
         }
@@ -353,6 +354,7 @@ export class ObjectsApi {
           const from = position - chunkStart;
           const to = Math.min(bytes.byteLength, end - chunkStart);
           position = chunkStart + to;
+          noteTransferred(to - from);
           this.push(from === 0 && to === bytes.byteLength ? bytes : bytes.subarray(from, to));
         } catch (err) {
           this.destroy(err as Error);

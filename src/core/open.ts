@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { MsgHeaders, type Bus } from '../bus';
 import type { LogStore, SnapshotMeta } from '../eventlog';
 import { changeMessage, changeOf, changeSubjectRoots, logChunkReader, type Change, type Outcome, type ProjectionStatus } from '../projections';
-import { LoomError, mappedMemoryRelease, type Logger } from '../util';
+import { LoomError, loadLibc, type Logger } from '../util';
 import type { Replicator } from './replicator';
 import { Core } from './core';
 import { Database } from './database';
@@ -65,9 +65,9 @@ export const snapshotBytesMaxDefault = Math.min(8 * 1024 ** 3, Math.floor(os.tot
 
 export async function openDatabase(options: OpenDatabaseOptions): Promise<OpenDatabase> {
   const { logger, log } = options;
-  const release = mappedMemoryRelease();
-  if (!release.supported) {
-    logger.warn({ reason: release.reason }, 'LMDB pages this process reads stay counted in its RSS (a download grows it by its size), though the kernel can reclaim them');
+  const libc = loadLibc();
+  if (!libc.available) {
+    logger.warn({ reason: libc.reason }, 'memory that reads and transfers used stays counted in this process\'s RSS (a download grows it by its size), though the kernel can reclaim the map pages');
   }
   const viewsDir = path.resolve(options.viewsDir);
   const viewsOptions = { viewsDir, logger, viewSync: options.viewSync, plugins: options.plugins, readLogChunk: logChunkReader(log) };

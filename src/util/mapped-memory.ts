@@ -9,48 +9,20 @@
 // I/O. LMDB opens its map without MDB_WRITEMAP here, so nothing is ever written through it.
 
 import fs from 'node:fs';
+import { loadLibc } from './libc';
 
 /** Mapped bytes read between two releases: about the most a stream of reads keeps resident. */
 export const mappedReadBytesPerRelease = 16 * 1024 * 1024;
 
 const madviseDontNeed = 4; // MADV_DONTNEED, the same on every Linux architecture
 
-type Madvise = (address: bigint, length: number, advice: number) => number;
+/** Files whose maps are released, by real path, with how many opens of each are live. */
+const watched = new Map<string, number>();
+let readSinceRelease = 0;
 
 interface Mapping {
   start: bigint;
   end: bigint;
-}
-
-/** Whether this process can give mapped pages back, and if not, why. */
-export type MappedMemoryRelease = { supported: true } | { supported: false; reason: string };
-
-/** Files whose maps are released, by real path, with how many opens of each are live. */
-const watched = new Map<string, number>();
-let readSinceRelease = 0;
-let madvise: Madvise | undefined;
-let release: MappedMemoryRelease | undefined;
-
-/**
- * Finds madvise in the C library through koffi (an FFI with prebuilt binaries): Node has no binding
- * for it. Without it (not Linux, or a C library other than glibc) the node works the same, but its
- * RSS also counts the LMDB pages it has read; the node logs that once at start.
- */
-export function mappedMemoryRelease(): MappedMemoryRelease {
-  if (release !== undefined) return release;
-  if (process.platform !== 'linux') {
-    release = { supported: false, reason: `madvise on LMDB maps is only used on Linux, not ${process.platform}` };
-    return release;
-  }
-  try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const koffi = require('koffi') as typeof import('koffi');
-    madvise = koffi.load('libc.so.6').func('int madvise(uintptr_t addr, size_t length, int advice)') as Madvise;
-    release = { supported: true };
-  } catch (error) {
-    release = { supported: false, reason: `madvise from libc.so.6 is not available: ${(error as Error).message}` };
-  }
-  return release;
 }
 
 /**
@@ -83,13 +55,13 @@ export function noteMappedRead(bytes: number): void {
  */
 export function releaseMappedPages(): number {
   readSinceRelease = 0;
-  if (!mappedMemoryRelease().supported || madvise === undefined || watched.size === 0) return 0;
-  const advise = madvise;
+  const loaded = loadLibc();
+  if (!loaded.available || watched.size === 0) return 0;
   let advised = 0;
   for (const mapping of sharedMappingsOf(watched)) {
     // An error (EINVAL, ENOMEM) means the map changed under us, as when LMDB grows it: the next
     // release sees the new one. Nothing is lost either way: the pages only stay resident.
-    if (advise(mapping.start, Number(mapping.end - mapping.start), madviseDontNeed) === 0) advised++;
+    if (loaded.libc.madvise(mapping.start, Number(mapping.end - mapping.start), madviseDontNeed) === 0) advised++;
   }
   return advised;
 }

@@ -1,0 +1,63 @@
+// After a burst of large transfers (object uploads and downloads), gives back the memory they
+// churned through once the node has been quiet for a moment, so its RSS returns near where it was.
+//
+// Every byte moved passes through short-lived Buffers (socket reads, chunk frames, chunk copies).
+// V8 frees them only when a collection finds them dead, and lets 100 MiB and more of them pile up
+// during a fast transfer; glibc then keeps the freed heap for reuse rather than return it. Neither
+// costs anything while traffic flows, but a node that moved a gigabyte otherwise sat on that memory
+// long after. Once enough has moved and then nothing for a moment, a full collection runs (where the
+// process has one to call), then malloc_trim, and the map pages the reads touched are given back.
+
+import { loadLibc } from './libc';
+import { releaseMappedPages } from './mapped-memory';
+
+/** Bytes that must have moved since the last release for the end of a transfer to start another. */
+export const transferBytesPerRelease = 64 * 1024 * 1024;
+/** How long no transfer may run before the memory is given back. */
+export const quietMsBeforeRelease = 500;
+
+let movedSinceRelease = 0;
+let lastMovedAt = 0;
+let timer: NodeJS.Timeout | undefined;
+let collect: (() => void) | undefined;
+
+/**
+ * Lets releases run a full collection. `loom serve` passes V8's `gc` (docs/decisions.md §16); an
+ * application embedding loom leaves its collector to itself, and releases only trim.
+ */
+export function collectGarbageOnRelease(gc: () => void): void {
+  collect = gc;
+}
+
+/**
+ * Counts bytes an upload or download moved. Once transferBytesPerRelease have moved and then none
+ * for quietMsBeforeRelease, the memory is given back. Counting bytes rather than open transfers
+ * means a download its consumer never finished or closed cannot hold releases off.
+ */
+export function noteTransferred(bytes: number): void {
+  movedSinceRelease += bytes;
+  lastMovedAt = Date.now();
+  if (timer === undefined && movedSinceRelease >= transferBytesPerRelease) armRelease(quietMsBeforeRelease);
+}
+
+function armRelease(delayMs: number): void {
+  timer = setTimeout(() => {
+    const quietMs = Date.now() - lastMovedAt;
+    if (quietMs >= quietMsBeforeRelease) releaseTransferMemory();
+    else armRelease(quietMsBeforeRelease - quietMs);
+  }, delayMs);
+  timer.unref();
+}
+
+/** Gives back what transfers left behind; returns whether glibc's trim was available. */
+export function releaseTransferMemory(): boolean {
+  if (timer !== undefined) clearTimeout(timer);
+  timer = undefined;
+  movedSinceRelease = 0;
+  collect?.();
+  releaseMappedPages();
+  const loaded = loadLibc();
+  if (!loaded.available) return false;
+  loaded.libc.mallocTrim(0);
+  return true;
+}

@@ -1,0 +1,93 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import * as http from 'node:http';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { quietMsBeforeRelease } from '../../../src/util/transfer-memory';
+import { startServe, stopServe } from '../../support/cli';
+import { makeTempDir, removeDir } from '../../support/tmp';
+
+const objectBytes = 1024 ** 3;
+const pieceBytes = 1024 * 1024;
+const growthBytesMax = 100 * 1024 * 1024;
+
+/** VmRSS of a process, as `ps` and `top` show it: anonymous memory and mapped file pages alike. */
+function rssBytes(pid: number): number {
+  return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024;
+}
+
+/** `pieces` MiB of bytes that differ from piece to piece, so no two chunks are the same. */
+function source(pieces: number): Readable {
+  const piece = Buffer.alloc(pieceBytes, 7);
+  return Readable.from(
+    (function* generate() {
+      for (let i = 0; i < pieces; i++) {
+        for (let at = 0; at < pieceBytes; at += 64 * 1024) piece.writeUInt32BE(i, at);
+        yield Buffer.from(piece);
+      }
+    })(),
+  );
+}
+
+function upload(port: number, name: string, body: Readable): Promise<{ status: number; sha256: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, method: 'PUT', path: `/v1/buckets/mem/objects/${name}` }, (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (d: Buffer) => parts.push(d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, sha256: (JSON.parse(Buffer.concat(parts).toString()) as { sha256: string }).sha256 }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    pipeline(body, req).catch(reject);
+  });
+}
+
+function download(port: number, name: string): Promise<{ size: number; sha256: string }> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port, path: `/v1/buckets/mem/objects/${name}` }, (res) => {
+        const hash = createHash('sha256');
+        let size = 0;
+        res.on('data', (d: Buffer) => {
+          hash.update(d);
+          size += d.length;
+        });
+        res.on('end', () => resolve({ size, sha256: hash.digest('hex') }));
+        res.on('error', reject);
+      })
+      .on('error', reject);
+  });
+}
+
+const onLinux = process.platform === 'linux' ? describe : describe.skip;
+
+onLinux('a loom serve process and a 1 GiB object', () => {
+  it('uploads and downloads it over HTTP, then gives back what the transfer used: RSS ends less than 100 MiB above where it started', async () => {
+    const dir = makeTempDir();
+    const serve = await startServe(dir);
+    const pid = serve.child.pid as number;
+    try {
+      const port = serve.ports.http;
+      const started = rssBytes(pid);
+      let peak = started;
+      const sampler = setInterval(() => (peak = Math.max(peak, rssBytes(pid))), 50);
+      try {
+        const put = await upload(port, 'gig', source(objectBytes / pieceBytes));
+        expect(put.status).toBe(200);
+        const got = await download(port, 'gig');
+        expect(got).toEqual({ size: objectBytes, sha256: put.sha256 });
+      } finally {
+        clearInterval(sampler);
+      }
+      // Once nothing has moved for quietMsBeforeRelease, the node gives back what the transfer used.
+      await new Promise((resolve) => setTimeout(resolve, 4 * quietMsBeforeRelease));
+      const after = rssBytes(pid);
+      const mib = (bytes: number): string => (bytes / 2 ** 20).toFixed(1);
+      process.stdout.write(`loom serve, 1 GiB up+down over HTTP: VmRSS ${mib(started)} MiB at start, peak ${mib(peak - started)} MiB above it, ${mib(after - started)} MiB above it once quiet\n`);
+      expect(after - started).toBeLessThan(growthBytesMax);
+    } finally {
+      await stopServe(serve);
+      removeDir(dir);
+    }
+  }, 180_000);
+});
