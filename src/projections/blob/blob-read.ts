@@ -93,13 +93,6 @@ export class BlobReader {
     return chunk;
   }
 
-  /** Whether the blob.* entry at `seq` had a CONFLICT outcome. */
-  conflictsIn(lo: number, hi: number): Set<number> {
-    const out = new Set<number>();
-    for (const key of this.store.conflicts.getKeys({ start: lo, end: hi })) out.add(key);
-    return out;
-  }
-
   /** Whether any chunk became unreferenced before `beforeTs` (something for a `blob.gc` to do). */
   hasOrphansBefore(beforeTs: number): boolean {
     for (const _ of this.store.orphans.getKeys({ start: [0, ''], end: [beforeTs, ''], limit: 1 })) return true;

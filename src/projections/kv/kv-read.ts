@@ -68,11 +68,6 @@ export class KvReader {
     return this.store.events.get(seq);
   }
 
-  /** Whether the entry at `seq` had a CONFLICT outcome (and so changed nothing). */
-  isConflict(seq: number): boolean {
-    return this.store.conflicts.get(seq) === true || this.moreConflicts.some((db) => db.get(seq) === true);
-  }
-
   /**
    * The seqs in [lo, hi) whose entries changed nothing (a CONFLICT, or a delete that found
    * nothing): a replay shows no change for them. One range read per set for a whole replay batch.
