@@ -11,9 +11,9 @@
 import { loadLibc } from './libc';
 import { releaseMappedPages } from './mapped-memory';
 
-/** Bytes that must have moved since the last release for the end of a transfer to start another. */
+/** Bytes that must have moved since the last release before there is another. */
 export const transferBytesPerRelease = 64 * 1024 * 1024;
-/** How long no transfer may run before the memory is given back. */
+/** How long nothing may move before the memory is given back. */
 export const quietMsBeforeRelease = 500;
 
 let movedSinceRelease = 0;
@@ -49,15 +49,13 @@ function armRelease(delayMs: number): void {
   timer.unref();
 }
 
-/** Gives back what transfers left behind; returns whether glibc's trim was available. */
-export function releaseTransferMemory(): boolean {
+/** Gives back what transfers left behind. */
+export function releaseTransferMemory(): void {
   if (timer !== undefined) clearTimeout(timer);
   timer = undefined;
   movedSinceRelease = 0;
   collect?.();
   releaseMappedPages();
   const loaded = loadLibc();
-  if (!loaded.available) return false;
-  loaded.libc.mallocTrim(0);
-  return true;
+  if (loaded.available) loaded.libc.mallocTrim(0);
 }
