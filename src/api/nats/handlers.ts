@@ -3,11 +3,11 @@
 // several can serve. Errors come back with header `Loom-Error` and a JSON body.
 
 import { MsgHeaders, type Bus, type Msg, type Subscription } from '../../bus';
-import type { Database } from '../../core';
+import type { Database, EventRecord, SqlResult } from '../../core';
 import { changeMessage, type KvListPage, type ObjectListPage } from '../../projections';
 import { LoomError, isLoomError, type Logger } from '../../util';
 import { parseInput, runOperation, type OperationContext, type OperationName } from '../operations';
-import { encodePageToFit } from './page-fit';
+import { encodeEventsToFit, encodePageToFit, encodeSqlResultToFit } from './page-fit';
 
 export const apiSubjectPrefix = '$LOOM.API.';
 export const apiQueueGroup = 'loom-api';
@@ -95,6 +95,14 @@ export class NatsApi {
     if (request.name === 'kv.list') {
       const page = result as KvListPage;
       msg.respond(encodePageToFit(page, (item) => item.key, this.options.bus.maxPayloadBytes, 'key'));
+      return;
+    }
+    if (request.name === 'ev.read') {
+      msg.respond(encodeEventsToFit(result as { events: EventRecord[] }, this.options.bus.maxPayloadBytes));
+      return;
+    }
+    if (request.name === 'sql.query') {
+      msg.respond(encodeSqlResultToFit(result as SqlResult, this.options.bus.maxPayloadBytes));
       return;
     }
     msg.respond(encoder(result));

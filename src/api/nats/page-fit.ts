@@ -1,12 +1,16 @@
-// A listing page as one NATS reply: the bus carries no message over maxPayloadBytes, so a page too
-// big for one is cut short, with a cursor after its last item, and a client following cursors still
-// reaches every name (as JetStream KV and S3 listings do).
+// Replies that must fit in one NATS message: the bus carries no message over maxPayloadBytes. A
+// listing page or an event read too big for one is cut after its last whole item, and a client
+// reading on (by cursor, by version) still reaches every item, as with JetStream KV listings and
+// batched fetches; a reply that cannot be cut, or one item too big alone, answers TOO_LARGE.
 
+import type { EventRecord, SqlResult } from '../../core';
 import { nameCursor, type NamePage } from '../../projections';
 import { LoomError, assert } from '../../util';
 
 // `{"items":[` + `],"cursor":"` + `"}`: the JSON around the items and cursor of a cut page.
 const cutPageFrameBytes = Buffer.byteLength('{"items":[],"cursor":""}');
+// `{"events":[` + `]}`: the JSON around the events of a read.
+const eventsFrameBytes = Buffer.byteLength('{"events":[]}');
 
 /**
  * `page` as JSON if it fits in `payloadBytesMax`; otherwise its longest first part that fits with
@@ -16,25 +20,70 @@ const cutPageFrameBytes = Buffer.byteLength('{"items":[],"cursor":""}');
 export function encodePageToFit<T>(page: NamePage<T>, nameOf: (item: T) => string, payloadBytesMax: number, what: string): Buffer {
   const whole = Buffer.from(JSON.stringify(page));
   if (whole.length <= payloadBytesMax) return whole;
-  // Sizes add up exactly: items are JSON-encoded the same inside the array, joined by commas.
-  let itemsBytes = 0;
-  let count = 0;
-  for (const item of page.items) {
-    const itemBytes = Buffer.byteLength(JSON.stringify(item)) + (count === 0 ? 0 : 1);
-    const cursorBytes = nameCursor(nameOf(item)).length;
-    if (cutPageFrameBytes + itemsBytes + itemBytes + cursorBytes > payloadBytesMax) break;
-    itemsBytes += itemBytes;
-    count++;
-  }
-  if (count === 0) {
-    throw new LoomError('TOO_LARGE', `one ${what} does not fit in a reply of maxPayloadBytes ${payloadBytesMax}; list it over HTTP or gRPC`, {
-      limit: 'maxPayloadBytes',
-      max: payloadBytesMax,
-    });
-  }
+  const count = countThatFits(page.items, payloadBytesMax, (last) => cutPageFrameBytes + nameCursor(nameOf(last)).length);
+  if (count === 0) throw replyTooLarge(`one ${what} does not fit in a reply of maxPayloadBytes ${payloadBytesMax}; list it over HTTP or gRPC`, payloadBytesMax);
   assert(count < page.items.length, 'a page too big as a whole fits whole once cut');
   const items = page.items.slice(0, count);
   const cut = Buffer.from(JSON.stringify({ items, cursor: nameCursor(nameOf(items[count - 1])) }));
   assert(cut.length <= payloadBytesMax, `a cut page of ${cut.length} bytes fits in ${payloadBytesMax}`);
   return cut;
+}
+
+/**
+ * An EV.READ result as JSON if it fits in `payloadBytesMax`; otherwise its longest first part that
+ * fits. The read needs no cursor: the client reads on from the last version it got + 1, as it does
+ * after any page. TOO_LARGE if not even the first event fits.
+ */
+export function encodeEventsToFit(read: { events: EventRecord[] }, payloadBytesMax: number): Buffer {
+  const whole = Buffer.from(JSON.stringify(read));
+  if (whole.length <= payloadBytesMax) return whole;
+  const count = countThatFits(read.events, payloadBytesMax, () => eventsFrameBytes);
+  if (count === 0) {
+    const first = read.events[0];
+    throw replyTooLarge(
+      `event version ${first.version} of stream ${first.stream} does not fit in a reply of maxPayloadBytes ${payloadBytesMax}; read it over HTTP or gRPC`,
+      payloadBytesMax,
+    );
+  }
+  assert(count < read.events.length, 'a read too big as a whole fits whole once cut');
+  const cut = Buffer.from(JSON.stringify({ events: read.events.slice(0, count) }));
+  assert(cut.length <= payloadBytesMax, `a cut read of ${cut.length} bytes fits in ${payloadBytesMax}`);
+  return cut;
+}
+
+/**
+ * An SQL.QUERY result as JSON if it fits in `payloadBytesMax`; TOO_LARGE otherwise. Rows are not cut
+ * here as a listing is: an SQL cursor is an offset, which skips or repeats rows unless the query
+ * orders them totally (docs/projections.md), so the door does not add pages the client did not ask
+ * for. The client chooses fewer rows per page, a LIMIT, or a door with no such limit.
+ */
+export function encodeSqlResultToFit(result: SqlResult, payloadBytesMax: number): Buffer {
+  const whole = Buffer.from(JSON.stringify(result));
+  if (whole.length <= payloadBytesMax) return whole;
+  throw replyTooLarge(
+    `the SQL result is ${whole.length} bytes as JSON, larger than a NATS reply may be (maxPayloadBytes ${payloadBytesMax}); ` +
+      'ask for fewer rows (a smaller limit, following the cursor, or a LIMIT in the SQL) or query over HTTP or gRPC',
+    payloadBytesMax,
+  );
+}
+
+/**
+ * How many of `items`, from the first, fit in `bytesMax` as a JSON array inside a frame of
+ * `frameBytes(last item)` bytes. Sizes add up exactly: items are JSON-encoded the same inside the
+ * array as alone, joined by commas.
+ */
+function countThatFits<T>(items: readonly T[], bytesMax: number, frameBytes: (last: T) => number): number {
+  let itemsBytes = 0;
+  let count = 0;
+  for (const item of items) {
+    const itemBytes = Buffer.byteLength(JSON.stringify(item)) + (count === 0 ? 0 : 1);
+    if (frameBytes(item) + itemsBytes + itemBytes > bytesMax) break;
+    itemsBytes += itemBytes;
+    count++;
+  }
+  return count;
+}
+
+function replyTooLarge(message: string, payloadBytesMax: number): LoomError {
+  return new LoomError('TOO_LARGE', message, { limit: 'maxPayloadBytes', max: payloadBytesMax });
 }

@@ -1,7 +1,7 @@
-// Listing pages cut to fit one NATS reply: exact sizes, the cursor after the last item kept, and
-// TOO_LARGE when not even one item fits.
+// Replies cut to fit one NATS reply: exact sizes, the cursor after the last item kept, and
+// TOO_LARGE when not even one item fits or a reply cannot be cut.
 
-import { encodePageToFit } from '../../../src/api/nats/page-fit';
+import { encodeEventsToFit, encodePageToFit, encodeSqlResultToFit } from '../../../src/api/nats/page-fit';
 import { LoomError } from '../../../src/util';
 
 interface Item {
@@ -12,6 +12,16 @@ interface Item {
 const items = (count: number, padBytes: number): Item[] => Array.from({ length: count }, (_, i) => ({ name: `n${i}`, pad: 'p'.repeat(padBytes) }));
 const decode = (bytes: Buffer): { items: Item[]; cursor?: string } => JSON.parse(bytes.toString('utf8')) as { items: Item[]; cursor?: string };
 const cursorAfter = (name: string): string => Buffer.from(name).toString('base64url');
+const events = (count: number, padBytes: number) =>
+  Array.from({ length: count }, (_, i) => ({ seq: i + 1, stream: 's', version: i + 1, type: 't', data: { pad: 'é'.repeat(padBytes / 2) }, ts: 0 }));
+const thrown = (fn: () => unknown): unknown => {
+  try {
+    fn();
+  } catch (err) {
+    return err;
+  }
+  throw new Error('expected a throw');
+};
 
 describe('encodePageToFit', () => {
   it('sends a page that fits as it is, cursor and all', () => {
@@ -48,5 +58,41 @@ describe('encodePageToFit', () => {
     }
     expect(error).toBeInstanceOf(LoomError);
     expect(error).toMatchObject({ code: 'TOO_LARGE', details: { limit: 'maxPayloadBytes', max: 500 } });
+  });
+});
+
+describe('encodeEventsToFit', () => {
+  it('sends a read that fits as it is', () => {
+    const read = { events: events(3, 10) };
+    expect(encodeEventsToFit(read, 1024).toString()).toBe(JSON.stringify(read));
+  });
+
+  it('keeps the longest first run of whole events that fits, using every byte of the limit', () => {
+    const read = { events: events(5, 100) };
+    const two = Buffer.byteLength(JSON.stringify({ events: read.events.slice(0, 2) }));
+    expect(JSON.parse(encodeEventsToFit(read, two).toString())).toEqual({ events: read.events.slice(0, 2) });
+    expect(JSON.parse(encodeEventsToFit(read, two - 1).toString())).toEqual({ events: read.events.slice(0, 1) });
+  });
+
+  it('fails TOO_LARGE naming the limit and the event when the first event cannot fit', () => {
+    const error = thrown(() => encodeEventsToFit({ events: events(2, 1000) }, 500));
+    expect(error).toBeInstanceOf(LoomError);
+    expect(error).toMatchObject({ code: 'TOO_LARGE', details: { limit: 'maxPayloadBytes', max: 500 } });
+    expect((error as Error).message).toMatch(/event version 1 of stream s .*HTTP or gRPC/);
+  });
+});
+
+describe('encodeSqlResultToFit', () => {
+  const result = { columns: ['a'], rows: [['x'.repeat(100)], ['y'.repeat(100)]], cursor: 'c' };
+
+  it('sends a result that fits, to the byte, as it is', () => {
+    const bytes = Buffer.byteLength(JSON.stringify(result));
+    expect(encodeSqlResultToFit(result, bytes).toString()).toBe(JSON.stringify(result));
+  });
+
+  it('fails TOO_LARGE naming the limit rather than cutting rows', () => {
+    const error = thrown(() => encodeSqlResultToFit(result, Buffer.byteLength(JSON.stringify(result)) - 1));
+    expect(error).toMatchObject({ code: 'TOO_LARGE', details: { limit: 'maxPayloadBytes' } });
+    expect((error as Error).message).toMatch(/LIMIT/);
   });
 });
