@@ -28,9 +28,9 @@ function stopper(child: ChildProcess): () => Promise<void> {
 
 const loomMain = path.join(__dirname, '../../../dist/cli/main.js');
 
-/** `loom serve` on free ports; resolves with its ports once ports.json exists. */
-export async function startLoom(dataDir: string, args: string[] = []): Promise<Running & { ports: Record<string, number> }> {
-  const child = spawn(process.execPath, [...loomNodeFlags, loomMain, 'serve', '--data', dataDir, '--http-port', '0', '--nats-port', '0', '--grpc-port', '0', '--raft-port', '0', '--log-level', 'warn', ...args], {
+/** `loom serve` on free ports (node run with `nodeFlags`); resolves with its ports once ports.json exists. */
+export async function startLoom(dataDir: string, args: string[] = [], nodeFlags: readonly string[] = loomNodeFlags): Promise<Running & { ports: Record<string, number> }> {
+  const child = spawn(process.execPath, [...nodeFlags, loomMain, 'serve', '--data', dataDir, '--http-port', '0', '--nats-port', '0', '--grpc-port', '0', '--raft-port', '0', '--log-level', 'warn', ...args], {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const portsFile = path.join(dataDir, 'ports.json');
