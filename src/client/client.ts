@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import * as http from 'node:http';
 import * as https from 'node:https';
-import { Readable, Transform, pipeline as pipeStreams, type TransformCallback } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { connect as natsConnect, createInbox, headers as natsHeaders, type ConnectionOptions, type MsgHdrs, type NatsConnection, type Subscription } from 'nats';
 import { LoomError, errorCodes, names, type ErrorCode } from '../util';
@@ -154,31 +154,33 @@ export class LoomClient {
     },
     /**
      * Opens a download (HTTP GET, one `Range` when offset or length is given) as a Node Readable.
-     * A whole object is checked against its sha256 as it streams: the stream fails CORRUPT rather
-     * than end with wrong bytes.
+     * The stream never ends as if whole with bytes missing or wrong: a whole object is checked
+     * against its sha256 as it streams (CORRUPT at the end), and a response cut short fails the
+     * stream with the node's reason, CORRUPT (naming the chunk) when a chunk failed its check,
+     * or UNAVAILABLE with `details.offset` to resume from when the network cut it. Every byte
+     * delivered before such a failure is the object's. Length 0 reads nothing but still fails
+     * NOT_FOUND for a missing object and INVALID_ARGUMENT for an offset past its end.
      */
     get: async (bucket: string, name: string, options: { offset?: number; length?: number } & ReadOptions = {}): Promise<Readable> => {
       names.checkBucket(bucket);
       names.checkObjectName(name);
+      const offset = options.offset ?? 0;
+      if (!Number.isSafeInteger(offset) || offset < 0) throw new LoomError('INVALID_ARGUMENT', 'offset must be a non-negative integer', { field: 'offset' });
+      if (options.length !== undefined && (!Number.isSafeInteger(options.length) || options.length < 0)) {
+        throw new LoomError('INVALID_ARGUMENT', 'length must be a non-negative integer', { field: 'length' });
+      }
+      const reads: ReadOptions = { consistency: options.consistency, atLeast: options.atLeast };
+      if (options.length === 0) return this.emptyRead(bucket, name, offset, reads);
       const headers: Record<string, string> = {};
-      const ranged = options.offset !== undefined || options.length !== undefined;
-      if (ranged) {
-        const offset = options.offset ?? 0;
-        if (!Number.isSafeInteger(offset) || offset < 0) throw new LoomError('INVALID_ARGUMENT', 'offset must be a non-negative integer', { field: 'offset' });
-        if (options.length !== undefined && (!Number.isSafeInteger(options.length) || options.length < 1)) {
-          throw new LoomError('INVALID_ARGUMENT', 'length must be a positive integer', { field: 'length' });
-        }
+      if (options.offset !== undefined || options.length !== undefined) {
         headers.range = `bytes=${offset}-${options.length === undefined ? '' : offset + options.length - 1}`;
       }
-      const query = new URLSearchParams();
-      if (options.consistency !== undefined) query.set('consistency', options.consistency);
-      if (options.atLeast !== undefined) query.set('atLeast', String(options.atLeast));
-      const search = query.toString() === '' ? '' : `?${query.toString()}`;
-      const response = await this.httpRequest('GET', `${objectPath(bucket, name)}${search}`, headers);
-      const etag = /^"([0-9a-f]{64})"$/.exec(String(response.headers.etag ?? ''));
-      if (response.statusCode === 206 || !etag) return response;
-      // pipeline, not pipe: a response cut short (the node found a corrupt chunk) fails the stream.
-      return pipeStreams(response, new Sha256Check(etag[1], bucket, name), () => undefined);
+      const path = `${objectPath(bucket, name)}${readQuery(reads)}`;
+      const response = await this.httpRequest('GET', path, headers);
+      // highWaterMark 0: a piece is pulled from the response only once the consumer has taken the
+      // last, so a cut fails the stream with nothing buffered, and the bytes the consumer saw are
+      // exactly those before the offset the error names (a buffered piece would be dropped).
+      return Readable.from(this.receiveObject({ bucket, name, path }, response), { objectMode: false, highWaterMark: 0 });
     },
     info: (bucket: string, name: string, options: ReadOptions = {}): Promise<ObjectInfo> => {
       names.checkBucket(bucket);
@@ -282,6 +284,94 @@ export class LoomClient {
     throw toLoomError(code, Buffer.from(JSON.stringify({ message: parsed.message ?? `HTTP ${res.statusCode}`, details: parsed.details ?? {} })));
   }
 
+  /** A zero-length read, answered as the node's own API answers one: the object must exist and `offset` lie within it (its end included). */
+  private async emptyRead(bucket: string, name: string, offset: number, options: ReadOptions): Promise<Readable> {
+    // Over NATS rather than an HTTP HEAD: a HEAD answer has no body, so every error but 404 would
+    // lose the node's code, while INFO carries it (NOT_FOUND among them) as every other call does.
+    const { size } = await this.objects.info(bucket, name, options);
+    if (offset > size) throw new LoomError('INVALID_ARGUMENT', `offset ${offset} is outside the object (${size} bytes)`, { field: 'offset', size });
+    return Readable.from([], { objectMode: false });
+  }
+
+  /**
+   * A download's body, piece by piece. A body that errors or ends short of its Content-Length was
+   * cut, by the network or by the node (which, once its status line is out, can answer a chunk
+   * that fails its check only by cutting the response); the stream then fails with cutError's
+   * reason. A whole object (200) is also checked against its sha256, the ETag.
+   */
+  private async *receiveObject(download: DownloadTarget, response: http.IncomingMessage): AsyncGenerator<Buffer> {
+    const body = bodyPlace(response);
+    const etag = /^"([0-9a-f]{64})"$/.exec(String(response.headers.etag ?? ''))?.[1];
+    const rev = Number(response.headers['loom-rev']);
+    const target: DownloadTarget = { ...download, ...(etag === undefined ? {} : { etag }), ...(Number.isSafeInteger(rev) ? { rev } : {}) };
+    const check = response.statusCode === 200 && etag !== undefined ? new Sha256Check(etag, download.bucket, download.name) : undefined;
+    const pieces = response[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    let received = 0;
+    let cause: Error | undefined;
+    try {
+      for (;;) {
+        // Only the response's own failure is a cut: an error the consumer throws in at `yield`
+        // (it destroyed the stream) passes out untouched.
+        let step: IteratorResult<Buffer>;
+        try {
+          step = await pieces.next();
+        } catch (err) {
+          cause = err as Error;
+          break;
+        }
+        if (step.done) break;
+        received += step.value.byteLength;
+        check?.update(step.value);
+        yield step.value;
+      }
+    } finally {
+      response.destroy();
+    }
+    // Every byte announced arrived: an error after the last one cut nothing.
+    const whole = body.length === undefined ? cause === undefined : received === body.length;
+    if (!whole) {
+      const end = body.length === undefined ? Number.MAX_SAFE_INTEGER : body.start + body.length - 1;
+      throw await this.cutError(target, body.start + received, end, cause?.message ?? `the body ended after ${received} of ${body.length} bytes`);
+    }
+    check?.verify();
+  }
+
+  /**
+   * Why a download was cut at byte `at` (the first it did not deliver; `end` is its last). The node
+   * reads ahead of what it has sent and drops that read-ahead when a chunk fails its check, so the
+   * damaged chunk can lie up to cutSearchBytesMax past `at`. Each chunk from `at` on is asked for by
+   * one byte: the node checks the first chunk of a response before its status line, so a damaged
+   * one answers CORRUPT, and If-Match makes a changed object answer CONFLICT. Those answers are
+   * never spliced into the stream. If every chunk answers with bytes, the cut was the network's,
+   * and the caller can resume from `at`: UNAVAILABLE, details.offset = at.
+   */
+  private async cutError(target: DownloadTarget, at: number, end: number, why: string): Promise<LoomError> {
+    const { bucket, name } = target;
+    const resumable = (reason: string): LoomError =>
+      new LoomError('UNAVAILABLE', `download of object ${name} in bucket ${bucket} was cut at byte ${at} (${reason}); get it again with offset ${at} to resume`, { bucket, name, offset: at });
+    const headers: Record<string, string> = target.etag === undefined ? {} : { 'if-match': `"${target.etag}"` };
+    try {
+      // The chunk size is not in the HTTP headers; atLeast keeps a lagging node from not knowing the object.
+      const { chunkBytes, size } = await this.objects.info(bucket, name, target.rev === undefined ? {} : { atLeast: target.rev });
+      const last = Math.min(end, size - 1, at + cutSearchBytesMax);
+      for (let chunk = Math.floor(at / chunkBytes), probes = 0; chunk * chunkBytes <= last && probes < cutProbesMax; chunk++, probes++) {
+        const from = Math.max(at, chunk * chunkBytes);
+        const answer = await this.httpRequest('GET', target.path, { ...headers, range: `bytes=${from}-${from}` });
+        // A server that ignores Range would send the whole object for each question: ask no more.
+        if (answer.statusCode !== 206) {
+          answer.destroy();
+          return resumable(`${why}; the node answered a one-byte range with HTTP ${answer.statusCode}`);
+        }
+        await readAll(answer);
+      }
+    } catch (err) {
+      // The node answered why (CORRUPT, CONFLICT, NOT_FOUND, …); not reaching it says nothing about the object.
+      if (err instanceof LoomError && err.code !== 'UNAVAILABLE' && err.code !== 'TIMEOUT') return err;
+      return resumable(`${why}; asking the node why failed: ${(err as Error).message}`);
+    }
+    return resumable(`${why}; the node reads the chunks after it without error`);
+  }
+
   private async requestJson<T>(subject: string, data: Uint8Array, headers?: MsgHdrs): Promise<T> {
     const reply = await this.request(subject, data, headers);
     return JSON.parse(Buffer.from(reply.data).toString('utf8')) as T;
@@ -304,33 +394,68 @@ function objectPath(bucket: string, name: string): string {
   return `/v1/buckets/${encodeURIComponent(bucket)}/objects/${segments.join('/')}`;
 }
 
+/** Where a download was sent from: enough to ask the node again about the same object. */
+interface DownloadTarget {
+  bucket: string;
+  name: string;
+  /** The GET's path and query, without Range. */
+  path: string;
+  /** The object's sha256 as the ETag gave it, hex. */
+  etag?: string;
+  /** The object's rev (Loom-Rev) the download served. */
+  rev?: number;
+}
+
+/**
+ * How far past the last byte a cut download delivered its damaged chunk may lie: the node reads up
+ * to 1 MiB ahead of what it has sent (its downloadBytesAheadMax) and drops that read-ahead when a
+ * chunk fails, and up to one more chunk (1 MiB at most) can be unsent in its socket's writes.
+ */
+const cutSearchBytesMax = 2 * 1024 * 1024 + 64 * 1024;
+/** Most one-byte requests a cut download sends to find its damaged chunk: with chunks under 33 KiB it searches less far than cutSearchBytesMax. */
+const cutProbesMax = 64;
+
+/** The query carrying read options, `?…` or empty. */
+function readQuery(options: ReadOptions): string {
+  const query = new URLSearchParams();
+  if (options.consistency !== undefined) query.set('consistency', options.consistency);
+  if (options.atLeast !== undefined) query.set('atLeast', String(options.atLeast));
+  return query.toString() === '' ? '' : `?${query.toString()}`;
+}
+
+/** The object offset a response's body starts at and its length (undefined without Content-Length). */
+function bodyPlace(response: http.IncomingMessage): { start: number; length: number | undefined } {
+  const announced = response.headers['content-length'] === undefined ? undefined : Number(response.headers['content-length']);
+  const length = announced !== undefined && Number.isSafeInteger(announced) ? announced : undefined;
+  const range = /^bytes (\d+)-(\d+)\//.exec(String(response.headers['content-range'] ?? ''));
+  if (response.statusCode === 206 && range) return { start: Number(range[1]), length: length ?? Number(range[2]) - Number(range[1]) + 1 };
+  return { start: 0, length };
+}
+
 async function readAll(stream: Readable): Promise<Buffer> {
   const pieces: Buffer[] = [];
   for await (const piece of stream) pieces.push(piece as Buffer);
   return Buffer.concat(pieces);
 }
 
-/** Passes a whole object's bytes through and fails CORRUPT at the end if they do not hash to its sha256. */
-class Sha256Check extends Transform {
+/** A whole object's running sha256: `verify` throws CORRUPT, once every byte was seen, if they do not hash to the expected one. */
+class Sha256Check {
   private readonly hash = createHash('sha256');
 
   constructor(
     private readonly expected: string,
     private readonly bucket: string,
     private readonly name: string,
-  ) {
-    super();
-  }
+  ) {}
 
-  override _transform(piece: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+  update(piece: Buffer): void {
     this.hash.update(piece);
-    done(null, piece);
   }
 
-  override _flush(done: TransformCallback): void {
+  verify(): void {
     const actual = this.hash.digest('hex');
-    if (actual === this.expected) return done();
-    done(new LoomError('CORRUPT', `object ${this.name} in bucket ${this.bucket} arrived with sha256 ${actual}, not ${this.expected}`, { bucket: this.bucket, name: this.name }));
+    if (actual === this.expected) return;
+    throw new LoomError('CORRUPT', `object ${this.name} in bucket ${this.bucket} arrived with sha256 ${actual}, not ${this.expected}`, { bucket: this.bucket, name: this.name });
   }
 }
 

@@ -111,6 +111,19 @@ describe('the client SDK objects API', () => {
     expect(pages).toBeGreaterThan(1);
   });
 
+  it('reads nothing for length 0, as the node does, once the object exists and the offset lies within it', async () => {
+    await client.objects.put('zero', 'ten.bin', Buffer.from('0123456789'));
+    for (const offset of [undefined, 0, 3, 10]) {
+      const stream = await client.objects.get('zero', 'ten.bin', { offset, length: 0 });
+      expect((await collect(stream)).length).toBe(0);
+    }
+    expect(await codeOf(client.objects.get('zero', 'missing.bin', { length: 0 }))).toBe('NOT_FOUND');
+    await expect(client.objects.get('zero', 'ten.bin', { offset: 11, length: 0 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', details: { field: 'offset', size: 10 } });
+    for (const length of [-1, 1.5, Number.NaN]) {
+      await expect(client.objects.get('zero', 'ten.bin', { length })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', details: { field: 'length' } });
+    }
+  });
+
   it('checks names before anything is sent, and asks for the HTTP address when it has none', async () => {
     expect(await codeOf(client.objects.put('bad bucket', 'x', 'y'))).toBe('INVALID_ARGUMENT');
     const natsOnly = await connect({ servers: `nats://127.0.0.1:${node.ports.nats}` });

@@ -1,0 +1,169 @@
+// The client SDK's object download when the response is cut: by a real `loom serve` that finds a
+// damaged chunk after it has sent its status line, or by the network. Neither may look like a
+// whole download; the first is CORRUPT, the second UNAVAILABLE with the offset to resume from.
+
+import { randomBytes } from 'node:crypto';
+import * as net from 'node:net';
+import { type Readable } from 'node:stream';
+import { connect, type LoomClient } from '../../src/client';
+import { LoomError, names } from '../../src/util';
+import { startServe, stopServe, type ServeProcess } from '../support/cli';
+import { damageOnDisk } from '../support/damage';
+import { makeTempDir, removeDir } from '../support/tmp';
+
+const { chunkBytesDefault } = names;
+
+/** Every byte the stream delivered, and how it ended: undefined if it ended, else its error. */
+async function drain(stream: Readable): Promise<{ bytes: Buffer; failure: unknown }> {
+  const pieces: Buffer[] = [];
+  try {
+    for await (const piece of stream) pieces.push(piece as Buffer);
+    return { bytes: Buffer.concat(pieces), failure: undefined };
+  } catch (err) {
+    return { bytes: Buffer.concat(pieces), failure: err };
+  }
+}
+
+/** Damages chunk `index` of `bytes` (stored with the default chunk size) wherever the node keeps it. */
+function damageChunk(dir: string, bytes: Buffer, index: number): void {
+  const at = index * chunkBytesDefault + 100;
+  expect(damageOnDisk(dir, bytes.subarray(at, at + 64))).not.toEqual([]);
+}
+
+/**
+ * A TCP proxy in front of the node's HTTP door that can cut one response, as a network failure
+ * would: after `cutAfter(n)`, the next n bytes the node sends pass and the connection then ends.
+ */
+class CuttingProxy {
+  private cutLeftBytes: number | undefined;
+  private readonly sockets = new Set<net.Socket>();
+
+  private constructor(
+    private readonly server: net.Server,
+    readonly port: number,
+  ) {}
+
+  static async start(targetPort: number): Promise<CuttingProxy> {
+    let proxy: CuttingProxy | undefined;
+    const server = net.createServer((downstream) => {
+      const upstream = net.connect(targetPort, '127.0.0.1');
+      for (const socket of [downstream, upstream]) {
+        proxy?.sockets.add(socket);
+        socket.on('close', () => proxy?.sockets.delete(socket));
+      }
+      downstream.on('error', () => upstream.destroy());
+      upstream.on('error', () => downstream.destroy());
+      downstream.pipe(upstream);
+      upstream.on('data', (data: Buffer) => {
+        const left = proxy?.cutLeftBytes;
+        if (proxy !== undefined && left !== undefined && data.byteLength >= left) {
+          proxy.cutLeftBytes = undefined;
+          downstream.end(data.subarray(0, left));
+          upstream.destroy();
+          return;
+        }
+        if (proxy !== undefined && left !== undefined) proxy.cutLeftBytes = left - data.byteLength;
+        if (!downstream.write(data)) upstream.pause();
+      });
+      downstream.on('drain', () => upstream.resume());
+      upstream.on('end', () => downstream.end());
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    proxy = new CuttingProxy(server, (server.address() as net.AddressInfo).port);
+    return proxy;
+  }
+
+  cutAfter(bytes: number): void {
+    this.cutLeftBytes = bytes;
+  }
+
+  /** Closes the proxy and the connections an HTTP agent keeps open through it. */
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.close(() => resolve());
+      for (const socket of this.sockets) socket.destroy();
+    });
+  }
+}
+
+describe('the client SDK downloading an object whose response is cut', () => {
+  let dir: string;
+  let serve: ServeProcess;
+  let client: LoomClient;
+
+  beforeAll(async () => {
+    dir = makeTempDir();
+    serve = await startServe(dir);
+    client = await connect({ servers: `nats://127.0.0.1:${serve.ports.nats}`, http: `http://127.0.0.1:${serve.ports.http}` });
+  });
+  afterAll(async () => {
+    await client.close();
+    await stopServe(serve);
+    removeDir(dir);
+  });
+
+  it('downloads an undamaged object of several chunks whole', async () => {
+    const bytes = randomBytes(3 * chunkBytesDefault);
+    await client.objects.put('disk', 'sound', bytes);
+    const { bytes: received, failure } = await drain(await client.objects.get('disk', 'sound'));
+    expect(failure).toBeUndefined();
+    expect(received.equals(bytes)).toBe(true);
+  });
+
+  it('rejects with CORRUPT before any byte when the damaged chunk is among those the node reads before answering', async () => {
+    const bytes = randomBytes(3 * chunkBytesDefault);
+    await client.objects.put('disk', 'damaged-second', bytes);
+    damageChunk(dir, bytes, 1);
+    // The node reads ahead while it prepares its status line, so the second chunk's damage is a 500.
+    const failure = await client.objects.get('disk', 'damaged-second').then(drain, (err: unknown) => ({ bytes: Buffer.alloc(0), failure: err }));
+    expect(failure.failure).toBeInstanceOf(LoomError);
+    expect(failure.failure).toMatchObject({ code: 'CORRUPT', details: { bucket: 'disk', name: 'damaged-second', chunk: 1 } });
+    expect(failure.bytes.equals(bytes.subarray(0, failure.bytes.length))).toBe(true);
+  });
+
+  it('fails a download the node cuts at a damaged later chunk with CORRUPT naming that chunk, after only the object\'s first bytes', async () => {
+    // 8 chunks, the 7th damaged: past the node's 1 MiB read-ahead (downloadBytesAheadMax), so the
+    // node has sent its 200 and some bytes when it finds the damage, and can only cut the response.
+    const bytes = randomBytes(8 * chunkBytesDefault);
+    await client.objects.put('disk', 'damaged-later', bytes);
+    damageChunk(dir, bytes, 6);
+
+    const { bytes: received, failure } = await drain(await client.objects.get('disk', 'damaged-later'));
+    expect(failure).toBeInstanceOf(LoomError);
+    expect(failure).toMatchObject({ code: 'CORRUPT', details: { bucket: 'disk', name: 'damaged-later', chunk: 6 } });
+    expect(received.length).toBeGreaterThan(0);
+    expect(received.length).toBeLessThanOrEqual(6 * chunkBytesDefault);
+    expect(received.equals(bytes.subarray(0, received.length))).toBe(true);
+
+    // A range that starts past the first bytes is cut the same way; one that ends before the damage is whole.
+    const ranged = await drain(await client.objects.get('disk', 'damaged-later', { offset: 1000, length: 7 * chunkBytesDefault }));
+    expect(ranged.failure).toMatchObject({ code: 'CORRUPT', details: { chunk: 6 } });
+    expect(ranged.bytes.equals(bytes.subarray(1000, 1000 + ranged.bytes.length))).toBe(true);
+    const before = await drain(await client.objects.get('disk', 'damaged-later', { offset: 10, length: 6 * chunkBytesDefault - 10 }));
+    expect(before.failure).toBeUndefined();
+    expect(before.bytes.equals(bytes.subarray(10, 6 * chunkBytesDefault))).toBe(true);
+  });
+
+  it('fails a download the network cuts with UNAVAILABLE naming the offset to resume from, which resumes it', async () => {
+    const proxy = await CuttingProxy.start(serve.ports.http);
+    const viaProxy = await connect({ servers: `nats://127.0.0.1:${serve.ports.nats}`, http: `http://127.0.0.1:${proxy.port}` });
+    try {
+      const bytes = randomBytes(3 * chunkBytesDefault + 5);
+      await viaProxy.objects.put('net', 'song', bytes);
+      proxy.cutAfter(chunkBytesDefault + 12_345);
+      const { bytes: received, failure } = await drain(await viaProxy.objects.get('net', 'song'));
+      expect(failure).toBeInstanceOf(LoomError);
+      expect(failure).toMatchObject({ code: 'UNAVAILABLE', details: { bucket: 'net', name: 'song', offset: received.length } });
+      expect(received.length).toBeGreaterThan(0);
+      expect(received.length).toBeLessThan(bytes.length);
+      expect(received.equals(bytes.subarray(0, received.length))).toBe(true);
+
+      const rest = await drain(await viaProxy.objects.get('net', 'song', { offset: received.length }));
+      expect(rest.failure).toBeUndefined();
+      expect(Buffer.concat([received, rest.bytes]).equals(bytes)).toBe(true);
+    } finally {
+      await viaProxy.close();
+      await proxy.close();
+    }
+  });
+});
