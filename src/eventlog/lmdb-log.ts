@@ -403,8 +403,11 @@ export class LmdbLog implements LogStore {
     for (const group of [...this.inFlight, this.openGroup, this.forming]) {
       if (group) await group.durable.catch(() => undefined);
     }
-    await this.env.close();
-    this.unwatchMap();
+    try {
+      await this.env.close();
+    } finally {
+      this.unwatchMap();
+    }
   }
 
   private keepRecent(entry: LogEntry): void {

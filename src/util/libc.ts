@@ -12,6 +12,11 @@ export interface Libc {
 /** The C library's calls, or why this process cannot make them. */
 export type LibcAvailability = { available: true; libc: Libc } | { available: false; reason: string };
 
+/** The part of koffi's API used here, typed locally: koffi is an optional dependency. */
+interface Koffi {
+  load(path: string): { func(signature: string): unknown };
+}
+
 let loaded: LibcAvailability | undefined;
 
 /**
@@ -25,8 +30,9 @@ export function loadLibc(): LibcAvailability {
     return loaded;
   }
   try {
+    // Optional (package.json): a platform it cannot install on still runs loom, without these calls.
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const koffi = require('koffi') as typeof import('koffi');
+    const koffi = require('koffi') as Koffi;
     const lib = koffi.load('libc.so.6');
     loaded = {
       available: true,
@@ -36,7 +42,7 @@ export function loadLibc(): LibcAvailability {
       },
     };
   } catch (error) {
-    loaded = { available: false, reason: `glibc (libc.so.6) could not be loaded: ${(error as Error).message}` };
+    loaded = { available: false, reason: `koffi or glibc's libc.so.6 could not be loaded: ${(error as Error).message}` };
   }
   return loaded;
 }

@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import { loadLibc } from './libc';
 
 /** Mapped bytes read between two releases: about the most a stream of reads keeps resident. */
-export const mappedReadBytesPerRelease = 16 * 1024 * 1024;
+export const mappedReadBytesPerRelease = 8 * 1024 * 1024;
 
 const madviseDontNeed = 4; // MADV_DONTNEED, the same on every Linux architecture
 
@@ -52,23 +52,40 @@ export function noteMappedRead(bytes: number): void {
  * Drops this process's resident pages of every watched file's shared mappings, as found in
  * /proc/self/maps; returns how many mappings it advised. A private mapping is never touched: there
  * MADV_DONTNEED would throw away changes.
+ *
+ * Safe only while no map of a watched file is unmapped between reading /proc/self/maps and the
+ * madvise (memory mapped into the freed range would be zeroed). lmdb-js keeps its old maps when
+ * it grows one, and unmaps only when the environment closes, on the thread that closes it: this
+ * one, which is not inside this function then.
  */
 export function releaseMappedPages(): number {
   readSinceRelease = 0;
   const loaded = loadLibc();
   if (!loaded.available || watched.size === 0) return 0;
+  const mappings = sharedMappingsOf(watched);
+  if (mappings === undefined) return 0;
   let advised = 0;
-  for (const mapping of sharedMappingsOf(watched)) {
-    // An error (EINVAL, ENOMEM) means the map changed under us, as when LMDB grows it: the next
-    // release sees the new one. Nothing is lost either way: the pages only stay resident.
+  for (const mapping of mappings) {
+    // Nothing is lost if one fails: its pages only stay resident until the next release.
     if (loaded.libc.madvise(mapping.start, Number(mapping.end - mapping.start), madviseDontNeed) === 0) advised++;
   }
   return advised;
 }
 
-function sharedMappingsOf(files: Map<string, number>): Mapping[] {
+/**
+ * The shared mappings of `files`, or undefined if /proc/self/maps cannot be read now (no file
+ * descriptor left, /proc not mounted). Reads run this, so it must not fail them: the pages then
+ * stay resident until a later release can read it.
+ */
+function sharedMappingsOf(files: Map<string, number>): Mapping[] | undefined {
+  let maps: string;
+  try {
+    maps = fs.readFileSync('/proc/self/maps', 'utf8');
+  } catch {
+    return undefined;
+  }
   const found: Mapping[] = [];
-  for (const line of fs.readFileSync('/proc/self/maps', 'utf8').split('\n')) {
+  for (const line of maps.split('\n')) {
     // start-end perms offset dev inode path; a file deleted while mapped ends in " (deleted)".
     const fields = /^([0-9a-f]+)-([0-9a-f]+) [r-][w-][x-]s \S+ \S+ \d+\s+(.+?)(?: \(deleted\))?$/.exec(line);
     if (fields === null || !files.has(fields[3])) continue;

@@ -36,13 +36,13 @@ export function collectGarbageOnRelease(gc: () => void): void {
  */
 export function noteTransferred(bytes: number): void {
   movedSinceRelease += bytes;
-  lastMovedAt = Date.now();
+  lastMovedAt = performance.now();
   if (timer === undefined && movedSinceRelease >= transferBytesPerRelease) armRelease(quietMsBeforeRelease);
 }
 
 function armRelease(delayMs: number): void {
   timer = setTimeout(() => {
-    const quietMs = Date.now() - lastMovedAt;
+    const quietMs = performance.now() - lastMovedAt;
     if (quietMs >= quietMsBeforeRelease) releaseTransferMemory();
     else armRelease(quietMsBeforeRelease - quietMs);
   }, delayMs);

@@ -1,4 +1,4 @@
-import { readFileSync, realpathSync } from 'node:fs';
+import fs, { readFileSync, realpathSync } from 'node:fs';
 import * as path from 'node:path';
 import { open, type RootDatabase } from 'lmdb';
 import { loadLibc } from '../../src/util/libc';
@@ -99,6 +99,24 @@ onLinux('mapped memory', () => {
       readAll(env);
       expect(env.getBinary(values)?.toString()).toBe('after the release');
     } finally {
+      stop();
+    }
+  });
+
+  it('lets reads go on when /proc/self/maps cannot be read (no file descriptor left): the pages only stay', () => {
+    const stop = watchMappedFile(file);
+    const read = fs.readFileSync;
+    const spy = jest.spyOn(fs, 'readFileSync').mockImplementation(((path: fs.PathOrFileDescriptor, options?: unknown) => {
+      if (path === '/proc/self/maps') throw Object.assign(new Error('EMFILE: too many open files'), { code: 'EMFILE' });
+      return read(path, options as BufferEncoding);
+    }) as typeof fs.readFileSync);
+    try {
+      readAll(env);
+      expect(releaseMappedPages()).toBe(0);
+      expect(() => noteMappedRead(mappedReadBytesPerRelease)).not.toThrow();
+      expect(residentBytesOf(file)).toBeGreaterThanOrEqual(values * valueBytes);
+    } finally {
+      spy.mockRestore();
       stop();
     }
   });

@@ -109,8 +109,11 @@ export class ViewStore implements ProjectionStore<void> {
   }
 
   async close(): Promise<void> {
-    await this.env.close();
-    this.unwatchMap();
+    try {
+      await this.env.close();
+    } finally {
+      this.unwatchMap();
+    }
   }
 }
 
