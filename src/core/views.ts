@@ -56,7 +56,7 @@ export class Views {
     const blobRunner = new ProjectionRunner(new BlobProjection(this.blobStore), this.store, logger.child({ projection: 'blob' }));
     this.plugins = (options.plugins ?? []).map((open) => open(options.viewsDir));
     this.consumers = [kvRunner, blobRunner, ...this.plugins.flatMap((p) => p.consumers)];
-    this.reader = new KvReader(this.store, [this.blobStore.conflicts], [this.blobStore.unchanged]);
+    this.reader = new KvReader(this.store, [this.blobStore.conflicts, this.blobStore.unchanged]);
     this.blobReader = new BlobReader(this.blobStore);
     this.sql = this.plugins.find((p) => p.sql)?.sql;
   }

@@ -5,6 +5,6 @@ export { MemoryLog } from './memory-log';
 export type { MemoryLogOptions } from './memory-log';
 export * from './limits';
 export { LmdbLog } from './lmdb-log';
-export { entrySizeBytes } from './validate';
+export { checkEntrySize, entrySizeBytes } from './validate';
 export { allocEntryData, entryFrameHeadBytesMax, entryFrameTailBytesMax } from './codec';
 export type { LmdbLogOptions, LogObserver, SyncMode, VerifyReport } from './lmdb-log';

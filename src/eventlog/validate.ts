@@ -42,16 +42,17 @@ export function checkAppend(entries: LogEntry[], lastIndex: number, lastTerm: nu
     if (!Number.isFinite(entry.ts)) {
       throw new LoomError('INVALID_ARGUMENT', `entry ${entry.index} ts must be a number of milliseconds`, { field: 'ts' });
     }
-    const size = entrySizeBytes(entry);
-    if (size > entryBytesMax) {
-      throw new LoomError('TOO_LARGE', `entry ${entry.index} is ${size} bytes; entryBytesMax is ${entryBytesMax}`, {
-        limit: 'entryBytesMax',
-        max: entryBytesMax,
-        size,
-      });
-    }
+    checkEntrySize(entry, entryBytesMax);
     previousTerm = entry.term;
     expectedIndex++;
+  }
+}
+
+/** TOO_LARGE if `entry` counts more than entryBytesMax (entrySizeBytes). */
+export function checkEntrySize(entry: LogEntry, entryBytesMax: number): void {
+  const size = entrySizeBytes(entry);
+  if (size > entryBytesMax) {
+    throw new LoomError('TOO_LARGE', `a ${entry.type} entry of ${size} bytes is over entryBytesMax (${entryBytesMax})`, { limit: 'entryBytesMax', max: entryBytesMax, size });
   }
 }
 

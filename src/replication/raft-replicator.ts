@@ -2,7 +2,7 @@
 // before sending what depends on it, hands committed indexes to the applier, then advances.
 
 import type { ClusterMember, ClusterMembership, NewMember, ProposedEntry, ReplicationStatus, Replicator, SnapshotHandler } from '../core';
-import { entryBytesMaxDefault, entrySizeBytes, type LogEntry, type LogStore, type SnapshotMeta } from '../eventlog';
+import { checkEntrySize, entryBytesMaxDefault, type LogEntry, type LogStore, type SnapshotMeta } from '../eventlog';
 import { randomInt } from 'node:crypto';
 import { RawNode, applyConfChange, decodeConfChange, entryTypeConfChange, seededRandom, type ConfChange, type ConfState, type Message, type RaftSnapshot, type Ready, type Role } from '../eventlog/raft';
 import { LoomError, assert, isLoomError, type Logger } from '../util';
@@ -163,12 +163,7 @@ export class RaftReplicator implements Replicator {
     const indexes: number[] = [];
     const commits: Array<Promise<void>> = [];
     // All or none: a batch with one entry over the limit takes no index.
-    for (const p of proposed) {
-      const size = entrySizeBytes({ index: 0, term, type: p.type, data: p.data, ts });
-      if (size > this.entryBytesMax) {
-        throw new LoomError('TOO_LARGE', `a ${p.type} entry of ${size} bytes is over entryBytesMax (${this.entryBytesMax})`, { limit: 'entryBytesMax', max: this.entryBytesMax, size });
-      }
-    }
+    for (const p of proposed) checkEntrySize({ index: 0, term, type: p.type, data: p.data, ts }, this.entryBytesMax);
     for (const p of proposed) {
       assert(p.meta === undefined, 'entry meta is not replicated by Raft');
       let index: number;

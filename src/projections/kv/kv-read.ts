@@ -17,13 +17,11 @@ export interface KvListPage {
 
 export class KvReader {
   /**
-   * `moreConflicts`: conflict sets kept by other views of the same store (e.g. the blob view);
-   * `moreUnchanged`: seqs of entries with an ok outcome that changed nothing (the blob view's
-   * deletes of objects that did not exist).
+   * `moreUnchanged`: sets of seqs whose entries changed nothing, kept by other views of the same
+   * store (the blob view's conflicts, and its deletes of objects that did not exist).
    */
   constructor(
     private readonly store: ViewStore,
-    private readonly moreConflicts: Array<Database<true, number>> = [],
     private readonly moreUnchanged: Array<Database<true, number>> = [],
   ) {}
 
@@ -74,7 +72,7 @@ export class KvReader {
    */
   unchangedIn(lo: number, hi: number): Set<number> {
     const out = new Set<number>();
-    for (const db of [this.store.conflicts, ...this.moreConflicts, ...this.moreUnchanged]) for (const key of db.getKeys({ start: lo, end: hi })) out.add(key);
+    for (const db of [this.store.conflicts, ...this.moreUnchanged]) for (const key of db.getKeys({ start: lo, end: hi })) out.add(key);
     return out;
   }
 
