@@ -96,6 +96,22 @@ export class Core {
   }
 
   /**
+   * Lets the proposer of the entry at `index` overwrite the buffer it passed as the entry's data, if
+   * that is safe: once the entry is applied (every consumer and applied-listener has taken it), the
+   * log is asked to drop the entry from memory, so that any later read copies it from the file.
+   * False while something may still read the buffer, and always in a replicated group (Raft keeps
+   * entries for its followers) or over a log that keeps entries in memory.
+   */
+  releaseEntryData(index: number): boolean {
+    return !this.closed && this.releasesEntryData() && index <= this.applier.appliedIndex() && this.log.releaseEntryData?.(index) === true;
+  }
+
+  /** Whether releaseEntryData can ever be true here: a single voter over a log that can let go. */
+  releasesEntryData(): boolean {
+    return this.replicator.dropsEntryDataOnCommit === true && this.log.releaseEntryData !== undefined;
+  }
+
+  /**
    * The index a linearizable read must wait for: ReadIndex through the leader in a cluster, the
    * local commit index on a single voter (where everything committed is known locally).
    */

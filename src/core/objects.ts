@@ -26,7 +26,7 @@ import {
   type ObjectListPage,
   type ObjectRecord,
 } from '../projections';
-import { allocEntryData } from '../eventlog';
+import { lendChunkFrame, takeChunkFrame } from './chunk-frames';
 import { LoomError, isLoomError, noteTransferred, type Logger } from '../util';
 import type { Database, ReadOptions } from './database';
 
@@ -132,14 +132,16 @@ export class ObjectsApi {
     const whole = createHash('sha256');
     const digests: Buffer[] = [];
     const inflight: Array<Promise<unknown>> = [];
-    // Chunk entries not yet proposed: gathered up to uploadBatchBytes, counted in the window.
-    const pending: Uint8Array[] = [];
+    // Chunk entries not yet proposed, each with the frame it lives in: gathered up to
+    // uploadBatchBytes, counted in the window.
+    const pending: Array<{ data: Uint8Array; frame: Buffer }> = [];
     let pendingBytes = 0;
     const window = Math.max(1, Math.min(uploadChunksInFlightMax, Math.floor(uploadBytesInFlightMax / chunkBytes)));
     let size = 0;
     // Chunk bytes go straight into the entry body, after room for its header, in a buffer with room
     // for the log's framing too: the chunk is copied only into LMDB, never to encode or frame it.
-    // A chunk's frame is allocated when its first byte arrives, so the end of an upload allocates none.
+    // A chunk's frame is taken when its first byte arrives, so the end of an upload takes none; once
+    // its entry is applied and out of the log's memory, the frame is filled again (chunk-frames.ts).
     let frame: Buffer | undefined;
     let filled = 0;
     let lastChunkSeq = 0;
@@ -156,9 +158,9 @@ export class ObjectsApi {
       }
       if (!this.reader.hasReferencedChunk(sha.toString('hex'))) {
         // The digest was computed from these bytes just above, so the body skips encodeMutation's re-hash.
-        pending.push(encodeBlobChunkInPlace(full, filled, sha));
+        pending.push({ data: encodeBlobChunkInPlace(full, filled, sha), frame: full });
         pendingBytes += filled;
-        // The entry holds the frame (and the log frames the entry in it); the next chunk fills a fresh one.
+        // The entry holds the frame (and the log frames the entry in it); the next chunk takes another.
         frame = undefined;
         if (pendingBytes >= uploadBatchBytes || inflight.length + pending.length >= window) proposePending();
         if (inflight.length >= window) await inflight.shift();
@@ -172,9 +174,11 @@ export class ObjectsApi {
      * every chunk is stored.
      */
     const proposePending = (): void => {
-      for (const data of pending) {
-        const proposed = this.db.core.proposeCommitted({ type: 'blob.chunk', data }).then((seq) => {
+      const core = this.db.core;
+      for (const { data, frame: used } of pending) {
+        const proposed = core.proposeCommitted({ type: 'blob.chunk', data }).then((seq) => {
           lastChunkSeq = Math.max(lastChunkSeq, seq);
+          if (core.releasesEntryData()) lendChunkFrame(used, () => core.releaseEntryData(seq));
         });
         // Its failure is reported when the upload awaits it; until then (the source may be slow)
         // it must not count as an unhandled rejection, which ends a Node process.
@@ -200,7 +204,7 @@ export class ObjectsApi {
         let at = 0;
         while (at < bytes.byteLength) {
           const n = Math.min(chunkBytes - filled, bytes.byteLength - at);
-          frame ??= allocEntryData(blobChunkHeaderBytesMax + chunkBytes);
+          frame ??= takeChunkFrame(blobChunkHeaderBytesMax + chunkBytes);
           frame.set(bytes.subarray(at, at + n), blobChunkHeaderBytesMax + filled);
           filled += n;
           at += n;

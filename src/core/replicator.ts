@@ -18,6 +18,12 @@ export interface Replicator {
    * once they are committed. Invalid entries throw synchronously, taking no index.
    */
   propose(entries: ProposedEntry[]): { indexes: number[]; committed: Promise<void> };
+  /**
+   * True when the replicator keeps no reference to a proposed entry's data once `committed` has
+   * resolved (whatever the log keeps is the log's to say). Absent: it may (Raft keeps entries in
+   * memory for its followers).
+   */
+  readonly dropsEntryDataOnCommit?: boolean;
   commitIndex(): number;
   /** Called with the new commit index whenever it advances. */
   onCommit(listener: (commitIndex: number) => void): void;
@@ -91,6 +97,8 @@ export interface SingleNodeReplicatorOptions {
 
 /** A one-voter group: an entry is committed as soon as it is durable in the local log. */
 export class SingleNodeReplicator implements Replicator {
+  /** It hands each entry to the log and keeps nothing of it. */
+  readonly dropsEntryDataOnCommit = true;
   private readonly log: LogStore;
   private readonly now: () => number;
   private readonly term: number;

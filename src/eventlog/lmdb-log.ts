@@ -224,6 +224,16 @@ export class LmdbLog implements LogStore {
     return true;
   }
 
+  releaseEntryData(index: number): boolean {
+    if (this.pending.has(index)) return false;
+    const kept = this.recent.get(index);
+    if (kept !== undefined) {
+      this.recent.delete(index);
+      this.recentBytes -= entrySizeBytes(kept);
+    }
+    return true;
+  }
+
   private scan(lo: number, hi: number, bytesMax: number, copyData: boolean, visit: (entry: LogEntry) => void): number {
     this.checkOpen();
     if (lo < this.firstIndex() || hi > this.last + 1 || lo > hi) {
@@ -528,6 +538,8 @@ export class LmdbLog implements LogStore {
     // memory by ~40 MiB. A failed callback rejects its own promise, so every one is awaited.
     const key = encodeIndexKey(index);
     const written = this.env.transaction(() => this.entriesDb.putSync(key, value));
+    // Writing the value leaves its pages of the map resident in this process, as reading it would.
+    noteMappedRead(value.length);
     this.track(group, written);
     group.callbackWrites.push(written);
   }

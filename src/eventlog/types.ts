@@ -64,6 +64,13 @@ export interface LogStore {
    * Optional: callers fall back to `visitEntries`.
    */
   visitEntryUnchecked?(index: number, visit: (entry: LogEntry) => void): boolean;
+  /**
+   * Stops keeping the entry at `index` in memory as appended (its `data` the very buffer its
+   * proposer passed) once it is durable: later reads copy it from the file. True once the log holds
+   * no reference to that buffer; false while the entry is still being written. Optional: absent, a
+   * caller assumes the log keeps every entry's data.
+   */
+  releaseEntryData?(index: number): boolean;
   /** The term of entry i; for i = snapshot index, the snapshot's term; 0 for index 0. */
   term(i: number): number;
   firstIndex(): number;

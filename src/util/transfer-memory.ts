@@ -20,6 +20,7 @@ let movedSinceRelease = 0;
 let lastMovedAt = 0;
 let timer: NodeJS.Timeout | undefined;
 let collect: (() => void) | undefined;
+const releaseHooks: Array<() => void> = [];
 
 /**
  * Lets releases run a full collection. `loom serve` passes V8's `gc` (docs/decisions.md §16); an
@@ -27,6 +28,11 @@ let collect: (() => void) | undefined;
  */
 export function collectGarbageOnRelease(gc: () => void): void {
   collect = gc;
+}
+
+/** Runs `hook` at each release, before the collection: it lets go of memory kept for transfers. */
+export function onTransferMemoryRelease(hook: () => void): void {
+  releaseHooks.push(hook);
 }
 
 /**
@@ -54,6 +60,7 @@ export function releaseTransferMemory(): void {
   if (timer !== undefined) clearTimeout(timer);
   timer = undefined;
   movedSinceRelease = 0;
+  for (const hook of releaseHooks) hook();
   collect?.();
   releaseMappedPages();
   const loaded = loadLibc();
