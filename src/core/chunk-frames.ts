@@ -9,7 +9,7 @@
 // Safety rests on one question asked of the node's core: whether the entry's data may be released
 // (Core.releaseEntryData). A frame whose entry failed is never lent, and is left to the GC.
 
-import { allocEntryData } from '../eventlog';
+import { allocEntryData, reuseEntryData } from '../eventlog';
 import { onTransferMemoryRelease } from '../util';
 
 /** Most bytes of frames waiting here (lent or idle); beyond it the oldest are left to the GC. */
@@ -38,7 +38,7 @@ export function takeChunkFrame(dataBytes: number): Buffer {
     forgetOldest();
     if (oldest.frame.byteLength === dataBytes) {
       reused++;
-      return oldest.frame;
+      return reuseEntryData(oldest.frame);
     }
   }
   allocated++;

@@ -95,6 +95,17 @@ export function allocEntryData(dataBytesMax: number): Buffer {
 }
 
 /**
+ * Makes a buffer from allocEntryData serve one more entry: for its owner to call once nothing reads
+ * the entry it last held (core/chunk-frames.ts asks the core), since the log will frame the next
+ * entry in the same memory.
+ */
+export function reuseEntryData(data: Buffer): Buffer {
+  assert(data.byteOffset === entryFrameHeadBytesMax && data.buffer.byteLength === entryFrameHeadBytesMax + data.byteLength + entryFrameTailBytesMax, 'reuseEntryData takes a buffer from allocEntryData');
+  roomyBuffers.add(data.buffer);
+  return data;
+}
+
+/**
  * Data from allocEntryData has room around it in its own memory: the framing is written around it,
  * so a 256 KiB chunk is not copied before LMDB copies it. Undefined when the data has no such room.
  */

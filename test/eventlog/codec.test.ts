@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { crc32c } from '@node-rs/crc32';
 import { Packr } from 'msgpackr';
 import { crc32cOf } from '../../src/eventlog/crc32c';
-import { allocEntryData, decodeEntryFrame, decodeEntryValue, decodeIndexKey, encodeEntryValue, encodeIndexKey, indexKeyEncoder } from '../../src/eventlog/codec';
+import { allocEntryData, decodeEntryFrame, decodeEntryValue, decodeIndexKey, encodeEntryValue, encodeIndexKey, indexKeyEncoder, reuseEntryData } from '../../src/eventlog/codec';
 
 describe('the entry codec', () => {
   it('encodes indexes as fixed-width big-endian keys whose byte order is numeric order', () => {
@@ -117,6 +117,19 @@ describe('the entry codec', () => {
       expect(again.buffer).not.toBe(data.buffer);
       expect(value.equals(copied)).toBe(true);
     }
+  });
+
+  it('frames in place again once its owner reuses the buffer for another entry', () => {
+    const area = allocEntryData(4096);
+    const first = encodeEntryValue({ index: 1, term: 1, type: 'blob.chunk', data: area.subarray(10, 4000), ts: 5 });
+    expect(first.buffer).toBe(area.buffer);
+    area.fill(9);
+    const next = { index: 2, term: 1, type: 'blob.chunk', data: reuseEntryData(area).subarray(0, 4096), ts: 6 };
+    const value = encodeEntryValue(next);
+    expect(value.buffer).toBe(area.buffer);
+    expect(decodeEntryValue(value, 2, 'f')).toEqual({ ...next, data: Buffer.alloc(4096, 9) });
+    // Only buffers allocEntryData made can be reused so.
+    expect(() => reuseEntryData(Buffer.alloc(4096))).toThrow();
   });
 
   it('frames any entry byte for byte as packing the whole record with msgpackr would', () => {
