@@ -12,6 +12,8 @@ export interface EntryConsumer {
   /**
    * Applies a batch of committed entries, all with index > appliedIndex(), in order. May return
    * one outcome per entry (same order); the first consumer to return outcomes for an entry wins.
+   * An entry's data is valid until the call returns (or its promise settles): an upload fills a
+   * chunk's buffer again once the chunk is applied. A consumer copies what it keeps.
    */
   apply(entries: LogEntry[]): Promise<unknown[] | void> | unknown[] | void;
 }
@@ -62,6 +64,7 @@ export class Applier {
   /**
    * Listeners hear about every applied batch, with each entry's outcome, after all consumers have
    * taken it and before the next batch: they are called synchronously right after `applied` moves.
+   * As for consumers, an entry's data is valid only during the call.
    */
   onApplied(listener: (entries: LogEntry[], outcomes: unknown[]) => void): void {
     this.appliedListeners.push(listener);
@@ -155,7 +158,8 @@ export class Applier {
     try {
       while (this.applied < this.commit && !this.failure && !this.paused) {
         const hi = Math.min(this.commit, this.applied + this.batchEntriesMax) + 1;
-        const batch = this.log.entries(this.applied + 1, hi, this.batchBytesMax);
+        const lo = this.applied + 1;
+        const batch = this.log.entriesToApply ? this.log.entriesToApply(lo, hi, this.batchBytesMax) : this.log.entries(lo, hi, this.batchBytesMax);
         assert(batch.length > 0 && batch[0].index === this.applied + 1, `applier read a batch not starting at ${this.applied + 1}`);
         const outcomes: unknown[] = new Array(batch.length);
         for (const consumer of this.consumers) {

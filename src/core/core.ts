@@ -103,12 +103,12 @@ export class Core {
    * entries for its followers) or over a log that keeps entries in memory.
    */
   releaseEntryData(index: number): boolean {
-    return !this.closed && this.releasesEntryData() && index <= this.applier.appliedIndex() && this.log.releaseEntryData?.(index) === true;
+    return this.releasesEntryData() && index <= this.applier.appliedIndex() && this.log.releaseEntryData?.(index) === true;
   }
 
-  /** Whether releaseEntryData can ever be true here: a single voter over a log that can let go. */
+  /** Whether releaseEntryData can be true here: an open single voter over a log that can let go. */
   releasesEntryData(): boolean {
-    return this.replicator.dropsEntryDataOnCommit === true && this.log.releaseEntryData !== undefined;
+    return !this.closed && this.replicator.dropsEntryDataOnCommit === true && this.log.releaseEntryData !== undefined;
   }
 
   /**
@@ -145,7 +145,7 @@ export class Core {
     }
   }
 
-  /** Listens to every applied batch, after all consumers (projections) have taken it. */
+  /** Listens to every applied batch, after all consumers (projections) have taken it; entries' data is valid only during the call. */
   onApplied(listener: (entries: LogEntry[], outcomes: unknown[]) => void): void {
     this.applier.onApplied(listener);
   }

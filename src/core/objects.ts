@@ -26,7 +26,7 @@ import {
   type ObjectListPage,
   type ObjectRecord,
 } from '../projections';
-import { lendChunkFrame, takeChunkFrame } from './chunk-frames';
+import { ChunkFrames, type ChunkFrameStats } from './chunk-frames';
 import { LoomError, isLoomError, noteTransferred, type Logger } from '../util';
 import type { Database, ReadOptions } from './database';
 
@@ -99,6 +99,14 @@ export type ObjectSource = AsyncIterable<Uint8Array | string> | Uint8Array | str
 export class ObjectsApi {
   readonly chunkBytes: number;
   readonly objectBytesMax: number;
+
+  private framesMade: ChunkFrames | undefined;
+
+  /** The buffers uploads fill with chunk bytes, reused once their entries are released. */
+  private get frames(): ChunkFrames {
+    this.framesMade ??= new ChunkFrames(this.db.core);
+    return this.framesMade;
+  }
 
   /** The current blob view's reads (replaced when a snapshot replaces the views). */
   private get reader(): BlobReader {
@@ -174,11 +182,10 @@ export class ObjectsApi {
      * every chunk is stored.
      */
     const proposePending = (): void => {
-      const core = this.db.core;
       for (const { data, frame: used } of pending) {
-        const proposed = core.proposeCommitted({ type: 'blob.chunk', data }).then((seq) => {
+        const proposed = this.db.core.proposeCommitted({ type: 'blob.chunk', data }).then((seq) => {
           lastChunkSeq = Math.max(lastChunkSeq, seq);
-          if (core.releasesEntryData()) lendChunkFrame(used, () => core.releaseEntryData(seq));
+          this.frames.lend(used, seq);
         });
         // Its failure is reported when the upload awaits it; until then (the source may be slow)
         // it must not count as an unhandled rejection, which ends a Node process.
@@ -204,7 +211,7 @@ export class ObjectsApi {
         let at = 0;
         while (at < bytes.byteLength) {
           const n = Math.min(chunkBytes - filled, bytes.byteLength - at);
-          frame ??= takeChunkFrame(blobChunkHeaderBytesMax + chunkBytes);
+          frame ??= this.frames.take(blobChunkHeaderBytesMax + chunkBytes);
           frame.set(bytes.subarray(at, at + n), blobChunkHeaderBytesMax + filled);
           filled += n;
           at += n;
@@ -326,6 +333,11 @@ export class ObjectsApi {
       if ((outcome.collected ?? 0) < gcChunksPerEntryMax) break;
     }
     return { collected, entries };
+  }
+
+  /** How this database's uploads reuse their chunk buffers (docs/decisions.md §17). */
+  frameStats(): ChunkFrameStats {
+    return this.frames.stats();
   }
 
   chunkStats(): ReturnType<BlobReader['chunkStats']> {

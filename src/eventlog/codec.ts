@@ -94,6 +94,22 @@ export function allocEntryData(dataBytesMax: number): Buffer {
   return Buffer.from(memory, entryFrameHeadBytesMax, dataBytesMax);
 }
 
+/** Buffers from allocEntryData whose owner will fill them again (see markEntryDataReused). */
+const reusedBuffers = new WeakSet<ArrayBufferLike>();
+
+/**
+ * Declares, before `data` is proposed, that its owner will overwrite its memory once the entry is
+ * released (Core.releaseEntryData): the log then hands every reader but the applier a copy of it.
+ */
+export function markEntryDataReused(data: Uint8Array): void {
+  reusedBuffers.add(data.buffer);
+}
+
+/** Whether `data` lies in memory its owner will overwrite (markEntryDataReused). */
+export function isEntryDataReused(data: Uint8Array): boolean {
+  return reusedBuffers.has(data.buffer);
+}
+
 /**
  * Makes a buffer from allocEntryData serve one more entry: for its owner to call once nothing reads
  * the entry it last held (core/chunk-frames.ts asks the core), since the log will frame the next

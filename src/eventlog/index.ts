@@ -6,5 +6,5 @@ export type { MemoryLogOptions } from './memory-log';
 export * from './limits';
 export { LmdbLog } from './lmdb-log';
 export { checkEntrySize, entrySizeBytes } from './validate';
-export { allocEntryData, entryFrameHeadBytesMax, entryFrameTailBytesMax, reuseEntryData } from './codec';
+export { allocEntryData, entryFrameHeadBytesMax, entryFrameTailBytesMax, isEntryDataReused, markEntryDataReused, reuseEntryData } from './codec';
 export type { LmdbLogOptions, LogObserver, SyncMode, VerifyReport } from './lmdb-log';

@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { statSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { LoomError, assert, noteMappedRead, watchMappedFile } from '../util';
-import { decodeEntryFrame, decodeEntryFrameUnchecked, decodeEntryFrameView, decodeEntryValue, decodeIndexKey, encodeEntryValue, encodeIndexKey, indexKeyEncoder, sharedValueDecoder, writeIndexKey } from './codec';
+import { decodeEntryFrame, decodeEntryFrameUnchecked, decodeEntryFrameView, decodeEntryValue, decodeIndexKey, encodeEntryValue, encodeIndexKey, indexKeyEncoder, isEntryDataReused, sharedValueDecoder, writeIndexKey } from './codec';
 import { entryBytesMaxDefault, readBytesMaxDefault } from './limits';
 import type { HardState, LogEntry, LogStats, LogStore, SnapshotMeta } from './types';
 import { checkAppend, checkIndex, entrySizeBytes } from './validate';
@@ -190,6 +190,13 @@ export class LmdbLog implements LogStore {
   }
 
   entries(lo: number, hi: number, bytesMax = readBytesMaxDefault): LogEntry[] {
+    const out: LogEntry[] = [];
+    // An entry in memory whose data its proposer will reuse is copied: the caller may keep it.
+    this.scan(lo, hi, bytesMax, true, (entry) => out.push(isEntryDataReused(entry.data) ? { ...entry, data: Buffer.from(entry.data) } : entry));
+    return out;
+  }
+
+  entriesToApply(lo: number, hi: number, bytesMax = readBytesMaxDefault): LogEntry[] {
     const out: LogEntry[] = [];
     this.scan(lo, hi, bytesMax, true, (entry) => out.push(entry));
     return out;

@@ -48,8 +48,17 @@ export interface LogStore {
    * nothing, so a caller knows at once that no index was taken. lastIndex() moves at once.
    */
   append(entries: LogEntry[]): Promise<void>;
-  /** Entries with lo <= index < hi, stopping early once bytesMax is passed (at least one entry is returned). */
+  /**
+   * Entries with lo <= index < hi, stopping early once bytesMax is passed (at least one entry is
+   * returned). Their data stays as it is for as long as the caller keeps them.
+   */
   entries(lo: number, hi: number, bytesMax?: number): LogEntry[];
+  /**
+   * The same, for the applier alone: an entry whose data its proposer will reuse
+   * (markEntryDataReused) comes as appended, not copied, and its data is valid only until the entry
+   * is released (releaseEntryData). Optional: callers fall back to `entries`.
+   */
+  entriesToApply?(lo: number, hi: number, bytesMax?: number): LogEntry[];
   /**
    * Calls `visit` with each entry with lo <= index < hi, in order, stopping once bytesMax is passed
    * (at least one entry is visited); returns how many it visited. Unlike `entries`, an entry's
