@@ -302,8 +302,7 @@ export class LoomClient {
   private async *receiveObject(download: DownloadTarget, response: http.IncomingMessage): AsyncGenerator<Buffer> {
     const body = bodyPlace(response);
     const etag = /^"([0-9a-f]{64})"$/.exec(String(response.headers.etag ?? ''))?.[1];
-    const rev = Number(response.headers['loom-rev']);
-    const target: DownloadTarget = { ...download, ...(etag === undefined ? {} : { etag }), ...(Number.isSafeInteger(rev) ? { rev } : {}) };
+    const target: DownloadTarget = { ...download, ...(etag === undefined ? {} : { etag }) };
     const check = response.statusCode === 200 && etag !== undefined ? new Sha256Check(etag, download.bucket, download.name) : undefined;
     const pieces = response[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
     let received = 0;
@@ -324,6 +323,15 @@ export class LoomClient {
         check?.update(step.value);
         yield step.value;
       }
+      // A cut connection destroys the response with the bytes that arrived before the cut still in
+      // its buffer, and the iterator stops short of them; they are the object's, and cutError asks
+      // from the first byte after them, so they are delivered too.
+      const rest = cause === undefined ? null : (response.read() as Buffer | null);
+      if (rest !== null) {
+        received += rest.byteLength;
+        check?.update(rest);
+        yield rest;
+      }
     } finally {
       response.destroy();
     }
@@ -338,38 +346,27 @@ export class LoomClient {
 
   /**
    * Why a download was cut at byte `at` (the first it did not deliver; `end` is its last). The node
-   * reads ahead of what it has sent and drops that read-ahead when a chunk fails its check, so the
-   * damaged chunk can lie up to cutSearchBytesMax past `at`. Each chunk from `at` on is asked for by
-   * one byte: the node checks the first chunk of a response before its status line, so a damaged
-   * one answers CORRUPT, and If-Match makes a changed object answer CONFLICT. Those answers are
-   * never spliced into the stream. If every chunk answers with bytes, the cut was the network's,
-   * and the caller can resume from `at`: UNAVAILABLE, details.offset = at.
+   * sends every byte before a chunk that fails its check and then cuts the response, and it checks
+   * a response's first chunk before its status line. So one request from `at` tells: an error
+   * answer is the node's reason (CORRUPT naming the chunk; CONFLICT if the object changed, through
+   * If-Match), and bytes mean the cut was the network's, so the caller can resume from `at`:
+   * UNAVAILABLE, details.offset = at. The answer's bytes are never spliced into the stream.
    */
   private async cutError(target: DownloadTarget, at: number, end: number, why: string): Promise<LoomError> {
     const { bucket, name } = target;
     const resumable = (reason: string): LoomError =>
       new LoomError('UNAVAILABLE', `download of object ${name} in bucket ${bucket} was cut at byte ${at} (${reason}); get it again with offset ${at} to resume`, { bucket, name, offset: at });
     const headers: Record<string, string> = target.etag === undefined ? {} : { 'if-match': `"${target.etag}"` };
+    headers.range = `bytes=${at}-${end === Number.MAX_SAFE_INTEGER ? '' : end}`;
     try {
-      // The chunk size is not in the HTTP headers; atLeast keeps a lagging node from not knowing the object.
-      const { chunkBytes, size } = await this.objects.info(bucket, name, target.rev === undefined ? {} : { atLeast: target.rev });
-      const last = Math.min(end, size - 1, at + cutSearchBytesMax);
-      for (let chunk = Math.floor(at / chunkBytes), probes = 0; chunk * chunkBytes <= last && probes < cutProbesMax; chunk++, probes++) {
-        const from = Math.max(at, chunk * chunkBytes);
-        const answer = await this.httpRequest('GET', target.path, { ...headers, range: `bytes=${from}-${from}` });
-        // A server that ignores Range would send the whole object for each question: ask no more.
-        if (answer.statusCode !== 206) {
-          answer.destroy();
-          return resumable(`${why}; the node answered a one-byte range with HTTP ${answer.statusCode}`);
-        }
-        await readAll(answer);
-      }
+      const answer = await this.httpRequest('GET', target.path, headers);
+      answer.destroy();
     } catch (err) {
       // The node answered why (CORRUPT, CONFLICT, NOT_FOUND, …); not reaching it says nothing about the object.
       if (err instanceof LoomError && err.code !== 'UNAVAILABLE' && err.code !== 'TIMEOUT') return err;
       return resumable(`${why}; asking the node why failed: ${(err as Error).message}`);
     }
-    return resumable(`${why}; the node reads the chunks after it without error`);
+    return resumable(`${why}; the node serves the bytes from there`);
   }
 
   private async requestJson<T>(subject: string, data: Uint8Array, headers?: MsgHdrs): Promise<T> {
@@ -402,18 +399,7 @@ interface DownloadTarget {
   path: string;
   /** The object's sha256 as the ETag gave it, hex. */
   etag?: string;
-  /** The object's rev (Loom-Rev) the download served. */
-  rev?: number;
 }
-
-/**
- * How far past the last byte a cut download delivered its damaged chunk may lie: the node reads up
- * to 1 MiB ahead of what it has sent (its downloadBytesAheadMax) and drops that read-ahead when a
- * chunk fails, and up to one more chunk (1 MiB at most) can be unsent in its socket's writes.
- */
-const cutSearchBytesMax = 2 * 1024 * 1024 + 64 * 1024;
-/** Most one-byte requests a cut download sends to find its damaged chunk: with chunks under 33 KiB it searches less far than cutSearchBytesMax. */
-const cutProbesMax = 64;
 
 /** The query carrying read options, `?…` or empty. */
 function readQuery(options: ReadOptions): string {

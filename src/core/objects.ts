@@ -348,35 +348,67 @@ export class ObjectsApi {
     const reader = this.reader;
     const end = offset + length;
     let position = offset;
-    return new Readable({
-      // One Buffer per piece: a byte stream read by for-await joined the pieces buffered into a
-      // copy, losing each piece's headroom (and the gRPC door's one message per chunk).
-      objectMode: true,
-      // Read ahead up to downloadBytesAheadMax: read() is called again while fewer pieces are
-      // buffered, so the consumer's writes are large and the sync chunk reads overlap its I/O.
-      highWaterMark: Math.max(1, Math.floor(downloadBytesAheadMax / record.chunkBytes)),
-      read(): void {
-        if (position >= end) {
-          this.push(null);
-          return;
-        }
-        try {
-          const index = Math.floor(position / record.chunkBytes);
-          const chunkStart = index * record.chunkBytes;
-          const bytes = reader.readStoredChunk(bucket, name, record, index, downloadPieceHeadroomBytes);
-          // Checked on this thread. A worker thread (tried) took ~25% off this thread's CPU, but the
-          // 1 GiB memory test's growth rose to 76-106 MiB of its 100 MiB bound (docs/buckets.md).
-          checkChunkDigest(bucket, name, record, index, hash('sha256', bytes, 'buffer'));
-          const from = position - chunkStart;
-          const to = Math.min(bytes.byteLength, end - chunkStart);
-          position = chunkStart + to;
-          noteTransferred(to - from);
-          this.push(from === 0 && to === bytes.byteLength ? bytes : bytes.subarray(from, to));
-        } catch (err) {
-          this.destroy(err as Error);
-        }
-      },
+    // Read ahead up to downloadBytesAheadMax: read() is called again while fewer pieces are
+    // buffered, so the consumer's writes are large and the sync chunk reads overlap its I/O.
+    return new CheckedPieces(Math.max(1, Math.floor(downloadBytesAheadMax / record.chunkBytes)), () => {
+      if (position >= end) return null;
+      const index = Math.floor(position / record.chunkBytes);
+      const chunkStart = index * record.chunkBytes;
+      const bytes = reader.readStoredChunk(bucket, name, record, index, downloadPieceHeadroomBytes);
+      // Checked on this thread. A worker thread (tried) took ~25% off this thread's CPU, but the
+      // 1 GiB memory test's growth rose to 76-106 MiB of its 100 MiB bound (docs/buckets.md).
+      checkChunkDigest(bucket, name, record, index, hash('sha256', bytes, 'buffer'));
+      const from = position - chunkStart;
+      const to = Math.min(bytes.byteLength, end - chunkStart);
+      position = chunkStart + to;
+      noteTransferred(to - from);
+      return from === 0 && to === bytes.byteLength ? bytes : bytes.subarray(from, to);
     });
+  }
+}
+
+/**
+ * A download's pieces: an object-mode Readable of Buffers, one per chunk read (a byte stream read
+ * with for-await joined the pieces it had buffered into a copy, losing each piece's headroom and
+ * the gRPC door's one message per chunk). A piece that fails to read (a chunk that fails its
+ * check) stops the reading, but the stream fails with that error only once its consumer has taken
+ * every good piece read ahead of it: destroying at once would drop them, and the consumer could
+ * not tell where the damage lies from where its bytes stopped. So a download delivers every byte
+ * before a damaged chunk, then fails; one whose first chunk is damaged fails before any piece.
+ */
+class CheckedPieces extends Readable {
+  /** The error of the piece that failed, held while good pieces before it are still buffered. */
+  private failure: Error | undefined;
+
+  constructor(
+    highWaterMark: number,
+    /** The next piece, null at the end; throws if it cannot be read whole and right. */
+    private readonly readPiece: () => Buffer | null,
+  ) {
+    super({ objectMode: true, highWaterMark });
+  }
+
+  override _read(): void {
+    let piece: Buffer | null;
+    try {
+      piece = this.readPiece();
+    } catch (err) {
+      // Nothing is pushed, so Readable calls _read no more: the reading stops here.
+      if (this.readableLength === 0) this.destroy(err as Error);
+      else this.failure = err as Error;
+      return;
+    }
+    this.push(piece);
+  }
+
+  /**
+   * Every consumer takes buffered pieces through read() (flowing mode, pipe and for-await too), so
+   * this is where the last good piece leaves: the held failure follows it.
+   */
+  override read(size?: number): unknown {
+    const piece: unknown = super.read(size);
+    if (this.failure !== undefined && this.readableLength === 0 && !this.destroyed) this.destroy(this.failure);
+    return piece;
   }
 }
 

@@ -33,10 +33,13 @@ function damageChunk(dir: string, bytes: Buffer, index: number): void {
 /**
  * A TCP proxy in front of the node's HTTP door that can cut one response, as a network failure
  * would: after `cutAfter(n)`, the next n bytes the node sends pass and the connection then ends.
+ * It counts the GETs that pass, so a test can tell how many requests a download took.
  */
 class CuttingProxy {
   private cutLeftBytes: number | undefined;
   private readonly sockets = new Set<net.Socket>();
+  /** GET requests that passed through, counted from their request lines. */
+  gets = 0;
 
   private constructor(
     private readonly server: net.Server,
@@ -54,6 +57,14 @@ class CuttingProxy {
       downstream.on('error', () => upstream.destroy());
       upstream.on('error', () => downstream.destroy());
       downstream.pipe(upstream);
+      // Object GETs carry no body, so every request line the client sends starts a request.
+      let sent = '';
+      downstream.on('data', (data: Buffer) => {
+        sent += data.toString('latin1');
+        const lines = sent.split('\r\n');
+        sent = lines.pop() as string;
+        if (proxy !== undefined) proxy.gets += lines.filter((line) => /^GET \S+ HTTP\/1\.1$/.test(line)).length;
+      });
       upstream.on('data', (data: Buffer) => {
         const left = proxy?.cutLeftBytes;
         if (proxy !== undefined && left !== undefined && data.byteLength >= left) {
@@ -110,38 +121,54 @@ describe('the client SDK downloading an object whose response is cut', () => {
     expect(received.equals(bytes)).toBe(true);
   });
 
-  it('rejects with CORRUPT before any byte when the damaged chunk is among those the node reads before answering', async () => {
+  it('rejects with CORRUPT before any byte when the first chunk is damaged', async () => {
+    const bytes = randomBytes(3 * chunkBytesDefault);
+    await client.objects.put('disk', 'damaged-first', bytes);
+    damageChunk(dir, bytes, 0);
+    // The node checks a response's first chunk before its status line: a 500 CORRUPT, no stream.
+    await expect(client.objects.get('disk', 'damaged-first')).rejects.toMatchObject({ code: 'CORRUPT', details: { bucket: 'disk', name: 'damaged-first', chunk: 0 } });
+  });
+
+  it('delivers every byte before a damaged second chunk, then fails CORRUPT naming it', async () => {
     const bytes = randomBytes(3 * chunkBytesDefault);
     await client.objects.put('disk', 'damaged-second', bytes);
     damageChunk(dir, bytes, 1);
-    // The node reads ahead while it prepares its status line, so the second chunk's damage is a 500.
-    const failure = await client.objects.get('disk', 'damaged-second').then(drain, (err: unknown) => ({ bytes: Buffer.alloc(0), failure: err }));
-    expect(failure.failure).toBeInstanceOf(LoomError);
-    expect(failure.failure).toMatchObject({ code: 'CORRUPT', details: { bucket: 'disk', name: 'damaged-second', chunk: 1 } });
-    expect(failure.bytes.equals(bytes.subarray(0, failure.bytes.length))).toBe(true);
+    const { bytes: received, failure } = await drain(await client.objects.get('disk', 'damaged-second'));
+    expect(failure).toBeInstanceOf(LoomError);
+    expect(failure).toMatchObject({ code: 'CORRUPT', details: { bucket: 'disk', name: 'damaged-second', chunk: 1 } });
+    expect(received.equals(bytes.subarray(0, chunkBytesDefault))).toBe(true);
   });
 
-  it('fails a download the node cuts at a damaged later chunk with CORRUPT naming that chunk, after only the object\'s first bytes', async () => {
-    // 8 chunks, the 7th damaged: past the node's 1 MiB read-ahead (downloadBytesAheadMax), so the
+  it('fails a download the node cuts at a damaged later chunk with CORRUPT naming it, after every byte before it and one more request', async () => {
+    // 12 chunks, the 10th damaged: past the node's 1 MiB read-ahead (downloadBytesAheadMax), so the
     // node has sent its 200 and some bytes when it finds the damage, and can only cut the response.
-    const bytes = randomBytes(8 * chunkBytesDefault);
-    await client.objects.put('disk', 'damaged-later', bytes);
-    damageChunk(dir, bytes, 6);
+    const bytes = randomBytes(12 * chunkBytesDefault);
+    const proxy = await CuttingProxy.start(serve.ports.http);
+    const viaProxy = await connect({ servers: `nats://127.0.0.1:${serve.ports.nats}`, http: `http://127.0.0.1:${proxy.port}` });
+    try {
+      await viaProxy.objects.put('disk', 'damaged-later', bytes);
+      damageChunk(dir, bytes, 9);
 
-    const { bytes: received, failure } = await drain(await client.objects.get('disk', 'damaged-later'));
-    expect(failure).toBeInstanceOf(LoomError);
-    expect(failure).toMatchObject({ code: 'CORRUPT', details: { bucket: 'disk', name: 'damaged-later', chunk: 6 } });
-    expect(received.length).toBeGreaterThan(0);
-    expect(received.length).toBeLessThanOrEqual(6 * chunkBytesDefault);
-    expect(received.equals(bytes.subarray(0, received.length))).toBe(true);
+      const { bytes: received, failure } = await drain(await viaProxy.objects.get('disk', 'damaged-later'));
+      expect(failure).toBeInstanceOf(LoomError);
+      expect(failure).toMatchObject({ code: 'CORRUPT', details: { bucket: 'disk', name: 'damaged-later', chunk: 9 } });
+      expect(received.equals(bytes.subarray(0, 9 * chunkBytesDefault))).toBe(true);
+      // The GET, and one from the first byte it did not deliver, which the node answers CORRUPT.
+      expect(proxy.gets).toBe(2);
 
-    // A range that starts past the first bytes is cut the same way; one that ends before the damage is whole.
-    const ranged = await drain(await client.objects.get('disk', 'damaged-later', { offset: 1000, length: 7 * chunkBytesDefault }));
-    expect(ranged.failure).toMatchObject({ code: 'CORRUPT', details: { chunk: 6 } });
-    expect(ranged.bytes.equals(bytes.subarray(1000, 1000 + ranged.bytes.length))).toBe(true);
-    const before = await drain(await client.objects.get('disk', 'damaged-later', { offset: 10, length: 6 * chunkBytesDefault - 10 }));
-    expect(before.failure).toBeUndefined();
-    expect(before.bytes.equals(bytes.subarray(10, 6 * chunkBytesDefault))).toBe(true);
+      // A range that starts past the first bytes is cut the same way; one that ends before the damage is whole.
+      const ranged = await drain(await viaProxy.objects.get('disk', 'damaged-later', { offset: 1000, length: 11 * chunkBytesDefault }));
+      expect(ranged.failure).toMatchObject({ code: 'CORRUPT', details: { chunk: 9 } });
+      expect(ranged.bytes.equals(bytes.subarray(1000, 9 * chunkBytesDefault))).toBe(true);
+      expect(proxy.gets).toBe(4);
+      const before = await drain(await viaProxy.objects.get('disk', 'damaged-later', { offset: 10, length: 9 * chunkBytesDefault - 10 }));
+      expect(before.failure).toBeUndefined();
+      expect(before.bytes.equals(bytes.subarray(10, 9 * chunkBytesDefault))).toBe(true);
+      expect(proxy.gets).toBe(5);
+    } finally {
+      await viaProxy.close();
+      await proxy.close();
+    }
   });
 
   it('fails a download the network cuts with UNAVAILABLE naming the offset to resume from, which resumes it', async () => {
@@ -151,9 +178,12 @@ describe('the client SDK downloading an object whose response is cut', () => {
       const bytes = randomBytes(3 * chunkBytesDefault + 5);
       await viaProxy.objects.put('net', 'song', bytes);
       proxy.cutAfter(chunkBytesDefault + 12_345);
+      const getsBefore = proxy.gets;
       const { bytes: received, failure } = await drain(await viaProxy.objects.get('net', 'song'));
       expect(failure).toBeInstanceOf(LoomError);
       expect(failure).toMatchObject({ code: 'UNAVAILABLE', details: { bucket: 'net', name: 'song', offset: received.length } });
+      // The GET, and one from the first byte it did not deliver, which the node answers with bytes.
+      expect(proxy.gets - getsBefore).toBe(2);
       expect(received.length).toBeGreaterThan(0);
       expect(received.length).toBeLessThan(bytes.length);
       expect(received.equals(bytes.subarray(0, received.length))).toBe(true);

@@ -240,6 +240,47 @@ describe('objects on one node', () => {
     expect(await codeOf(collect(download.stream))).toBe('CORRUPT');
   });
 
+  it('hands over every piece read ahead of a damaged chunk before it fails, paused or flowing; from the damaged chunk it fails before any piece', async () => {
+    // 300 chunks of 4 KiB, the 201st damaged: within the 256 the stream reads ahead (downloadBytesAheadMax).
+    const damaged = 200;
+    const bytes = randomBytes(300 * chunk);
+    await opened.db.objects.put('files', 'middle', bytes);
+    expect(damageOnDisk(dir, bytes.subarray(damaged * chunk + 100, damaged * chunk + 164))).toEqual(['log/data.mdb']);
+    const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+    // Paused: it reads ahead up to the damaged chunk, stops there, and holds its failure.
+    const paused = (await opened.db.objects.get('files', 'middle')).stream;
+    paused.on('readable', () => undefined);
+    while (paused.readableLength < damaged) await settle();
+    for (let turn = 0; turn < 10; turn++) await settle();
+    expect(paused.readableLength).toBe(damaged);
+    expect(paused.destroyed).toBe(false);
+    paused.removeAllListeners('readable');
+    const parts: Buffer[] = [];
+    const failure = await (async () => {
+      for await (const part of paused) parts.push(part as Buffer);
+    })().then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(failure).toMatchObject({ code: 'CORRUPT', details: { chunk: damaged } });
+    expect(Buffer.concat(parts).equals(bytes.subarray(0, damaged * chunk))).toBe(true);
+
+    // Flowing ('data'), every piece taken as it comes.
+    const flowing = (await opened.db.objects.get('files', 'middle')).stream;
+    const flowed: Buffer[] = [];
+    flowing.on('data', (part: Buffer) => flowed.push(part));
+    expect(await new Promise<unknown>((resolve) => flowing.once('error', resolve))).toMatchObject({ code: 'CORRUPT', details: { chunk: damaged } });
+    expect(Buffer.concat(flowed).equals(bytes.subarray(0, damaged * chunk))).toBe(true);
+
+    // A range that starts in the damaged chunk fails before any piece.
+    const first = (await opened.db.objects.get('files', 'middle', { offset: damaged * chunk + 1 })).stream;
+    const none: Buffer[] = [];
+    first.on('data', (part: Buffer) => none.push(part));
+    expect(await new Promise<unknown>((resolve) => first.once('error', resolve))).toMatchObject({ code: 'CORRUPT', details: { chunk: damaged } });
+    expect(none).toEqual([]);
+  });
+
   it('fails CORRUPT for a chunk damaged on disk while the node runs', async () => {
     const bytes = randomBytes(2 * chunk);
     await opened.db.objects.put('files', 'live', bytes);

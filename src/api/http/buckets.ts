@@ -2,7 +2,7 @@
 // buffered whole), downloads streamed with backpressure, single Range, ETag = sha256, If-None-Match.
 
 import type * as http from 'node:http';
-import { Readable } from 'node:stream';
+import { Readable, finished } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { objectTooLarge, type Database } from '../../core';
 import type { ObjectInfo } from '../../projections';
@@ -82,9 +82,9 @@ export function registerBucketRoutes(app: FastifyInstance, options: BucketRouteO
     const download = await db.objects.get(bucket, name, range ? { offset: range.start, length: range.end - range.start + 1 } : {});
     if (download.info.rev !== info.rev) throw new LoomError('CONFLICT', 'the object changed while the download started; retry', { bucket, name });
     // Read the first piece before the status line goes out, so a corrupt first chunk is a 500 CORRUPT.
-    const body = await withFirstPiece(download.stream);
+    const first = await withFirstPiece(download.stream);
     if (range) reply.status(206).header('content-range', `bytes ${range.start}-${range.end}/${info.size}`);
-    return reply.header('content-length', String(download.length)).send(body);
+    return reply.header('content-length', String(download.length)).send(new SentBeforeCut(first, reply.raw));
   });
 
   app.delete('/v1/buckets/:bucket/objects/*', async (request: FastifyRequest<ObjectParams>) => {
@@ -240,6 +240,71 @@ function withFirstPiece(stream: Readable): Promise<Readable> {
     stream.on('readable', onReadable);
     stream.on('error', done);
   });
+}
+
+/**
+ * The body Fastify sends for a download: the download's pieces as Fastify asks for them, and its
+ * failure (a later chunk that fails its check) only once every byte before it has left the node.
+ * The download fails only after handing over every good piece, but Fastify answers a body's
+ * failure after the status line by destroying the socket, which drops the bytes still queued for
+ * it, and a client could then not tell where the damage is (docs/buckets.md). So the failure ends
+ * the connection first, its FIN after those bytes, and reaches Fastify once that is done.
+ */
+class SentBeforeCut extends Readable {
+  /** Fastify asked for a piece that has not been pushed yet. */
+  private wanted = false;
+  private failure: Error | undefined;
+  private cutting = false;
+
+  constructor(
+    private readonly pieces: Readable,
+    private readonly response: http.ServerResponse,
+  ) {
+    // One piece of its own at most, so the download's own read-ahead stays the bound.
+    super({ objectMode: true, highWaterMark: 1 });
+    pieces.on('readable', () => this.pull());
+    pieces.once('end', () => this.push(null));
+    pieces.once('error', (err) => {
+      this.failure = err;
+      // A piece pushed and not yet taken is sent first: _read comes once it has been.
+      if (this.wanted) this.cut();
+    });
+  }
+
+  override _read(): void {
+    this.wanted = true;
+    if (this.failure !== undefined) this.cut();
+    else this.pull();
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    this.pieces.destroy();
+    callback(err);
+  }
+
+  private pull(): void {
+    while (this.wanted) {
+      const piece: unknown = this.pieces.read();
+      if (piece === null) return;
+      this.wanted = this.push(piece);
+    }
+  }
+
+  private cut(): void {
+    if (this.cutting) return;
+    this.cutting = true;
+    const failure = this.failure as Error;
+    // After this turn: the read that called _read may still return a piece, which is written first.
+    process.nextTick(() => {
+      const socket = this.response.socket;
+      if (!this.response.headersSent || socket === null || socket.destroyed) {
+        this.destroy(failure);
+        return;
+      }
+      socket.end();
+      finished(socket, { readable: false }, () => this.destroy(failure));
+    });
+  }
 }
 
 function readOptions(query: Query): Record<string, unknown> {

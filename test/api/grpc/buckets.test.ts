@@ -172,6 +172,25 @@ describe('Buckets over gRPC', () => {
     expect(info.size).toBe(bytes.length);
   });
 
+  it('sends every data message before a chunk damaged on disk in the middle, then ends CORRUPT naming it', async () => {
+    // 12 chunks, the 10th damaged: far past the node's read-ahead (downloadBytesAheadMax, 1 MiB).
+    const bytes = randomBytes(12 * chunk);
+    await put(client, { bucket: 'c', name: 'damaged-middle' }, [bytes]);
+    expect(damageOnDisk(dir, bytes.subarray(9 * chunk + 100, 9 * chunk + 164))).not.toEqual([]);
+    const call = client.Get({ bucket: 'c', name: 'damaged-middle' }) as grpc.ClientReadableStream<{ info?: Info; data: Buffer }>;
+    const parts: Buffer[] = [];
+    const failure = await (async () => {
+      for await (const message of call) if (message.data.length) parts.push(message.data);
+    })().then(
+      () => undefined,
+      (err: unknown) => err as grpc.ServiceError,
+    );
+    expect(Buffer.concat(parts).equals(bytes.subarray(0, 9 * chunk))).toBe(true);
+    expect(failure?.code).toBe(grpc.status.DATA_LOSS);
+    expect(loomCode(failure)).toBe('CORRUPT');
+    expect(JSON.parse(String(failure?.metadata.get('loom-error-details')[0]))).toMatchObject({ bucket: 'c', name: 'damaged-middle', chunk: 9 });
+  });
+
   it('answers CORRUPT for a chunk damaged on disk, over gRPC and HTTP', async () => {
     const bytes = randomBytes(2 * chunk);
     await put(client, { bucket: 'c', name: 'damaged' }, [bytes]);

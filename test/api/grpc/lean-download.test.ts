@@ -105,22 +105,27 @@ describe('Buckets.Get on the lean path', () => {
     expect(bad[0].headers).toMatchObject({ 'loom-error': 'INVALID_ARGUMENT', 'loom-error-details': '{"field":"body"}' });
   });
 
-  it('ends a download whose later chunk is damaged with CORRUPT trailers, after the good chunks, as grpc-js', async () => {
-    const damaged = randomBytes(3 * chunk);
-    await db.objects.put('b', 'bad', damaged, { chunkBytes: chunk });
+  it.each([
+    [3, 2, chunk],
+    // Past the read-ahead (downloadBytesAheadMax, 1 MiB: 64 chunks of 16 KiB): none of the
+    // chunks read ahead of the damaged one is lost.
+    [70, 66, 16 * 1024],
+  ])('ends a download of %i chunks whose chunk %i is damaged with CORRUPT trailers, after every good chunk, as grpc-js', async (chunks, bad, chunkBytes) => {
+    const damaged = randomBytes(chunks * chunkBytes);
+    await db.objects.put('b', 'bad', damaged, { chunkBytes });
     const reader = db.objects as unknown as { reader: { readStoredChunk(...args: unknown[]): Buffer } };
     const read = reader.reader.readStoredChunk.bind(reader.reader);
     // The third chunk reads back with one bit flipped, as a damaged disk page would give it.
     const flip = jest.spyOn(Object.getPrototypeOf(reader.reader) as { readStoredChunk(...args: unknown[]): Buffer }, 'readStoredChunk').mockImplementation(function (...args: unknown[]) {
       const out = read(...args);
-      if (args[3] === 2) out[0] ^= 1;
+      if (args[3] === bad) out[0] ^= 1;
       return out;
     });
     try {
       const answer = await same({ bucket: 'b', name: 'bad' });
       expect(answer.trailers).toMatchObject({ 'grpc-status': String(grpc.status.DATA_LOSS), 'loom-error': 'CORRUPT' });
       const messages = messagesOf(answer.body);
-      expect(Buffer.concat(messages.slice(1).map((m) => m.data as Buffer)).equals(damaged.subarray(0, 2 * chunk))).toBe(true);
+      expect(Buffer.concat(messages.slice(1).map((m) => m.data as Buffer)).equals(damaged.subarray(0, bad * chunkBytes))).toBe(true);
     } finally {
       flip.mockRestore();
     }

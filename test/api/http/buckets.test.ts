@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { openNode, type EmbeddedNode } from '../../../src';
 import { chunkBytesDefault } from '../../../src/util/names';
-import { startServe, stopServe } from '../../support/cli';
+import { startServe, stopServe, type ServeProcess } from '../../support/cli';
 import { damageOnDisk } from '../../support/damage';
 import { makeTempDir, removeDir } from '../../support/tmp';
 
@@ -248,33 +248,107 @@ describe('Buckets over HTTP', () => {
   });
 });
 
+/** What a client reading a raw socket got: the status, headers and every body byte before the socket ended. */
+interface RawAnswer {
+  status: number;
+  headers: Record<string, string>;
+  body: Buffer;
+}
+
+/**
+ * A GET over a plain socket, read until the node ends the connection, so nothing between the node
+ * and the test can drop or add a byte. `slow` reads a socket read every 2 ms, so the node's
+ * writes back up behind the test, as a slow client's do.
+ */
+function rawGet(port: number, path: string, options: { headers?: Record<string, string>; slow?: boolean } = {}): Promise<RawAnswer> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    const parts: Buffer[] = [];
+    const head = Object.entries({ host: '127.0.0.1', connection: 'close', ...options.headers }).map(([k, v]) => `${k}: ${v}\r\n`);
+    socket.write(`GET ${path} HTTP/1.1\r\n${head.join('')}\r\n`);
+    socket.on('data', (data: Buffer) => {
+      parts.push(data);
+      if (!options.slow) return;
+      socket.pause();
+      setTimeout(() => socket.resume(), 2);
+    });
+    socket.on('error', reject);
+    socket.on('end', () => {
+      socket.destroy();
+      const all = Buffer.concat(parts);
+      const split = all.indexOf('\r\n\r\n');
+      const [statusLine, ...lines] = all.subarray(0, split).toString('latin1').split('\r\n');
+      const headers = Object.fromEntries(lines.map((line) => [line.slice(0, line.indexOf(':')).toLowerCase(), line.slice(line.indexOf(':') + 1).trim()]));
+      resolve({ status: Number(statusLine.split(' ')[1]), headers, body: all.subarray(split + 4) });
+    });
+  });
+}
+
 describe('a loom serve process and a damaged chunk', () => {
-  it('survives a chunk after the first that fails its check: GET and HEAD never answer wrong bytes', async () => {
-    const dir = makeTempDir();
-    const serve = await startServe(dir);
-    try {
-      const port = serve.ports.http;
-      const bytes = randomBytes(3 * chunkBytesDefault);
-      expect((await request(port, 'PUT', path('damaged-later'), { body: bytes })).status).toBe(200);
-      expect(damageOnDisk(dir, bytes.subarray(chunkBytesDefault + 100, chunkBytesDefault + 164))).not.toEqual([]);
-      for (const method of ['GET', 'HEAD', 'GET']) {
-        const outcome = await request(port, method, path('damaged-later')).then(
-          (res) => res,
-          (err: Error) => err,
-        );
-        // A cut response is allowed (never a whole, wrong body); a whole one is the CORRUPT error.
-        if (outcome instanceof Error || method === 'HEAD') continue;
-        expect(outcome.status).toBe(500);
-        expect(JSON.parse(outcome.body.toString()).code).toBe('CORRUPT');
+  const chunk = chunkBytesDefault;
+  let dir: string;
+  let serve: ServeProcess;
+
+  beforeAll(async () => {
+    dir = makeTempDir();
+    serve = await startServe(dir);
+  });
+  afterAll(async () => {
+    await stopServe(serve);
+    removeDir(dir);
+  });
+
+  /** Stores `bytes` as `name` and damages its chunk `index` on disk while the node runs. */
+  async function storeDamaged(name: string, bytes: Buffer, index: number): Promise<void> {
+    expect((await request(serve.ports.http, 'PUT', path(name), { body: bytes })).status).toBe(200);
+    expect(damageOnDisk(dir, bytes.subarray(index * chunk + 100, index * chunk + 164))).not.toEqual([]);
+  }
+
+  it('survives a chunk after the first that fails its check: GET sends the bytes before it and cuts, HEAD answers', async () => {
+    const bytes = randomBytes(3 * chunk);
+    await storeDamaged('damaged-second', bytes, 1);
+    for (const method of ['GET', 'HEAD', 'GET']) {
+      if (method === 'HEAD') {
+        const head = await request(serve.ports.http, 'HEAD', path('damaged-second'));
+        expect(head.status).toBe(200);
+        expect(head.headers['content-length']).toBe(String(bytes.length));
+        continue;
       }
-      // The process is still up, and serves the bytes before the damage.
-      expect(serve.child.exitCode).toBeNull();
-      const range = await request(port, 'GET', path('damaged-later'), { headers: { range: 'bytes=0-99' } });
-      expect(range.status).toBe(206);
-      expect(range.body.equals(bytes.subarray(0, 100))).toBe(true);
-    } finally {
-      await stopServe(serve);
-      removeDir(dir);
+      const answer = await rawGet(serve.ports.http, path('damaged-second'));
+      expect(answer.status).toBe(200);
+      expect(answer.headers['content-length']).toBe(String(bytes.length));
+      expect(answer.body.equals(bytes.subarray(0, chunk))).toBe(true);
     }
+    // The process is still up, and serves the bytes before the damage.
+    expect(serve.child.exitCode).toBeNull();
+    const range = await request(serve.ports.http, 'GET', path('damaged-second'), { headers: { range: 'bytes=0-99' } });
+    expect(range.status).toBe(206);
+    expect(range.body.equals(bytes.subarray(0, 100))).toBe(true);
+  });
+
+  it('sends every byte before a damaged chunk in the middle, byte for byte, then cuts the response, to a fast and a slow client', async () => {
+    // 48 chunks, the 41st damaged: far past the node's read-ahead (downloadBytesAheadMax, 1 MiB) and
+    // more than the kernel's socket buffers hold, so the slow client's bytes queue in the node.
+    const damaged = 40;
+    const bytes = randomBytes(48 * chunk);
+    await storeDamaged('damaged-middle', bytes, damaged);
+    for (const slow of [false, true]) {
+      const answer = await rawGet(serve.ports.http, path('damaged-middle'), { slow });
+      expect(answer.status).toBe(200);
+      expect(answer.headers['content-length']).toBe(String(bytes.length));
+      expect(answer.body.length).toBe(damaged * chunk);
+      expect(answer.body.equals(bytes.subarray(0, damaged * chunk))).toBe(true);
+    }
+    // A range is cut at the same byte of the object.
+    const from = 2 * chunk + 5;
+    const ranged = await rawGet(serve.ports.http, path('damaged-middle'), { headers: { range: `bytes=${from}-` } });
+    expect(ranged.status).toBe(206);
+    expect(ranged.headers['content-length']).toBe(String(bytes.length - from));
+    expect(ranged.body.equals(bytes.subarray(from, damaged * chunk))).toBe(true);
+    // From the first byte not delivered, the damaged chunk is the first: a clean CORRUPT naming it.
+    const next = await rawGet(serve.ports.http, path('damaged-middle'), { headers: { range: `bytes=${damaged * chunk}-` } });
+    expect(next.status).toBe(500);
+    expect(JSON.parse(next.body.toString())).toMatchObject({ code: 'CORRUPT', details: { chunk: damaged } });
+    expect(serve.child.exitCode).toBeNull();
   });
 });
