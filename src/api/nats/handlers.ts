@@ -142,7 +142,8 @@ export class NatsApi {
 }
 
 const kvPutPrefix = `${apiSubjectPrefix}KV.PUT.`;
-// A KV.GET reply's header block: `NATS/1.0` and three headers of at most 16 digits, under 128 bytes.
+// Room for a KV.GET reply's header block: `NATS/1.0` and three headers of at most 16 digits take
+// 110 bytes; a value this far under the limit fits with them, so their size is not computed.
 const kvGetHeaderBytesMax = 256;
 const kvGetPrefix = `${apiSubjectPrefix}KV.GET.`;
 
