@@ -5,9 +5,9 @@
 import { MsgHeaders, type Bus, type Msg, type Subscription } from '../../bus';
 import type { Database, EventRecord, SqlResult } from '../../core';
 import { changeMessage, type KvListPage, type ObjectListPage } from '../../projections';
-import { LoomError, isLoomError, type Logger } from '../../util';
+import { LoomError, assert, isLoomError, type Logger } from '../../util';
 import { parseInput, runOperation, type OperationContext, type OperationName } from '../operations';
-import { encodeEventsToFit, encodePageToFit, encodeSqlResultToFit } from './page-fit';
+import { checkReplyFits, encodeEventsToFit, encodePageToFit, encodeSqlResultToFit, encodeWholeToFit } from './page-fit';
 
 export const apiSubjectPrefix = '$LOOM.API.';
 export const apiQueueGroup = 'loom-api';
@@ -60,14 +60,14 @@ export class NatsApi {
       return;
     }
     if (this.inFlight >= this.requestsInFlightMax) {
-      reply(msg, new LoomError('UNAVAILABLE', `too many API requests in flight (requestsInFlightMax ${this.requestsInFlightMax}); retry`, { limit: 'requestsInFlightMax' }));
+      reply(msg, new LoomError('UNAVAILABLE', `too many API requests in flight (requestsInFlightMax ${this.requestsInFlightMax}); retry`, { limit: 'requestsInFlightMax' }), this.options.bus.maxPayloadBytes);
       return;
     }
     this.inFlight++;
     this.serve(msg)
       .catch((err: unknown) => {
         if (!isLoomError(err)) this.options.logger.error({ err, subject: msg.subject }, 'API request failed unexpectedly');
-        reply(msg, err);
+        reply(msg, err, this.options.bus.maxPayloadBytes);
       })
       .finally(() => this.inFlight--);
   }
@@ -82,9 +82,12 @@ export class NatsApi {
     const result = await runOperation(this.ctx, request.name, input);
     if (request.name === 'kv.get') {
       const entry = result as { value: Uint8Array; rev: number; createRev: number; updatedAt: number };
-      msg.respond(entry.value, {
-        headers: MsgHeaders.fromRecord({ 'Loom-Rev': String(entry.rev), 'Loom-Create-Rev': String(entry.createRev), 'Loom-Updated-At': String(entry.updatedAt) }),
-      });
+      const headers = MsgHeaders.fromRecord({ 'Loom-Rev': String(entry.rev), 'Loom-Create-Rev': String(entry.createRev), 'Loom-Updated-At': String(entry.updatedAt) });
+      // The headers count towards the limit too; they are encoded twice only for a value near it.
+      if (entry.value.length + kvGetHeaderBytesMax > this.options.bus.maxPayloadBytes) {
+        checkReplyFits(entry.value.length + headers.encode().length, this.options.bus.maxPayloadBytes, 'the value with its headers', 'read it over HTTP or gRPC, which carry values of any size');
+      }
+      msg.respond(entry.value, { headers });
       return;
     }
     msg.respond(encodeToFit(request.name, result, this.options.bus.maxPayloadBytes) ?? encoder(result));
@@ -119,7 +122,7 @@ export class NatsApi {
           if (++sent % 256 === 0) await new Promise((resolve) => setImmediate(resolve));
         }
       } catch (err) {
-        if (bus.hasInterest(deliver)) bus.publish(deliver, encoder(toError(err).toJSON()), { headers: errorHeaders(toError(err)) });
+        if (bus.hasInterest(deliver)) bus.publish(deliver, encodeError(toError(err), bus.maxPayloadBytes), { headers: errorHeaders(toError(err)) });
       } finally {
         watch.close();
         this.watches.delete(watch);
@@ -139,6 +142,9 @@ export class NatsApi {
 }
 
 const kvPutPrefix = `${apiSubjectPrefix}KV.PUT.`;
+// Room for a KV.GET reply's header block: `NATS/1.0` and three headers of at most 16 digits take
+// 110 bytes; a value this far under the limit fits with them, so their size is not computed.
+const kvGetHeaderBytesMax = 256;
 const kvGetPrefix = `${apiSubjectPrefix}KV.GET.`;
 
 /** `$LOOM.API.<GROUP>.<VERB>.<args…>` → an operation and its input. */
@@ -259,6 +265,20 @@ function encodeToFit(name: OperationName, result: unknown, payloadBytesMax: numb
       return encodeEventsToFit(result as { events: EventRecord[] }, payloadBytesMax);
     case 'sql.query':
       return encodeSqlResultToFit(result as SqlResult, payloadBytesMax);
+    case 'obj.info':
+      return encodeWholeToFit(result, payloadBytesMax, "the object's info", 'read it over HTTP or gRPC');
+    case 'cluster.status':
+      return encodeWholeToFit(result, payloadBytesMax, 'the cluster status', 'read it over HTTP (GET /v1/cluster/status) or gRPC');
+    case 'cluster.add':
+    case 'cluster.remove':
+    case 'cluster.transfer':
+      // The change is made by now: the error says so, as a client would otherwise take it as undone.
+      return encodeWholeToFit(
+        result,
+        payloadBytesMax,
+        `${name.toUpperCase()} is done, but the cluster status it answers with`,
+        'read the status over HTTP (GET /v1/cluster/status) or gRPC',
+      );
     default:
       return undefined;
   }
@@ -273,7 +293,21 @@ function errorHeaders(err: LoomError): MsgHeaders {
   return MsgHeaders.fromRecord({ 'Loom-Error': err.code });
 }
 
-function reply(msg: Msg, err: unknown): void {
+function reply(msg: Msg, err: unknown, payloadBytesMax: number): void {
   const error = toError(err);
-  msg.respond(encoder(error.toJSON()), { headers: errorHeaders(error) });
+  msg.respond(encodeError(error, payloadBytesMax), { headers: errorHeaders(error) });
+}
+
+/**
+ * An error as JSON; one whose message and details (a long name quoted, say) are too big for a
+ * reply keeps its code with a short message, rather than no reply at all.
+ */
+function encodeError(error: LoomError, payloadBytesMax: number): Buffer {
+  const whole = encoder(error.toJSON());
+  const headerBytes = errorHeaders(error).encode().length;
+  if (whole.length + headerBytes <= payloadBytesMax) return whole;
+  const message = `the ${error.code} error is ${whole.length} bytes, larger than a NATS reply may be (maxPayloadBytes ${payloadBytesMax}); HTTP and gRPC carry it whole`;
+  const short = encoder({ code: error.code, message, details: {} });
+  assert(short.length + headerBytes <= payloadBytesMax, 'a short error fits in the smallest maxPayloadBytes');
+  return short;
 }

@@ -58,13 +58,24 @@ export function encodeEventsToFit(read: { events: EventRecord[] }, payloadBytesM
  * for. The client chooses fewer rows per page, a LIMIT, or a door with no such limit.
  */
 export function encodeSqlResultToFit(result: SqlResult, payloadBytesMax: number): Buffer {
-  const whole = Buffer.from(JSON.stringify(result));
-  if (whole.length <= payloadBytesMax) return whole;
-  throw replyTooLarge(
-    `the SQL result is ${whole.length} bytes as JSON, larger than a NATS reply may be (maxPayloadBytes ${payloadBytesMax}); ` +
-      'ask for fewer rows (a smaller limit, following the cursor, or a LIMIT in the SQL) or query over HTTP or gRPC',
-    payloadBytesMax,
-  );
+  return encodeWholeToFit(result, payloadBytesMax, 'the SQL result', 'ask for fewer rows (a smaller limit, following the cursor, or a LIMIT in the SQL) or query over HTTP or gRPC');
+}
+
+/**
+ * `value` as JSON if it fits in `payloadBytesMax`; TOO_LARGE otherwise, for a reply that has no
+ * part to cut (one object's info, the cluster status). `what` names the reply, `instead` what the
+ * client can do.
+ */
+export function encodeWholeToFit(value: unknown, payloadBytesMax: number, what: string, instead: string): Buffer {
+  const whole = Buffer.from(JSON.stringify(value));
+  checkReplyFits(whole.length, payloadBytesMax, what, instead);
+  return whole;
+}
+
+/** TOO_LARGE if a reply of `replyBytes` (payload and headers) is over `payloadBytesMax`. */
+export function checkReplyFits(replyBytes: number, payloadBytesMax: number, what: string, instead: string): void {
+  if (replyBytes <= payloadBytesMax) return;
+  throw replyTooLarge(`${what} is ${replyBytes} bytes, larger than a NATS reply may be (maxPayloadBytes ${payloadBytesMax}); ${instead}`, payloadBytesMax);
 }
 
 /**

@@ -1,7 +1,7 @@
 // Replies cut to fit one NATS reply: exact sizes, the cursor after the last item kept, and
 // TOO_LARGE when not even one item fits or a reply cannot be cut.
 
-import { encodeEventsToFit, encodePageToFit, encodeSqlResultToFit } from '../../../src/api/nats/page-fit';
+import { checkReplyFits, encodeEventsToFit, encodePageToFit, encodeSqlResultToFit, encodeWholeToFit } from '../../../src/api/nats/page-fit';
 import { LoomError } from '../../../src/util';
 
 interface Item {
@@ -94,5 +94,22 @@ describe('encodeSqlResultToFit', () => {
     const error = thrown(() => encodeSqlResultToFit(result, Buffer.byteLength(JSON.stringify(result)) - 1));
     expect(error).toMatchObject({ code: 'TOO_LARGE', details: { limit: 'maxPayloadBytes' } });
     expect((error as Error).message).toMatch(/LIMIT/);
+  });
+});
+
+describe('encodeWholeToFit and checkReplyFits', () => {
+  const status = { nodeId: 1, members: [{ id: 1, role: 'voter' }] };
+
+  it('sends a reply that fits, to the byte, as it is', () => {
+    const bytes = Buffer.byteLength(JSON.stringify(status));
+    expect(encodeWholeToFit(status, bytes, 'the status', 'ask elsewhere').toString()).toBe(JSON.stringify(status));
+    expect(() => checkReplyFits(bytes, bytes, 'the status', 'ask elsewhere')).not.toThrow();
+  });
+
+  it('fails TOO_LARGE naming the reply, its size, the limit and what to do instead', () => {
+    const bytes = Buffer.byteLength(JSON.stringify(status));
+    const error = thrown(() => encodeWholeToFit(status, bytes - 1, 'the status', 'ask elsewhere'));
+    expect(error).toMatchObject({ code: 'TOO_LARGE', details: { limit: 'maxPayloadBytes', max: bytes - 1 } });
+    expect((error as Error).message).toBe(`the status is ${bytes} bytes, larger than a NATS reply may be (maxPayloadBytes ${bytes - 1}); ask elsewhere`);
   });
 });
