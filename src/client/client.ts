@@ -15,7 +15,12 @@ export interface ClientOptions {
   /** NATS URLs of loom nodes, e.g. `nats://127.0.0.1:4222`. */
   servers: string | string[];
   token?: string;
-  /** Per-request time limit. */
+  /**
+   * Per-request time limit (default 10 s). For the HTTP object transfers it is a stall limit, not a
+   * limit on the whole transfer: the longest the SDK waits on the network with no byte moving
+   * (connecting, sending, awaiting the response, each piece of a body). One option for both,
+   * because both bound the same thing, how long a node may stay silent before the call fails.
+   */
   timeoutMs?: number;
   /** Passed through to the nats client (reconnect settings, name, …). */
   nats?: Partial<ConnectionOptions>;
@@ -148,9 +153,10 @@ export class LoomClient {
       for (const [key, value] of Object.entries(names.checkObjectMetadata(options.metadata ?? {}))) headers[`x-loom-meta-${key}`] = names.metadataValueToHeader(value);
       if (options.sha256 !== undefined) headers['x-loom-sha256'] = options.sha256;
       if (options.chunkBytes !== undefined) headers['x-loom-chunk-bytes'] = String(options.chunkBytes);
-      const body = typeof source === 'string' || source instanceof Uint8Array ? Readable.from([Buffer.from(source)]) : Readable.from(source);
-      const response = await this.httpRequest('PUT', objectPath(bucket, name), headers, body);
-      return JSON.parse((await readAll(response)).toString('utf8')) as ObjectInfo;
+      // A Readable goes in as itself, not wrapped, so a failed upload destroys the caller's stream.
+      const body = source instanceof Readable ? source : Readable.from(typeof source === 'string' || source instanceof Uint8Array ? [Buffer.from(source)] : source);
+      const { response, stall } = await this.httpRequest('PUT', objectPath(bucket, name), headers, body);
+      return JSON.parse((await readAll(response, stall)).toString('utf8')) as ObjectInfo;
     },
     /**
      * Opens a download (HTTP GET, one `Range` when offset or length is given) as a Node Readable.
@@ -158,7 +164,9 @@ export class LoomClient {
      * against its sha256 as it streams (CORRUPT at the end), and a response cut short fails the
      * stream with the node's reason, CORRUPT (naming the chunk) when a chunk failed its check,
      * or UNAVAILABLE with `details.offset` to resume from when the network cut it. Every byte
-     * delivered before such a failure is the object's. Length 0 reads nothing but still fails
+     * delivered before such a failure is the object's. A body on which no byte arrives for
+     * `timeoutMs` while the stream waits for one fails TIMEOUT, also with `details.offset`; a
+     * consumer that stops reading is never timed out. Length 0 reads nothing but still fails
      * NOT_FOUND for a missing object and INVALID_ARGUMENT for an offset past its end.
      */
     get: async (bucket: string, name: string, options: { offset?: number; length?: number } & ReadOptions = {}): Promise<Readable> => {
@@ -176,11 +184,11 @@ export class LoomClient {
         headers.range = `bytes=${offset}-${options.length === undefined ? '' : offset + options.length - 1}`;
       }
       const path = `${objectPath(bucket, name)}${readQuery(reads)}`;
-      const response = await this.httpRequest('GET', path, headers);
+      const exchange = await this.httpRequest('GET', path, headers);
       // highWaterMark 0: a piece is pulled from the response only once the consumer has taken the
       // last, so a cut fails the stream with nothing buffered, and the bytes the consumer saw are
       // exactly those before the offset the error names (a buffered piece would be dropped).
-      return Readable.from(this.receiveObject({ bucket, name, path }, response), { objectMode: false, highWaterMark: 0 });
+      return Readable.from(this.receiveObject({ bucket, name, path }, exchange), { objectMode: false, highWaterMark: 0 });
     },
     info: (bucket: string, name: string, options: ReadOptions = {}): Promise<ObjectInfo> => {
       names.checkBucket(bucket);
@@ -249,9 +257,11 @@ export class LoomClient {
 
   /**
    * One request to the HTTP door; resolves with the response once its status is 2xx, and turns an
-   * error status (JSON body {code, message, details}) into a LoomError with the same code.
+   * error status (JSON body {code, message, details}) into a LoomError with the same code. It fails
+   * TIMEOUT (details.phase) when the network stalls for timeoutMs: connecting, sending the body,
+   * or awaiting the response; whoever reads the body times each piece with the `stall` it returns.
    */
-  private async httpRequest(method: string, path: string, headers: Record<string, string>, body?: Readable): Promise<http.IncomingMessage> {
+  private async httpRequest(method: string, path: string, headers: Record<string, string>, body?: Readable): Promise<HttpExchange> {
     const base = this.options.http;
     if (base === undefined) throw new LoomError('INVALID_ARGUMENT', 'objects.put and objects.get need the node\'s HTTP address: connect({http: "http://host:port"})', { field: 'http' });
     // The path goes out exactly as built: a WHATWG URL (new URL, fetch) would resolve the dot
@@ -261,19 +271,46 @@ export class LoomClient {
     const href = `${origin.origin}${path}`;
     if (this.options.token !== undefined) headers.authorization = `Bearer ${this.options.token}`;
     const request = transport.request(origin, { method, headers, path });
+    let answered: http.IncomingMessage | undefined;
+    let finished = false;
+    const stall = new StallTimer(this.timeoutMs, () => {
+      const phase = sendPhase(request, answered, finished);
+      // Nothing waits to go out: the caller's source is slow, which is not the network's stall.
+      if (phase === undefined) return stall.restart();
+      const timeout = new LoomError('TIMEOUT', `${method} ${href} timed out: ${stallReasons[phase]} for ${this.timeoutMs} ms`, { url: href, phase, timeoutMs: this.timeoutMs });
+      stall.timeout = timeout;
+      if (answered === undefined) request.destroy(timeout);
+      else answered.destroy(timeout);
+    });
     const response = new Promise<http.IncomingMessage>((resolve, reject) => {
-      request.once('response', resolve);
-      request.once('error', (err) => reject(new LoomError('UNAVAILABLE', `${method} ${href} failed: ${err.message}`, { url: href })));
+      request.once('response', (res: http.IncomingMessage) => {
+        answered = res;
+        stall.stop();
+        resolve(res);
+      });
+      request.once('error', (err) => {
+        stall.stop();
+        reject(stall.timeout ?? new LoomError('UNAVAILABLE', `${method} ${href} failed: ${err.message}`, { url: href }));
+      });
+    });
+    // Until the response, the count restarts whenever bytes move out (a piece taken from the
+    // source, a drained socket): an upload fails only when what it wrote stays unsent.
+    stall.restart();
+    request.on('drain', () => stall.restart());
+    request.once('finish', () => {
+      finished = true;
+      if (answered === undefined) stall.restart();
     });
     // A body the server rejects early (413, 400) ends the request; the response says why.
     const sent = body ? pipeline(body, request) : Promise.resolve(request.end());
+    body?.on('data', () => answered === undefined && stall.restart());
     sent.catch(() => undefined);
     const res = await response;
     if (res.statusCode !== undefined && res.statusCode >= 200 && res.statusCode < 300) {
       await sent;
-      return res;
+      return { response: res, stall };
     }
-    const text = (await readAll(res)).toString('utf8');
+    const text = (await readAll(res, stall)).toString('utf8');
     let parsed: { code?: string; message?: string; details?: Record<string, unknown> } = {};
     try {
       parsed = JSON.parse(text) as typeof parsed;
@@ -299,7 +336,7 @@ export class LoomClient {
    * that fails its check only by cutting the response); the stream then fails with cutError's
    * reason. A whole object (200) is also checked against its sha256, the ETag.
    */
-  private async *receiveObject(download: DownloadTarget, response: http.IncomingMessage): AsyncGenerator<Buffer> {
+  private async *receiveObject(download: DownloadTarget, { response, stall }: HttpExchange): AsyncGenerator<Buffer> {
     const body = bodyPlace(response);
     const etag = /^"([0-9a-f]{64})"$/.exec(String(response.headers.etag ?? ''))?.[1];
     const target: DownloadTarget = { ...download, ...(etag === undefined ? {} : { etag }) };
@@ -311,12 +348,16 @@ export class LoomClient {
       for (;;) {
         // Only the response's own failure is a cut: an error the consumer throws in at `yield`
         // (it destroyed the stream) passes out untouched.
+        // The count runs only while the stream waits on the network, not while the consumer holds a piece.
         let step: IteratorResult<Buffer>;
+        stall.restart();
         try {
           step = await pieces.next();
         } catch (err) {
           cause = err as Error;
           break;
+        } finally {
+          stall.stop();
         }
         if (step.done) break;
         received += step.value.byteLength;
@@ -333,7 +374,17 @@ export class LoomClient {
         yield rest;
       }
     } finally {
+      stall.stop();
       response.destroy();
+    }
+    // A stall is the network's, and asking the node again would wait as long: resume from here.
+    if (stall.timeout !== undefined) {
+      const at = body.start + received;
+      throw new LoomError(
+        'TIMEOUT',
+        `download of object ${download.name} in bucket ${download.bucket} stalled at byte ${at}: no byte arrived for ${this.timeoutMs} ms; get it again with offset ${at} to resume`,
+        { ...stall.timeout.details, bucket: download.bucket, name: download.name, offset: at },
+      );
     }
     // Every byte announced arrived: an error after the last one cut nothing.
     const whole = body.length === undefined ? cause === undefined : received === body.length;
@@ -360,7 +411,7 @@ export class LoomClient {
     headers.range = `bytes=${at}-${end === Number.MAX_SAFE_INTEGER ? '' : end}`;
     try {
       const answer = await this.httpRequest('GET', target.path, headers);
-      answer.destroy();
+      answer.response.destroy();
     } catch (err) {
       // The node answered why (CORRUPT, CONFLICT, NOT_FOUND, …); not reaching it says nothing about the object.
       if (err instanceof LoomError && err.code !== 'UNAVAILABLE' && err.code !== 'TIMEOUT') return err;
@@ -418,10 +469,73 @@ function bodyPlace(response: http.IncomingMessage): { start: number; length: num
   return { start: 0, length };
 }
 
-async function readAll(stream: Readable): Promise<Buffer> {
+/** A response body whole, each piece awaited within the exchange's stall limit. */
+async function readAll(response: http.IncomingMessage, stall: StallTimer): Promise<Buffer> {
   const pieces: Buffer[] = [];
-  for await (const piece of stream) pieces.push(piece as Buffer);
+  stall.restart();
+  try {
+    for await (const piece of response) {
+      pieces.push(piece as Buffer);
+      stall.restart();
+    }
+  } catch (err) {
+    throw stall.timeout ?? err;
+  } finally {
+    stall.stop();
+  }
   return Buffer.concat(pieces);
+}
+
+/** An HTTP response with the stall timer of its exchange, which its reader runs while it waits. */
+interface HttpExchange {
+  response: http.IncomingMessage;
+  stall: StallTimer;
+}
+
+/** Where an HTTP exchange was stuck when its stall limit ran out (details.phase of the TIMEOUT). */
+type StallPhase = 'connect' | 'upload' | 'response' | 'download';
+
+const stallReasons: Record<StallPhase, string> = {
+  connect: 'no connection',
+  upload: 'no byte of the request went out',
+  response: 'no response',
+  download: 'no byte of the body arrived',
+};
+
+/**
+ * What a request that ran out of time waits for; undefined when it waits on nothing of the
+ * network's (the caller's source has not given the next piece, and every byte given went out).
+ */
+function sendPhase(request: http.ClientRequest, answered: http.IncomingMessage | undefined, finished: boolean): StallPhase | undefined {
+  if (answered !== undefined) return 'download';
+  if (request.socket === null || request.socket.connecting) return 'connect';
+  if (finished) return 'response';
+  return request.writableLength > 0 ? 'upload' : undefined;
+}
+
+/**
+ * The stall limit of one HTTP exchange: a timer the exchange restarts whenever it starts waiting
+ * on the network or bytes move, and stops while it waits on the caller. It fires once at most.
+ */
+class StallTimer {
+  private timer: NodeJS.Timeout | undefined;
+  /** The TIMEOUT the exchange failed with, once the timer fired. */
+  timeout: LoomError | undefined;
+
+  constructor(
+    private readonly timeoutMs: number,
+    private readonly expired: () => void,
+  ) {}
+
+  restart(): void {
+    clearTimeout(this.timer);
+    if (this.timeout === undefined) this.timer = setTimeout(() => this.expired(), this.timeoutMs);
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
 }
 
 /** A whole object's running sha256: `verify` throws CORRUPT, once every byte was seen, if they do not hash to the expected one. */

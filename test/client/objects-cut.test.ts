@@ -3,98 +3,20 @@
 // whole download; the first is CORRUPT, the second UNAVAILABLE with the offset to resume from.
 
 import { randomBytes } from 'node:crypto';
-import * as net from 'node:net';
-import { type Readable } from 'node:stream';
 import { connect, type LoomClient } from '../../src/client';
 import { LoomError, names } from '../../src/util';
 import { startServe, stopServe, type ServeProcess } from '../support/cli';
 import { damageOnDisk } from '../support/damage';
+import { TcpProxy } from '../support/proxy';
+import { drain } from '../support/streams';
 import { makeTempDir, removeDir } from '../support/tmp';
 
 const { chunkBytesDefault } = names;
-
-/** Every byte the stream delivered, and how it ended: undefined if it ended, else its error. */
-async function drain(stream: Readable): Promise<{ bytes: Buffer; failure: unknown }> {
-  const pieces: Buffer[] = [];
-  try {
-    for await (const piece of stream) pieces.push(piece as Buffer);
-    return { bytes: Buffer.concat(pieces), failure: undefined };
-  } catch (err) {
-    return { bytes: Buffer.concat(pieces), failure: err };
-  }
-}
 
 /** Damages chunk `index` of `bytes` (stored with the default chunk size) wherever the node keeps it. */
 function damageChunk(dir: string, bytes: Buffer, index: number): void {
   const at = index * chunkBytesDefault + 100;
   expect(damageOnDisk(dir, bytes.subarray(at, at + 64))).not.toEqual([]);
-}
-
-/**
- * A TCP proxy in front of the node's HTTP door that can cut one response, as a network failure
- * would: after `cutAfter(n)`, the next n bytes the node sends pass and the connection then ends.
- * It counts the GETs that pass, so a test can tell how many requests a download took.
- */
-class CuttingProxy {
-  private cutLeftBytes: number | undefined;
-  private readonly sockets = new Set<net.Socket>();
-  /** GET requests that passed through, counted from their request lines. */
-  gets = 0;
-
-  private constructor(
-    private readonly server: net.Server,
-    readonly port: number,
-  ) {}
-
-  static async start(targetPort: number): Promise<CuttingProxy> {
-    let proxy: CuttingProxy | undefined;
-    const server = net.createServer((downstream) => {
-      const upstream = net.connect(targetPort, '127.0.0.1');
-      for (const socket of [downstream, upstream]) {
-        proxy?.sockets.add(socket);
-        socket.on('close', () => proxy?.sockets.delete(socket));
-      }
-      downstream.on('error', () => upstream.destroy());
-      upstream.on('error', () => downstream.destroy());
-      downstream.pipe(upstream);
-      // Object GETs carry no body, so every request line the client sends starts a request.
-      let sent = '';
-      downstream.on('data', (data: Buffer) => {
-        sent += data.toString('latin1');
-        const lines = sent.split('\r\n');
-        sent = lines.pop() as string;
-        if (proxy !== undefined) proxy.gets += lines.filter((line) => /^GET \S+ HTTP\/1\.1$/.test(line)).length;
-      });
-      upstream.on('data', (data: Buffer) => {
-        const left = proxy?.cutLeftBytes;
-        if (proxy !== undefined && left !== undefined && data.byteLength >= left) {
-          proxy.cutLeftBytes = undefined;
-          downstream.end(data.subarray(0, left));
-          upstream.destroy();
-          return;
-        }
-        if (proxy !== undefined && left !== undefined) proxy.cutLeftBytes = left - data.byteLength;
-        if (!downstream.write(data)) upstream.pause();
-      });
-      downstream.on('drain', () => upstream.resume());
-      upstream.on('end', () => downstream.end());
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    proxy = new CuttingProxy(server, (server.address() as net.AddressInfo).port);
-    return proxy;
-  }
-
-  cutAfter(bytes: number): void {
-    this.cutLeftBytes = bytes;
-  }
-
-  /** Closes the proxy and the connections an HTTP agent keeps open through it. */
-  close(): Promise<void> {
-    return new Promise((resolve) => {
-      this.server.close(() => resolve());
-      for (const socket of this.sockets) socket.destroy();
-    });
-  }
 }
 
 describe('the client SDK downloading an object whose response is cut', () => {
@@ -143,7 +65,7 @@ describe('the client SDK downloading an object whose response is cut', () => {
     // 12 chunks, the 10th damaged: past the node's 1 MiB read-ahead (downloadBytesAheadMax), so the
     // node has sent its 200 and some bytes when it finds the damage, and can only cut the response.
     const bytes = randomBytes(12 * chunkBytesDefault);
-    const proxy = await CuttingProxy.start(serve.ports.http);
+    const proxy = await TcpProxy.start(serve.ports.http);
     const viaProxy = await connect({ servers: `nats://127.0.0.1:${serve.ports.nats}`, http: `http://127.0.0.1:${proxy.port}` });
     try {
       await viaProxy.objects.put('disk', 'damaged-later', bytes);
@@ -172,7 +94,7 @@ describe('the client SDK downloading an object whose response is cut', () => {
   });
 
   it('fails a download the network cuts with UNAVAILABLE naming the offset to resume from, which resumes it', async () => {
-    const proxy = await CuttingProxy.start(serve.ports.http);
+    const proxy = await TcpProxy.start(serve.ports.http);
     const viaProxy = await connect({ servers: `nats://127.0.0.1:${serve.ports.nats}`, http: `http://127.0.0.1:${proxy.port}` });
     try {
       const bytes = randomBytes(3 * chunkBytesDefault + 5);
