@@ -27,7 +27,7 @@ import {
   type ObjectRecord,
 } from '../projections';
 import { ChunkFrames, type ChunkFrameStats } from './chunk-frames';
-import { LoomError, isLoomError, noteTransferred, type Logger } from '../util';
+import { LoomError, isLoomError, noteTransferEnded, noteTransferred, type Logger } from '../util';
 import type { Database, ReadOptions } from './database';
 
 /**
@@ -260,8 +260,10 @@ export class ObjectsApi {
       await Promise.allSettled(inflight);
       // The upload's own error is the one to report; a wait that times out changes nothing stored.
       if (lastChunkSeq > 0) await this.db.core.waitApplied(lastChunkSeq).catch(() => undefined);
+      noteTransferEnded();
       throw err;
     }
+    noteTransferEnded();
     const info = this.reader.stat(bucket, name);
     // A later write may already have replaced it; the info describes what this upload committed.
     if (info && info.rev === outcome.seq) return info;
@@ -351,7 +353,10 @@ export class ObjectsApi {
     // Read ahead up to downloadBytesAheadMax: read() is called again while fewer pieces are
     // buffered, so the consumer's writes are large and the sync chunk reads overlap its I/O.
     return new CheckedPieces(Math.max(1, Math.floor(downloadBytesAheadMax / record.chunkBytes)), () => {
-      if (position >= end) return null;
+      if (position >= end) {
+        noteTransferEnded();
+        return null;
+      }
       const index = Math.floor(position / record.chunkBytes);
       const chunkStart = index * record.chunkBytes;
       const bytes = reader.readStoredChunk(bucket, name, record, index, downloadPieceHeadroomBytes);

@@ -11,4 +11,4 @@ export * as names from './names';
 export { loadLibc } from './libc';
 export type { Libc, LibcAvailability } from './libc';
 export { noteMappedRead, releaseMappedPages, watchMappedFile } from './mapped-memory';
-export { collectGarbageOnRelease, noteTransferred, onTransferMemoryRelease, releaseTransferMemory } from './transfer-memory';
+export { collectGarbageOnRelease, noteTransferEnded, noteTransferred, onTransferMemoryRelease, releaseTransferMemory } from './transfer-memory';

@@ -15,6 +15,12 @@ import { releaseMappedPages } from './mapped-memory';
 export const transferBytesPerRelease = 64 * 1024 * 1024;
 /** How long nothing may move before the memory is given back. */
 export const quietMsBeforeRelease = 500;
+/**
+ * Bytes that must have moved since the last release for the end of one transfer to give the memory
+ * back at once, without waiting to be quiet: a large transfer then leaves nothing for the next one
+ * to pile onto (a 1 GiB upload and then its download peaked ~15 MiB higher without it).
+ */
+export const transferBytesPerReleaseAtEnd = 256 * 1024 * 1024;
 
 let movedSinceRelease = 0;
 let lastMovedAt = 0;
@@ -44,6 +50,16 @@ export function noteTransferred(bytes: number): void {
   movedSinceRelease += bytes;
   lastMovedAt = performance.now();
   if (timer === undefined && movedSinceRelease >= transferBytesPerRelease) armRelease(quietMsBeforeRelease);
+}
+
+/**
+ * An upload or download has ended. After transferBytesPerReleaseAtEnd, the memory is given back in
+ * the next turn (once the transfer's last reply has gone out), whatever else is moving.
+ */
+export function noteTransferEnded(): void {
+  if (movedSinceRelease < transferBytesPerReleaseAtEnd) return;
+  movedSinceRelease = 0;
+  setImmediate(releaseTransferMemory);
 }
 
 function armRelease(delayMs: number): void {
