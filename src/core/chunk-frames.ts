@@ -48,8 +48,8 @@ export class ChunkFrames {
 
   /**
    * A frame for `dataBytes` of entry data (as eventlog's allocEntryData gives, with room for the
-   * log's framing around it), already marked as reused: the oldest lent frame of that size whose
-   * entry is released, else a new one.
+   * log's framing around it): the oldest lent frame of that size whose entry is released, else a
+   * new one, marked as reused (markEntryDataReused) where the core can release entries.
    */
   take(dataBytes: number): Buffer {
     while (this.lent.length > 0) {
