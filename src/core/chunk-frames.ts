@@ -11,7 +11,7 @@
 // the log copies it for every reader but the applier; a frame whose proposal failed is never lent.
 
 import { allocEntryData, markEntryDataReused, reuseEntryData } from '../eventlog';
-import { onTransferMemoryRelease } from '../util';
+import { onTransferMemoryRelease, type TransferMemoryHolder } from '../util';
 import type { Core } from './core';
 
 /** Most bytes of frames one database keeps lent or idle; beyond it the oldest are left to the GC. */
@@ -32,7 +32,7 @@ export interface ChunkFrameStats {
 }
 
 /** One database's chunk frames. Only a core that can release entries (a single voter) lends any. */
-export class ChunkFrames {
+export class ChunkFrames implements TransferMemoryHolder {
   /** Oldest first: entries are applied, and released, in log order. */
   private readonly lent: Lent[] = [];
   private lentBytes = 0;
@@ -40,10 +40,9 @@ export class ChunkFrames {
   private reused = 0;
 
   constructor(private readonly core: Core) {
-    // After a burst of transfers, idle frames are memory nobody uses. The hook holds this weakly:
-    // a database that is closed and dropped leaves nothing behind.
-    const self = new WeakRef(this);
-    onTransferMemoryRelease(() => self.deref()?.drop());
+    // After a burst of transfers, idle frames are memory nobody uses. Held weakly there: a database
+    // that is closed and dropped leaves nothing behind.
+    onTransferMemoryRelease(this);
   }
 
   /**
@@ -80,7 +79,7 @@ export class ChunkFrames {
   }
 
   /** Leaves every frame held here to the GC. */
-  drop(): void {
+  dropTransferMemory(): void {
     this.lent.length = 0;
     this.lentBytes = 0;
   }

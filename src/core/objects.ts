@@ -100,13 +100,8 @@ export class ObjectsApi {
   readonly chunkBytes: number;
   readonly objectBytesMax: number;
 
-  private framesMade: ChunkFrames | undefined;
-
   /** The buffers uploads fill with chunk bytes, reused once their entries are released. */
-  private get frames(): ChunkFrames {
-    this.framesMade ??= new ChunkFrames(this.db.core);
-    return this.framesMade;
-  }
+  private readonly frames: ChunkFrames;
 
   /** The current blob view's reads (replaced when a snapshot replaces the views). */
   private get reader(): BlobReader {
@@ -120,6 +115,7 @@ export class ObjectsApi {
   ) {
     this.chunkBytes = checkChunkBytes(limits.chunkBytes ?? chunkBytesDefault);
     this.objectBytesMax = limits.objectBytesMax ?? objectBytesMaxDefault;
+    this.frames = new ChunkFrames(db.core);
   }
 
   /**
@@ -260,10 +256,10 @@ export class ObjectsApi {
       await Promise.allSettled(inflight);
       // The upload's own error is the one to report; a wait that times out changes nothing stored.
       if (lastChunkSeq > 0) await this.db.core.waitApplied(lastChunkSeq).catch(() => undefined);
-      noteTransferEnded();
       throw err;
+    } finally {
+      noteTransferEnded();
     }
-    noteTransferEnded();
     const info = this.reader.stat(bucket, name);
     // A later write may already have replaced it; the info describes what this upload committed.
     if (info && info.rev === outcome.seq) return info;

@@ -13,7 +13,7 @@
 import * as path from 'node:path';
 import { statSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
-import { LoomError, assert, noteMappedRead, watchMappedFile } from '../util';
+import { LoomError, assert, noteMappedBytes, watchMappedFile } from '../util';
 import { decodeEntryFrame, decodeEntryFrameUnchecked, decodeEntryFrameView, decodeEntryValue, decodeIndexKey, encodeEntryValue, encodeIndexKey, indexKeyEncoder, isEntryDataReused, sharedValueDecoder, writeIndexKey } from './codec';
 import { entryBytesMaxDefault, readBytesMaxDefault } from './limits';
 import type { HardState, LogEntry, LogStats, LogStore, SnapshotMeta } from './types';
@@ -190,10 +190,8 @@ export class LmdbLog implements LogStore {
   }
 
   entries(lo: number, hi: number, bytesMax = readBytesMaxDefault): LogEntry[] {
-    const out: LogEntry[] = [];
     // An entry in memory whose data its proposer will reuse is copied: the caller may keep it.
-    this.scan(lo, hi, bytesMax, true, (entry) => out.push(isEntryDataReused(entry.data) ? { ...entry, data: Buffer.from(entry.data) } : entry));
-    return out;
+    return this.entriesToApply(lo, hi, bytesMax).map((entry) => (isEntryDataReused(entry.data) ? { ...entry, data: Buffer.from(entry.data) } : entry));
   }
 
   entriesToApply(lo: number, hi: number, bytesMax = readBytesMaxDefault): LogEntry[] {
@@ -220,7 +218,7 @@ export class LmdbLog implements LogStore {
     if (index < this.firstIndex() || index > this.last) return false;
     const value = this.entriesReader.get(index);
     if (value !== undefined) {
-      noteMappedRead(value.length);
+      noteMappedBytes(value.length);
       visit(decodeEntryFrameUnchecked(value, value.length, index, this.file));
       return true;
     }
@@ -234,10 +232,7 @@ export class LmdbLog implements LogStore {
   releaseEntryData(index: number): boolean {
     if (this.pending.has(index)) return false;
     const kept = this.recent.get(index);
-    if (kept !== undefined) {
-      this.recent.delete(index);
-      this.recentBytes -= entrySizeBytes(kept);
-    }
+    if (kept !== undefined) this.forgetRecentEntry(kept);
     return true;
   }
 
@@ -272,7 +267,7 @@ export class LmdbLog implements LogStore {
       let expected = index;
       for (const { key, value } of this.entriesReader.getRange({ start: index, end: runEnd })) {
         if (key !== expected) break;
-        noteMappedRead(value.length);
+        noteMappedBytes(value.length);
         if (!take(decode(value, value.length, key, this.file))) return visited;
         expected++;
       }
@@ -436,19 +431,19 @@ export class LmdbLog implements LogStore {
     // Over a limit: drop the oldest down to three quarters of both. Iterating a Map from its start
     // walks past the slots of deleted keys until V8 next rehashes it, so evicting one entry per
     // insert made every insert pay for all earlier evictions (16% of an append's CPU).
-    for (const [index, oldest] of this.recent) {
+    for (const oldest of this.recent.values()) {
       if (this.recentBytes <= (recentBytesMax * 3) / 4 && this.recent.size <= (recentEntriesMax * 3) / 4) break;
-      this.recent.delete(index);
-      this.recentBytes -= entrySizeBytes(oldest);
+      this.forgetRecentEntry(oldest);
     }
   }
 
   private forgetRecent(which: (index: number) => boolean): void {
-    for (const [index, entry] of this.recent) {
-      if (!which(index)) continue;
-      this.recent.delete(index);
-      this.recentBytes -= entrySizeBytes(entry);
-    }
+    for (const [index, entry] of this.recent) if (which(index)) this.forgetRecentEntry(entry);
+  }
+
+  private forgetRecentEntry(entry: LogEntry): void {
+    this.recent.delete(entry.index);
+    this.recentBytes -= entrySizeBytes(entry);
   }
 
   private loadTail(): void {
@@ -545,8 +540,7 @@ export class LmdbLog implements LogStore {
     // memory by ~40 MiB. A failed callback rejects its own promise, so every one is awaited.
     const key = encodeIndexKey(index);
     const written = this.env.transaction(() => this.entriesDb.putSync(key, value));
-    // Writing the value leaves its pages of the map resident in this process, as reading it would.
-    noteMappedRead(value.length);
+    noteMappedBytes(value.length);
     this.track(group, written);
     group.callbackWrites.push(written);
   }

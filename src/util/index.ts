@@ -10,5 +10,6 @@ export type { DirLock } from './dir-lock';
 export * as names from './names';
 export { loadLibc } from './libc';
 export type { Libc, LibcAvailability } from './libc';
-export { noteMappedRead, releaseMappedPages, watchMappedFile } from './mapped-memory';
+export { noteMappedBytes, releaseMappedPages, watchMappedFile } from './mapped-memory';
 export { collectGarbageOnRelease, noteTransferEnded, noteTransferred, onTransferMemoryRelease, releaseTransferMemory } from './transfer-memory';
+export type { TransferMemoryHolder } from './transfer-memory';

@@ -1,5 +1,5 @@
-// Gives back to the kernel the pages of LMDB's memory maps that reads brought into this process, so
-// that streaming large values (object chunks) out of the log or the views does not grow its RSS.
+// Gives back to the kernel the pages of LMDB's memory maps that reads (and large writes) brought into
+// this process, so that streaming object chunks into or out of the log or the views does not grow its RSS.
 //
 // LMDB reads through a shared, read-only map of its file. Every page a read touches stays counted in
 // the process's resident memory until the kernel wants it back: downloading a 1 GiB object grew a
@@ -11,14 +11,14 @@
 import fs from 'node:fs';
 import { loadLibc } from './libc';
 
-/** Mapped bytes read between two releases: about the most a stream of reads keeps resident. */
-export const mappedReadBytesPerRelease = 8 * 1024 * 1024;
+/** Mapped bytes read or written between two releases: about the most a stream of them keeps resident. */
+export const mappedBytesPerRelease = 8 * 1024 * 1024;
 
 const madviseDontNeed = 4; // MADV_DONTNEED, the same on every Linux architecture
 
 /** Files whose maps are released, by real path, with how many opens of each are live. */
 const watched = new Map<string, number>();
-let readSinceRelease = 0;
+let mappedSinceRelease = 0;
 
 interface Mapping {
   start: bigint;
@@ -42,10 +42,13 @@ export function watchMappedFile(file: string): () => void {
   };
 }
 
-/** Counts `bytes` read through a watched map; every mappedReadBytesPerRelease, releases the maps. */
-export function noteMappedRead(bytes: number): void {
-  readSinceRelease += bytes;
-  if (readSinceRelease >= mappedReadBytesPerRelease) releaseMappedPages();
+/**
+ * Counts `bytes` of a watched file read through its map, or written (LMDB's writes leave the pages
+ * resident in the map too); every mappedBytesPerRelease, releases the maps.
+ */
+export function noteMappedBytes(bytes: number): void {
+  mappedSinceRelease += bytes;
+  if (mappedSinceRelease >= mappedBytesPerRelease) releaseMappedPages();
 }
 
 /**
@@ -59,7 +62,7 @@ export function noteMappedRead(bytes: number): void {
  * one, which is not inside this function then.
  */
 export function releaseMappedPages(): number {
-  readSinceRelease = 0;
+  mappedSinceRelease = 0;
   const loaded = loadLibc();
   if (!loaded.available || watched.size === 0) return 0;
   const mappings = sharedMappingsOf(watched);

@@ -1,12 +1,12 @@
 // After a burst of large transfers (object uploads and downloads), gives back the memory they
 // churned through once the node has been quiet for a moment, so its RSS returns near where it was.
 //
-// Every byte moved passes through short-lived Buffers (socket reads, chunk frames, chunk copies).
-// V8 frees them only when a collection finds them dead, and lets 100 MiB and more of them pile up
-// during a fast transfer; glibc then keeps the freed heap for reuse rather than return it. Neither
-// costs anything while traffic flows, but a node that moved a gigabyte otherwise sat on that memory
-// long after. Once enough has moved and then nothing for a moment, a full collection runs (where the
-// process has one to call), then malloc_trim, and the map pages the reads touched are given back.
+// Every byte moved passes through short-lived Buffers (socket reads, download pieces; upload frames
+// are reused, docs/decisions.md §17). V8 frees them only when a collection finds them dead, and glibc
+// keeps the freed heap for reuse rather than return it. Neither costs anything while traffic flows,
+// but a node that moved a gigabyte otherwise sat on that memory long after. Once enough has moved and
+// then nothing for a moment (or a large transfer ends), a full collection runs (where the process
+// has one to call), then malloc_trim, and the map pages reads and writes touched are given back.
 
 import { loadLibc } from './libc';
 import { releaseMappedPages } from './mapped-memory';
@@ -26,7 +26,13 @@ let movedSinceRelease = 0;
 let lastMovedAt = 0;
 let timer: NodeJS.Timeout | undefined;
 let collect: (() => void) | undefined;
-const releaseHooks: Array<() => void> = [];
+/** Holders of memory kept for transfers, held weakly: one that is dropped is forgotten. */
+const releaseTargets = new Set<WeakRef<TransferMemoryHolder>>();
+
+/** Something that keeps memory for transfers and lets go of it when asked. */
+export interface TransferMemoryHolder {
+  dropTransferMemory(): void;
+}
 
 /**
  * Lets releases run a full collection. `loom serve` passes V8's `gc` (docs/decisions.md §16); an
@@ -36,9 +42,9 @@ export function collectGarbageOnRelease(gc: () => void): void {
   collect = gc;
 }
 
-/** Runs `hook` at each release, before the collection: it lets go of memory kept for transfers. */
-export function onTransferMemoryRelease(hook: () => void): void {
-  releaseHooks.push(hook);
+/** Asks `holder` at each release, before the collection, to let go of what it keeps. */
+export function onTransferMemoryRelease(holder: TransferMemoryHolder): void {
+  releaseTargets.add(new WeakRef(holder));
 }
 
 /**
@@ -76,7 +82,11 @@ export function releaseTransferMemory(): void {
   if (timer !== undefined) clearTimeout(timer);
   timer = undefined;
   movedSinceRelease = 0;
-  for (const hook of releaseHooks) hook();
+  for (const target of releaseTargets) {
+    const holder = target.deref();
+    if (holder === undefined) releaseTargets.delete(target);
+    else holder.dropTransferMemory();
+  }
   collect?.();
   releaseMappedPages();
   const loaded = loadLibc();

@@ -2,7 +2,7 @@ import fs, { readFileSync, realpathSync } from 'node:fs';
 import * as path from 'node:path';
 import { open, type RootDatabase } from 'lmdb';
 import { loadLibc } from '../../src/util/libc';
-import { mappedReadBytesPerRelease, noteMappedRead, releaseMappedPages, watchMappedFile } from '../../src/util/mapped-memory';
+import { mappedBytesPerRelease, noteMappedBytes, releaseMappedPages, watchMappedFile } from '../../src/util/mapped-memory';
 import { makeTempDir, removeDir } from '../support/tmp';
 
 /** Resident bytes of this process's mappings of `file`, from /proc/self/smaps. */
@@ -80,9 +80,9 @@ onLinux('mapped memory', () => {
     try {
       releaseMappedPages();
       readAll(env);
-      noteMappedRead(mappedReadBytesPerRelease - 1);
+      noteMappedBytes(mappedBytesPerRelease - 1);
       expect(residentBytesOf(file)).toBeGreaterThanOrEqual(values * valueBytes);
-      noteMappedRead(1);
+      noteMappedBytes(1);
       expect(residentBytesOf(file)).toBeLessThan(valueBytes);
     } finally {
       stop();
@@ -113,7 +113,7 @@ onLinux('mapped memory', () => {
     try {
       readAll(env);
       expect(releaseMappedPages()).toBe(0);
-      expect(() => noteMappedRead(mappedReadBytesPerRelease)).not.toThrow();
+      expect(() => noteMappedBytes(mappedBytesPerRelease)).not.toThrow();
       expect(residentBytesOf(file)).toBeGreaterThanOrEqual(values * valueBytes);
     } finally {
       spy.mockRestore();

@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import type { Database } from 'lmdb';
 import type { LogEntry } from '../../eventlog';
-import { LoomError, noteMappedRead } from '../../util';
+import { LoomError, noteMappedBytes } from '../../util';
 import type { Outcome } from '../decide';
 import { decodeMutation, type BlobChunk, type BlobCommit, type BlobDel, type BlobGc } from '../entries';
 import type { Projection } from '../projection';
@@ -134,7 +134,7 @@ export class BlobStore {
     // getBinaryFast reuses one buffer: only its `length` is meaningful (its byteLength is the buffer's).
     const stored = this.chunks.getBinaryFast(sha);
     if (stored === undefined) return undefined;
-    noteMappedRead(stored.length);
+    noteMappedBytes(stored.length);
     return take(stored.subarray(0, stored.length));
   }
 
