@@ -30,36 +30,17 @@ export function bucketStreams(options: BucketStreamOptions): grpc.UntypedService
       if (options.isClosing()) throw new LoomError('UNAVAILABLE', 'the gRPC server is shutting down');
       const messages = call[Symbol.asyncIterator]() as AsyncIterator<unknown>;
       const first = await messages.next();
-      if (first.done) throw new LoomError('INVALID_ARGUMENT', 'Put needs at least one message, the first with a header', { field: 'header' });
+      if (first.done) throw noPutMessage();
       const head = options.admit({ metadata: call.metadata, request: first.value });
-      const header = head.header as ProtoRequest | undefined | null;
-      if (!header) throw new LoomError('INVALID_ARGUMENT', 'the first Put message must carry a header', { field: 'header' });
-      const putOptions: PutObjectOptions = { metadata: (header.metadata as Record<string, string> | undefined) ?? {} };
-      if (typeof header.content_type === 'string' && header.content_type !== '') putOptions.contentType = header.content_type;
-      if (typeof header.sha256 === 'string') putOptions.sha256 = header.sha256;
-      if (typeof header.chunk_bytes === 'number' && header.chunk_bytes > 0) putOptions.chunkBytes = header.chunk_bytes;
-      if (typeof header.size === 'number') putOptions.size = header.size;
-      // A grpc-js client's cancel ends its request stream (Node's HTTP/2 close() sends END_STREAM)
-      // before its RST_STREAM, so the end of the messages may be a cancel whose RST is still on
-      // its way. A `size` or `sha256` in the header settles it: a short upload fails its check.
-      // Without them the commit waits until every chunk is durable (a second fsync for a small
-      // object), then a few more turns, and commits nothing if the cancel came meanwhile.
-      if (putOptions.size === undefined && putOptions.sha256 === undefined) {
-        putOptions.beforeCommit = async () => {
-          for (let turn = 0; turn < cancelSettleTurns && !call.cancelled; turn++) await new Promise((resolve) => setImmediate(resolve));
-          if (call.cancelled) throw new LoomError('UNAVAILABLE', 'the client cancelled the upload');
-        };
-      }
-      const body = (async function* data(): AsyncGenerator<Uint8Array> {
+      const data = (async function* data(): AsyncGenerator<Uint8Array> {
         if ((head.data as Buffer | undefined)?.length) yield head.data as Buffer;
         for (let next = await messages.next(); !next.done; next = await messages.next()) {
           const message = options.admit({ metadata: call.metadata, request: next.value });
-          if (message.header) throw new LoomError('INVALID_ARGUMENT', 'only the first Put message carries a header', { field: 'header' });
+          if (message.header) throw laterPutHeader();
           if ((message.data as Buffer | undefined)?.length) yield message.data as Buffer;
         }
       })();
-      const info = await db.objects.put(String(header.bucket ?? ''), String(header.name ?? ''), body, putOptions);
-      return encodeObjectInfo(info);
+      return putObject(db, head, data, () => call.cancelled);
     };
     run().then(
       (response) => callback(null, response),
@@ -95,6 +76,41 @@ export function bucketStreams(options: BucketStreamOptions): grpc.UntypedService
   };
 
   return { Put: put, Get: get };
+}
+
+/**
+ * A Put, whichever path its messages came by (grpc-js's or lean-upload.ts): the first message's
+ * header, then the data of every message. `cancelled` tells whether the client has reset the call.
+ */
+export async function putObject(db: Database, head: ProtoRequest, data: AsyncIterable<Uint8Array>, cancelled: () => boolean): Promise<unknown> {
+  const header = head.header as ProtoRequest | undefined | null;
+  if (!header) throw new LoomError('INVALID_ARGUMENT', 'the first Put message must carry a header', { field: 'header' });
+  const putOptions: PutObjectOptions = { metadata: (header.metadata as Record<string, string> | undefined) ?? {} };
+  if (typeof header.content_type === 'string' && header.content_type !== '') putOptions.contentType = header.content_type;
+  if (typeof header.sha256 === 'string') putOptions.sha256 = header.sha256;
+  if (typeof header.chunk_bytes === 'number' && header.chunk_bytes > 0) putOptions.chunkBytes = header.chunk_bytes;
+  if (typeof header.size === 'number') putOptions.size = header.size;
+  // A grpc-js client's cancel ends its request stream (Node's HTTP/2 close() sends END_STREAM)
+  // before its RST_STREAM, so the end of the messages may be a cancel whose RST is still on
+  // its way. A `size` or `sha256` in the header settles it: a short upload fails its check.
+  // Without them the commit waits until every chunk is durable (a second fsync for a small
+  // object), then a few more turns, and commits nothing if the cancel came meanwhile.
+  if (putOptions.size === undefined && putOptions.sha256 === undefined) {
+    putOptions.beforeCommit = async () => {
+      for (let turn = 0; turn < cancelSettleTurns && !cancelled(); turn++) await new Promise((resolve) => setImmediate(resolve));
+      if (cancelled()) throw new LoomError('UNAVAILABLE', 'the client cancelled the upload');
+    };
+  }
+  const info = await db.objects.put(String(header.bucket ?? ''), String(header.name ?? ''), data, putOptions);
+  return encodeObjectInfo(info);
+}
+
+export function noPutMessage(): LoomError {
+  return new LoomError('INVALID_ARGUMENT', 'Put needs at least one message, the first with a header', { field: 'header' });
+}
+
+export function laterPutHeader(): LoomError {
+  return new LoomError('INVALID_ARGUMENT', 'only the first Put message carries a header', { field: 'header' });
 }
 
 /** A Get request's download: the object's info and its bytes, as the request's fields ask. */

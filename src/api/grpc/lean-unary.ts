@@ -4,8 +4,12 @@
 
 import type * as http2 from 'node:http2';
 import { status as Status, type Server } from '@grpc/grpc-js';
-import { LoomError, type Logger } from '../../util';
+import { LoomError } from '../../util';
 import { toServiceError } from './status';
+import { frame, framingBytes, LeanCallBase, responseHeaders, type LeanUnaryOptions } from './lean-call';
+import { LeanUploadCall, type LeanUploadRoute } from './lean-upload';
+
+export { framingBytes, type LeanUnaryOptions } from './lean-call';
 
 /** One rpc the lean path serves: grpc-js's (de)serializers for it and the call's work. */
 export interface LeanRoute {
@@ -39,14 +43,8 @@ export interface LeanDownload {
   close(): void;
 }
 
-/** Room in front of each LeanDownload message for the gRPC prefix: compressed flag and length. */
-export const framingBytes = 5;
-
-export interface LeanUnaryOptions {
-  /** Largest request message, in bytes, as grpc.max_receive_message_length. */
-  messageBytesMax: number;
-  logger: Logger;
-}
+/** Every kind of rpc the lean path serves. */
+export type LeanServedRoute = LeanRoute | LeanDownloadRoute | LeanUploadRoute;
 
 /**
  * Puts the lean path in front of grpc-js's 'stream' listeners. grpc-js's call objects, interceptor
@@ -56,7 +54,7 @@ export interface LeanUnaryOptions {
  * call stays on grpc-js, which costs speed only, and the log says so. grpc-js's own per-stream
  * bookkeeping serves only options loom does not set (channelz, grpc.max_connection_idle_ms).
  */
-export function serveLeanUnary(server: Server, routes: ReadonlyMap<string, LeanRoute | LeanDownloadRoute>, options: LeanUnaryOptions): void {
+export function serveLeanUnary(server: Server, routes: ReadonlyMap<string, LeanServedRoute>, options: LeanUnaryOptions): void {
   const servers = (server as unknown as { http2Servers?: unknown }).http2Servers;
   if (!(servers instanceof Map)) {
     options.logger.warn('grpc-js keeps no http2Servers map: every gRPC call takes the grpc-js path');
@@ -93,7 +91,7 @@ const msPerTimeoutUnit: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1
 function admitLean(
   stream: http2.ServerHttp2Stream,
   headers: http2.IncomingHttpHeaders,
-  routes: ReadonlyMap<string, LeanRoute | LeanDownloadRoute>,
+  routes: ReadonlyMap<string, LeanServedRoute>,
   pacer: AnswerPacer,
   options: LeanUnaryOptions,
 ): boolean {
@@ -112,7 +110,9 @@ function admitLean(
     // grpc-js truncates to an int32 the same way.
     timeoutMs = (+match[1] * msPerTimeoutUnit[match[2]]) | 0;
   }
-  new LeanCall(stream, path as string, route, authorizationOf(headers.authorization), timeoutMs, pacer, options);
+  const authorization = authorizationOf(headers.authorization);
+  if ('upload' in route) new LeanUploadCall(stream, route, authorization, timeoutMs, options);
+  else new LeanCall(stream, path as string, route, authorization, timeoutMs, pacer, options);
   return true;
 }
 
@@ -122,42 +122,25 @@ function authorizationOf(value: string | string[] | undefined): string | undefin
   return value?.find((v) => printable.test(v));
 }
 
-/** One unary call: reads the framed request, runs it once the client half-closes, answers once. */
-class LeanCall {
-  private readonly deadline: number;
-  private readonly deadlineTimer: NodeJS.Timeout | undefined;
+/** One unary or server-streaming call: reads the framed request, runs it once the client half-closes, answers. */
+class LeanCall extends LeanCallBase {
   /** Request bytes received but not yet a whole message. */
   private buffered: Buffer | undefined;
   private request: unknown;
   private received = false;
-  /** Set once the call is answered (or given up on): later events and results are dropped. */
-  private answered = false;
-  /** A download whose headers are out: a status now goes in its trailers. */
-  private streaming = false;
-  /** The status a download ended with before its messages did (its deadline). */
-  private endStatus: http2.OutgoingHttpHeaders | undefined;
 
   constructor(
-    private readonly stream: http2.ServerHttp2Stream,
+    stream: http2.ServerHttp2Stream,
     private readonly path: string,
     private readonly route: LeanRoute | LeanDownloadRoute,
     private readonly authorization: string | undefined,
     timeoutMs: number | undefined,
     private readonly pacer: AnswerPacer,
-    private readonly options: LeanUnaryOptions,
+    options: LeanUnaryOptions,
   ) {
-    // As grpc-js: every stream error is followed by 'close', and a closed call has no one to answer.
-    stream.once('error', ignore);
+    super(stream, timeoutMs, options);
     stream.on('data', (chunk: Buffer) => this.receive(chunk));
     stream.once('end', () => this.halfClosed());
-    if (timeoutMs === undefined) {
-      this.deadline = Infinity;
-    } else {
-      this.deadline = Date.now() + timeoutMs;
-      const timer = setTimeout(() => this.fail(Status.DEADLINE_EXCEEDED, 'Deadline exceeded'), timeoutMs);
-      stream.once('close', () => clearTimeout(timer));
-      this.deadlineTimer = timer;
-    }
   }
 
   /** Splits the 5-byte-prefixed messages out of the DATA frames, as grpc-js's StreamDecoder. */
@@ -199,31 +182,11 @@ class LeanCall {
       this.download(this.route).catch((err: unknown) => this.options.logger.error({ err }, 'grpc download failed unexpectedly'));
       return;
     }
-    this.route.run(this.request, this.authorization, this.deadline).then(
-      (response) => this.pacer.send(() => this.succeed(response)),
-      (err: unknown) =>
-        this.pacer.send(() => {
-          const error = toServiceError(err, this.options.logger);
-          this.fail(error.code, error.details, error.metadata.toHttp2Headers());
-        }),
+    const route = this.route;
+    route.run(this.request, this.authorization, this.deadline).then(
+      (response) => this.pacer.send(() => this.succeed(() => route.serialize(response))),
+      (err: unknown) => this.pacer.send(() => this.failWith(err)),
     );
-  }
-
-  /** Headers, the message, then trailers: what grpc-js's sendMetadata, sendMessage and sendStatus write. */
-  private succeed(response: unknown): void {
-    let body: Buffer;
-    try {
-      body = (this.route as LeanRoute).serialize(response);
-    } catch {
-      this.fail(Status.INTERNAL, 'Error serializing response');
-      return;
-    }
-    if (!this.finish()) return;
-    const framed = frame(body);
-    const stream = this.stream;
-    stream.respond(responseHeaders, { waitForTrailers: true, sendDate: false } as http2.ServerStreamResponseOptions);
-    stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': Status.OK, 'grpc-message': 'OK' }));
-    stream.end(framed);
   }
 
   /**
@@ -237,8 +200,7 @@ class LeanCall {
     try {
       download = await route.open(this.request, this.authorization, this.deadline);
     } catch (err) {
-      const error = toServiceError(err, this.options.logger);
-      this.fail(error.code, error.details, error.metadata.toHttp2Headers());
+      this.failWith(err);
       return;
     }
     const stream = this.stream;
@@ -272,51 +234,6 @@ class LeanCall {
     if (!this.finish()) return;
     stream.end();
   }
-
-  /** A trailers-only answer, as grpc-js sends every status that comes before a message. */
-  private fail(code: Status, details: string, trailers?: http2.OutgoingHttpHeaders): void {
-    if (this.streaming) {
-      // The headers are out: the status ends the stream as its trailers.
-      if (!this.finish()) return;
-      this.endStatus = { 'grpc-status': code, 'grpc-message': encodeURI(details), ...trailers };
-      this.stream.end();
-      return;
-    }
-    if (!this.finish()) return;
-    this.stream.respond(
-      { 'grpc-status': code, 'grpc-message': encodeURI(details), ':status': 200, 'content-type': 'application/grpc+proto', ...trailers },
-      { endStream: true },
-    );
-  }
-
-  /** Marks the call answered; false if it already was, or if the client has gone (nothing to send). */
-  private finish(): boolean {
-    if (this.answered) return false;
-    this.answered = true;
-    clearTimeout(this.deadlineTimer);
-    return !this.stream.destroyed && !this.stream.closed;
-  }
-}
-
-/**
- * The headers in front of every answer that has a message. grpc-js's sendMetadata also writes
- * `grpc-accept-encoding` and `grpc-encoding: identity`, and Node adds `date`: all optional in the
- * gRPC protocol (grpc-go sends none of them), and a grpc-js client parses each on every call.
- * Leaving them out took ~6% off the client's CPU per KV put (365-372 against 385-395 µs, three
- * alternating runs of 64 clients) and the put rate rose alike. Trailers-only answers keep grpc-js's form.
- */
-const responseHeaders: http2.OutgoingHttpHeaders = {
-  ':status': 200,
-  'content-type': 'application/grpc+proto',
-};
-
-/** A message with the 5-byte gRPC prefix in front, in a new buffer. */
-function frame(message: Buffer): Buffer {
-  const framed = Buffer.allocUnsafe(framingBytes + message.length);
-  framed[0] = 0;
-  framed.writeUInt32BE(message.length, 1);
-  message.copy(framed, framingBytes);
-  return framed;
 }
 
 /** Resolves when the stream can take more, or has closed (the caller then stops). */
@@ -372,4 +289,3 @@ class AnswerPacer {
   }
 }
 
-function ignore(): void {}

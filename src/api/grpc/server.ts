@@ -7,8 +7,9 @@ import type { Database, Watch } from '../../core';
 import { LoomError, type Logger } from '../../util';
 import { listenError } from '../http/server';
 import { parseInput, runOperation, type OperationContext, type OperationName } from '../operations';
-import { bucketStreams, encodeDataChunk, openObjectDownload, withEncodedChunks } from './buckets';
-import { framingBytes, serveLeanUnary, type LeanDownload, type LeanDownloadRoute, type LeanRoute } from './lean-unary';
+import { bucketStreams, encodeDataChunk, laterPutHeader, noPutMessage, openObjectDownload, putObject, withEncodedChunks } from './buckets';
+import { framingBytes, serveLeanUnary, type LeanDownload, type LeanRoute, type LeanServedRoute } from './lean-unary';
+import type { LeanUploadContext, LeanUploadRoute } from './lean-upload';
 import { widenReceiveWindows } from './windows';
 import { decodeRequest, decodeWatchRequest, encodeObjectInfo, encodeResponse, type ProtoRequest } from './codec';
 import { encodeKvGetResponse, encodeRevResponse } from './kv-wire';
@@ -36,7 +37,7 @@ export interface GrpcServerOptions {
   limits?: GrpcServerLimits;
   /** PEM certificate and key: serve TLS only. */
   tls?: { cert: Buffer; key: Buffer };
-  /** Serve KV Get, Put and Delete and Buckets.Get on the lean path (lean-unary.ts); default true. False: all on grpc-js. */
+  /** Serve KV Get, Put and Delete and Buckets.Get and Put on the lean path (lean-unary.ts); default true. False: all on grpc-js. */
   leanUnary?: boolean;
 }
 
@@ -124,6 +125,13 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     };
   }
 
+  /** A Buckets.Put on the lean path: the first message's fields, then the data as it arrives. */
+  async function runUpload(first: unknown, data: AsyncIterable<Uint8Array>, call: LeanUploadContext): Promise<unknown> {
+    if (closing) throw new LoomError('UNAVAILABLE', 'the gRPC server is shutting down');
+    if (first === undefined) throw noPutMessage();
+    return putObject(options.db, admitRequest(first, call.authorization), data, call.cancelled);
+  }
+
   function unary(name: OperationName): grpc.handleUnaryCall<unknown, unknown> {
     return (call, callback) => {
       runUnary(name, call.request, call.metadata.get('authorization')[0], deadlineMsOf(call.getDeadline())).then(
@@ -157,7 +165,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     );
   }
 
-  const leanRoutes = new Map<string, LeanRoute | LeanDownloadRoute>();
+  const leanRoutes = new Map<string, LeanServedRoute>();
   for (const [service, routes] of Object.entries(unaryRoutes)) {
     const implementation: grpc.UntypedServiceImplementation = {};
     for (const [method, operation] of Object.entries(routes)) implementation[method] = unary(operation);
@@ -168,15 +176,30 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     if (service === 'Buckets') {
       const { path, requestDeserialize, responseSerialize } = definition.Get;
       leanRoutes.set(path, { deserialize: requestDeserialize, open: (request, authorization) => openDownload(request, authorization, responseSerialize) });
+      const put = definition.Put;
+      const upload: LeanUploadRoute = {
+        upload: true,
+        deserialize: put.requestDeserialize,
+        serialize: put.responseSerialize,
+        run: (first, data, call) => runUpload(first, data, call),
+        checkLater: (fields, authorization, index) => {
+          const message = admitRequest(fields, authorization);
+          if (!message.header) return;
+          if (index > 0) throw laterPutHeader();
+          throw new LoomError('INVALID_ARGUMENT', 'a Put message carries one header', { field: 'header' });
+        },
+      };
+      leanRoutes.set(put.path, upload);
     }
     if (service !== 'KV') continue;
     for (const [method, name] of Object.entries(leanMethods)) {
       const { path, requestDeserialize, responseSerialize } = definition[method];
-      leanRoutes.set(path, {
+      const route: LeanRoute = {
         deserialize: requestDeserialize,
         serialize: responseSerialize,
         run: (request, authorization, deadline) => runUnary(name, request, authorization, deadline),
-      });
+      };
+      leanRoutes.set(path, route);
     }
   }
   server.addService(tolerant(serviceDefinition(definitions, 'Watch')), { Watch: watch });
