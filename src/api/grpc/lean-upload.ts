@@ -62,16 +62,13 @@ export class LeanUploadCall extends LeanCallBase {
     this.pieces = new PieceQueue(stream);
     stream.on('data', (chunk: Buffer) => this.receive(chunk));
     stream.once('end', () => this.halfClosed());
-    // Before an answer, a closed stream is a client's reset: the upload must commit nothing.
-    stream.once('close', () => {
-      this.pieces.abandon(new LoomError('UNAVAILABLE', 'the client cancelled the upload'));
-      this.finish();
-    });
+    // Before an answer, a closed stream is a client's reset: the upload fails and commits nothing.
+    stream.once('close', () => this.finish());
   }
 
   protected override finish(): boolean {
-    // Once answered (an error, the deadline), the upload stops and the rest of the stream is dropped.
-    this.pieces.abandon(new LoomError('UNAVAILABLE', 'the call was answered before its upload ended'));
+    // Once answered (an error, the deadline) or reset, the upload stops and the rest of the stream is dropped.
+    this.pieces.abandon(new LoomError('UNAVAILABLE', 'the call ended before its upload did'));
     return super.finish();
   }
 
