@@ -2,7 +2,9 @@
 // HTTP door stops forwarding (a black hole) or trickles. A stall fails TIMEOUT within the client's
 // timeoutMs, naming where it stuck; a transfer that keeps moving is never timed out, however long.
 
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import * as net from 'node:net';
 import { Readable } from 'node:stream';
 import { connect, type LoomClient } from '../../src/client';
 import { openNode, type EmbeddedNode } from '../../src/node';
@@ -11,6 +13,19 @@ import { TcpProxy } from '../support/proxy';
 import { drain } from '../support/streams';
 
 const timeoutMs = 400;
+
+/**
+ * A process that listens with a backlog of one and then blocks its event loop (asleep, not
+ * spinning) so it never accepts: prints its port, then holds for a minute.
+ */
+const silentListener = `
+const server = require('node:net').createServer();
+server.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => {
+  // A write to a pipe is synchronous on Linux: the port is out before the loop blocks.
+  process.stdout.write(String(server.address().port));
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 60000);
+});
+`;
 
 /** The error `promise` rejects with, or 'resolved'. */
 async function failureOf(promise: Promise<unknown>): Promise<unknown> {
@@ -134,4 +149,38 @@ describe('the client SDK transferring objects over a network that stalls', () =>
     }
     expect(Buffer.concat(pieces).equals(bytes)).toBe(true);
   });
+
+  it('fails a transfer whose connection is never accepted with TIMEOUT in the connect phase, within about timeoutMs', async () => {
+    // A listener whose process never accepts: once connections fill its accept queue, the kernel
+    // drops every later SYN, as for a black-holed host.
+    const silent = spawn(process.execPath, ['-e', silentListener], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      const port = Number(await new Promise<string>((resolve) => silent.stdout.once('data', (d: Buffer) => resolve(d.toString()))));
+      // Connections that fill the queue (Linux takes backlog + 1), until one is left hanging.
+      const fillers: net.Socket[] = [];
+      for (let connected = true; connected && fillers.length < 8; ) {
+        const filler = net.connect(port, '127.0.0.1');
+        filler.on('error', () => undefined);
+        fillers.push(filler);
+        connected = await new Promise<boolean>((resolve) => {
+          filler.once('connect', () => resolve(true));
+          setTimeout(() => resolve(false), 300);
+        });
+      }
+      expect(fillers[fillers.length - 1].connecting).toBe(true);
+      const unreachable = await connect({ servers: `nats://127.0.0.1:${node.ports.nats}`, http: `http://127.0.0.1:${port}`, timeoutMs });
+      try {
+        const started = Date.now();
+        expect(await failureOf(unreachable.objects.get('stall', 'anything'))).toMatchObject({ code: 'TIMEOUT', details: { phase: 'connect', timeoutMs } });
+        expect(await failureOf(unreachable.objects.put('stall', 'anything', Buffer.from('x')))).toMatchObject({ code: 'TIMEOUT', details: { phase: 'connect', timeoutMs } });
+        expect(Date.now() - started).toBeLessThan(2 * timeoutMs + 2000);
+      } finally {
+        for (const filler of fillers) filler.destroy();
+        await unreachable.close();
+      }
+    } finally {
+      silent.kill('SIGKILL');
+    }
+  });
 });
+
