@@ -272,12 +272,14 @@ function encodeToFit(name: OperationName, result: unknown, payloadBytesMax: numb
     case 'cluster.add':
     case 'cluster.remove':
     case 'cluster.transfer':
-      // The change is made by now: the error says so, as a client would otherwise take it as undone.
+      // The change is made by now: the error says so (and `done: true`), as a client would
+      // otherwise take it as undone and retry it.
       return encodeWholeToFit(
         result,
         payloadBytesMax,
         `${name.toUpperCase()} is done, but the cluster status it answers with`,
         'read the status over HTTP (GET /v1/cluster/status) or gRPC',
+        { done: true },
       );
     default:
       return undefined;

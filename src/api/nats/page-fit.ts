@@ -64,18 +64,18 @@ export function encodeSqlResultToFit(result: SqlResult, payloadBytesMax: number)
 /**
  * `value` as JSON if it fits in `payloadBytesMax`; TOO_LARGE otherwise, for a reply that has no
  * part to cut (one object's info, the cluster status). `what` names the reply, `instead` what the
- * client can do.
+ * client can do; `details` go into the error's (`done: true` when the request took effect).
  */
-export function encodeWholeToFit(value: unknown, payloadBytesMax: number, what: string, instead: string): Buffer {
+export function encodeWholeToFit(value: unknown, payloadBytesMax: number, what: string, instead: string, details: Record<string, unknown> = {}): Buffer {
   const whole = Buffer.from(JSON.stringify(value));
-  checkReplyFits(whole.length, payloadBytesMax, what, instead);
+  checkReplyFits(whole.length, payloadBytesMax, what, instead, details);
   return whole;
 }
 
 /** TOO_LARGE if a reply of `replyBytes` (payload and headers) is over `payloadBytesMax`. */
-export function checkReplyFits(replyBytes: number, payloadBytesMax: number, what: string, instead: string): void {
+export function checkReplyFits(replyBytes: number, payloadBytesMax: number, what: string, instead: string, details: Record<string, unknown> = {}): void {
   if (replyBytes <= payloadBytesMax) return;
-  throw replyTooLarge(`${what} is ${replyBytes} bytes, larger than a NATS reply may be (maxPayloadBytes ${payloadBytesMax}); ${instead}`, payloadBytesMax);
+  throw replyTooLarge(`${what} is ${replyBytes} bytes, larger than a NATS reply may be (maxPayloadBytes ${payloadBytesMax}); ${instead}`, payloadBytesMax, details);
 }
 
 /**
@@ -95,6 +95,6 @@ function countThatFits<T>(items: readonly T[], bytesMax: number, frameBytes: (la
   return count;
 }
 
-function replyTooLarge(message: string, payloadBytesMax: number): LoomError {
-  return new LoomError('TOO_LARGE', message, { limit: 'maxPayloadBytes', max: payloadBytesMax });
+function replyTooLarge(message: string, payloadBytesMax: number, details: Record<string, unknown> = {}): LoomError {
+  return new LoomError('TOO_LARGE', message, { limit: 'maxPayloadBytes', max: payloadBytesMax, ...details });
 }

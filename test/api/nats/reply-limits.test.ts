@@ -258,10 +258,11 @@ describe('NATS cluster replies that would be over the smallest maxPayloadBytes',
     removeDir(dir);
   });
 
-  const expectTooLarge = (reply: Reply, message: RegExp): void => {
+  const expectTooLarge = (reply: Reply, message: RegExp, done?: true): void => {
     expect(reply.error).toBe('TOO_LARGE');
     expect(reply.bytes).toBeLessThanOrEqual(smallestPayloadBytesMax);
     expect(reply.json).toMatchObject({ code: 'TOO_LARGE', details: { limit: 'maxPayloadBytes', max: smallestPayloadBytesMax } });
+    expect((reply.json.details as Record<string, unknown>).done).toBe(done);
     expect(reply.json.message).toMatch(message);
   };
 
@@ -270,11 +271,11 @@ describe('NATS cluster replies that would be over the smallest maxPayloadBytes',
   });
 
   it('makes a CLUSTER.ADD, REMOVE or TRANSFER whose status answer is too big, and says so in its TOO_LARGE', async () => {
-    expectTooLarge(await call('$LOOM.API.CLUSTER.ADD', { nodeId: 61, host: '127.0.0.1', raftPort: 1, learner: true }), /CLUSTER.ADD is done.*maxPayloadBytes 1024.*HTTP.*gRPC/);
+    expectTooLarge(await call('$LOOM.API.CLUSTER.ADD', { nodeId: 61, host: '127.0.0.1', raftPort: 1, learner: true }), /CLUSTER.ADD is done.*maxPayloadBytes 1024.*HTTP.*gRPC/, true);
     expect((await httpStatus()).members).toContainEqual({ id: 61, role: 'learner' });
-    expectTooLarge(await call('$LOOM.API.CLUSTER.REMOVE', { nodeId: 61 }), /CLUSTER.REMOVE is done.*maxPayloadBytes 1024/);
+    expectTooLarge(await call('$LOOM.API.CLUSTER.REMOVE', { nodeId: 61 }), /CLUSTER.REMOVE is done.*maxPayloadBytes 1024/, true);
     expect((await httpStatus()).members.map((m) => m.id)).not.toContain(61);
-    expectTooLarge(await call('$LOOM.API.CLUSTER.TRANSFER', { to: 1 }), /CLUSTER.TRANSFER is done.*maxPayloadBytes 1024/);
+    expectTooLarge(await call('$LOOM.API.CLUSTER.TRANSFER', { to: 1 }), /CLUSTER.TRANSFER is done.*maxPayloadBytes 1024/, true);
   });
 
   it('answers an error whose message is too big for a reply with its code, not with silence', async () => {
