@@ -1,6 +1,6 @@
-// Serves the hottest rpcs (KV Get, Put, Delete; the Buckets Get download) straight on the HTTP/2
-// streams beneath grpc-js, answering byte for byte as grpc-js would; every other stream goes to
-// grpc-js's own listener.
+// Serves the hottest rpcs (KV Get, Put, Delete; the Buckets Get download, and its Put upload through
+// lean-upload.ts) straight on the HTTP/2 streams beneath grpc-js, answering byte for byte as grpc-js
+// would; every other stream goes to grpc-js's own listener.
 
 import type * as http2 from 'node:http2';
 import { status as Status, type Server } from '@grpc/grpc-js';

@@ -57,7 +57,7 @@ const unaryRoutes: Record<string, Record<string, OperationName>> = {
   Buckets: { Stat: 'obj.info', List: 'obj.list', Delete: 'obj.del' },
 };
 
-/** The unary rpcs served on the lean path (lean-unary.ts) unless it is turned off; Buckets.Get is too. */
+/** The unary rpcs served on the lean path (lean-unary.ts) unless it is turned off; Buckets.Get and Put are too. */
 const leanMethods = { Put: 'kv.put', Get: 'kv.get', Delete: 'kv.del' } as const;
 
 /** Operations whose schema takes `timeoutMs`: the call's remaining deadline is passed to them. */
