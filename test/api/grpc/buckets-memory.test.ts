@@ -4,21 +4,15 @@
 // message into a buffer of its own and the upload peaked 136-154 MiB above the start.
 
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { loadLoomProto } from '../../../src/api/grpc';
-import { quietMsBeforeRelease } from '../../../src/util/transfer-memory';
 import { startServe, stopServe } from '../../support/cli';
+import { describeRss, rssAround } from '../../support/rss';
 import { makeTempDir, removeDir } from '../../support/tmp';
 
 const objectBytes = 1024 ** 3;
 const messageBytes = 1024 * 1024;
 const growthBytesMax = 100 * 1024 * 1024;
-
-/** VmRSS of a process, as `ps` and `top` show it: anonymous memory and mapped file pages alike. */
-function rssBytes(pid: number): number {
-  return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024;
-}
 
 type BucketsClient = grpc.Client & {
   Put(callback: (err: grpc.ServiceError | null, info: { sha256: string }) => void): grpc.ClientWritableStream<unknown>;
@@ -61,25 +55,14 @@ onLinux('a loom serve process and a 1 GiB object over gRPC', () => {
     const loaded = grpc.loadPackageDefinition(loadLoomProto()) as unknown as { loom: { v1: Record<string, new (a: string, c: grpc.ChannelCredentials) => grpc.Client> } };
     const client = new loaded.loom.v1.Buckets(`127.0.0.1:${serve.ports.grpc}`, grpc.credentials.createInsecure()) as BucketsClient;
     try {
-      const started = rssBytes(pid);
-      let peak = started;
-      let uploadPeak = started;
-      const sampler = setInterval(() => (peak = Math.max(peak, rssBytes(pid))), 50);
-      try {
+      const rss = await rssAround(pid, async (uploaded) => {
         const put = await upload(client, 'gig', objectBytes / messageBytes);
-        uploadPeak = peak;
+        uploaded();
         expect(await download(client, 'gig')).toEqual({ size: objectBytes, sha256: put.sha256 });
-      } finally {
-        clearInterval(sampler);
-      }
-      // Once nothing has moved for quietMsBeforeRelease, the node gives back what the transfer used.
-      await new Promise((resolve) => setTimeout(resolve, 4 * quietMsBeforeRelease));
-      const after = rssBytes(pid);
-      const mib = (bytes: number): string => (bytes / 2 ** 20).toFixed(1);
-      process.stdout.write(`loom serve, 1 GiB up+down over gRPC: VmRSS ${mib(started)} MiB at start, peak ${mib(peak - started)} MiB above it (upload ${mib(uploadPeak - started)}), ${mib(after - started)} MiB above it once quiet\n`);
-      expect(uploadPeak - started).toBeLessThan(growthBytesMax);
-      expect(peak - started).toBeLessThan(growthBytesMax);
-      expect(after - started).toBeLessThan(growthBytesMax);
+      });
+      process.stdout.write(describeRss('1 GiB up+down over gRPC', rss));
+      expect(rss.peakBytes - rss.startedBytes).toBeLessThan(growthBytesMax);
+      expect(rss.quietBytes - rss.startedBytes).toBeLessThan(growthBytesMax);
     } finally {
       client.close();
       await stopServe(serve);

@@ -1,20 +1,14 @@
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { quietMsBeforeRelease } from '../../../src/util/transfer-memory';
 import { startServe, stopServe } from '../../support/cli';
+import { describeRss, rssAround } from '../../support/rss';
 import { makeTempDir, removeDir } from '../../support/tmp';
 
 const objectBytes = 1024 ** 3;
 const pieceBytes = 1024 * 1024;
 const growthBytesMax = 100 * 1024 * 1024;
-
-/** VmRSS of a process, as `ps` and `top` show it: anonymous memory and mapped file pages alike. */
-function rssBytes(pid: number): number {
-  return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024;
-}
 
 /** `pieces` MiB of bytes that differ from piece to piece, so no two chunks are the same. */
 function source(pieces: number): Readable {
@@ -68,26 +62,15 @@ onLinux('a loom serve process and a 1 GiB object', () => {
     const pid = serve.child.pid as number;
     try {
       const port = serve.ports.http;
-      const started = rssBytes(pid);
-      let peak = started;
-      let uploadPeak = started;
-      const sampler = setInterval(() => (peak = Math.max(peak, rssBytes(pid))), 50);
-      try {
+      const rss = await rssAround(pid, async (uploaded) => {
         const put = await upload(port, 'gig', source(objectBytes / pieceBytes));
         expect(put.status).toBe(200);
-        uploadPeak = peak;
-        const got = await download(port, 'gig');
-        expect(got).toEqual({ size: objectBytes, sha256: put.sha256 });
-      } finally {
-        clearInterval(sampler);
-      }
-      // Once nothing has moved for quietMsBeforeRelease, the node gives back what the transfer used.
-      await new Promise((resolve) => setTimeout(resolve, 4 * quietMsBeforeRelease));
-      const after = rssBytes(pid);
-      const mib = (bytes: number): string => (bytes / 2 ** 20).toFixed(1);
-      process.stdout.write(`loom serve, 1 GiB up+down over HTTP: VmRSS ${mib(started)} MiB at start, peak ${mib(peak - started)} MiB above it (upload ${mib(uploadPeak - started)}), ${mib(after - started)} MiB above it once quiet\n`);
-      expect(peak - started).toBeLessThan(growthBytesMax);
-      expect(after - started).toBeLessThan(growthBytesMax);
+        uploaded();
+        expect(await download(port, 'gig')).toEqual({ size: objectBytes, sha256: put.sha256 });
+      });
+      process.stdout.write(describeRss('1 GiB up+down over HTTP', rss));
+      expect(rss.peakBytes - rss.startedBytes).toBeLessThan(growthBytesMax);
+      expect(rss.quietBytes - rss.startedBytes).toBeLessThan(growthBytesMax);
     } finally {
       await stopServe(serve);
       removeDir(dir);
