@@ -77,6 +77,12 @@ export interface PutObjectOptions {
    * Node's HTTP/2) waits here for a cancel that may be on its way.
    */
   beforeCommit?: () => Promise<void>;
+  /**
+   * Asked just before the commit is proposed, without waiting for anything: true (the caller has
+   * gone: reset, deadline passed) commits nothing. It narrows the window in which an upload whose
+   * caller was told it failed still commits; it cannot close it.
+   */
+  abandoned?: () => boolean;
 }
 
 export interface GetObjectOptions extends ReadOptions {
@@ -234,6 +240,7 @@ export class ObjectsApi {
         if (failed) throw failed.reason;
         await options.beforeCommit();
       }
+      if (options.abandoned?.()) throw new LoomError('UNAVAILABLE', 'the upload was abandoned before its commit');
       const committing = this.db.mutate('blob.commit', {
         bucket,
         name,

@@ -90,6 +90,8 @@ export async function putObject(db: Database, head: ProtoRequest, data: AsyncIte
   if (typeof header.sha256 === 'string') putOptions.sha256 = header.sha256;
   if (typeof header.chunk_bytes === 'number' && header.chunk_bytes > 0) putOptions.chunkBytes = header.chunk_bytes;
   if (typeof header.size === 'number') putOptions.size = header.size;
+  // A call reset or past its deadline by the time every byte is in commits nothing.
+  putOptions.abandoned = cancelled;
   // A grpc-js client's cancel ends its request stream (Node's HTTP/2 close() sends END_STREAM)
   // before its RST_STREAM, so the end of the messages may be a cancel whose RST is still on
   // its way. A `size` or `sha256` in the header settles it: a short upload fails its check.

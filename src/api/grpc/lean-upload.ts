@@ -24,6 +24,11 @@ export interface LeanUploadRoute {
   run(first: unknown, data: AsyncIterable<Uint8Array>, call: LeanUploadContext): Promise<unknown>;
   /** Checks the fields of message `index` that come after its data or in a later message; throws to fail the upload. */
   checkLater(fields: unknown, authorization: string | undefined, index: number): void;
+  /**
+   * What grpc-js's path checks before it reads a message (the server closing, then the token);
+   * throws the error to answer instead of a malformed message's.
+   */
+  checkCall(authorization: string | undefined): void;
 }
 
 export interface LeanUploadContext {
@@ -37,6 +42,12 @@ export interface LeanUploadContext {
  * flow control (the stream window, windows.ts) then holds the client.
  */
 export const uploadQueuedBytesMax = 256 * 1024;
+/**
+ * Pieces likewise: a piece is a slice of one of Node's socket reads (up to 64 KiB) and holds all of
+ * it, so a client sending tiny DATA frames among another call's would otherwise hold far more memory
+ * than the bytes counted.
+ */
+export const uploadQueuedPiecesMax = 64;
 
 /** One Put call: parses the messages as they arrive, starts the upload once the header is known, answers once. */
 export class LeanUploadCall extends LeanCallBase {
@@ -69,6 +80,8 @@ export class LeanUploadCall extends LeanCallBase {
   protected override finish(): boolean {
     // Once answered (an error, the deadline) or reset, the upload stops and the rest of the stream is dropped.
     this.pieces.abandon(new LoomError('UNAVAILABLE', 'the call ended before its upload did'));
+    this.early = [];
+    this.fields = [];
     return super.finish();
   }
 
@@ -103,16 +116,24 @@ export class LeanUploadCall extends LeanCallBase {
     if (!this.started) {
       // The upload starts at the first message's data if its header came before it (every encoder
       // writes fields in number order), else once the first message has ended.
-      const first = this.route.deserialize(Buffer.concat(this.fields));
+      const first = this.decode(Buffer.concat(this.fields));
       if (!event.end && !hasHeader(first)) return;
       this.fields = [];
       this.start(first);
     } else if (event.end) {
       const fields = Buffer.concat(this.fields);
       this.fields = [];
-      if (fields.length > 0 || this.index > 0) this.route.checkLater(this.route.deserialize(fields), this.authorization, this.index);
+      if (fields.length > 0 || this.index > 0) this.route.checkLater(this.decode(fields), this.authorization, this.index);
     }
     if (event.end) this.index++;
+  }
+
+  /** A message's fields but its data field, decoded; data hiding among them would be lost, so it is refused. */
+  private decode(fields: Buffer): unknown {
+    const decoded = this.route.deserialize(fields);
+    const data = (decoded as { data?: Uint8Array } | null)?.data;
+    if (data instanceof Uint8Array && data.length > 0) throw new LoomError('INVALID_ARGUMENT', 'the request is not a valid protobuf message: its data field is malformed', { field: 'body' });
+    return decoded;
   }
 
   private start(first: unknown): void {
@@ -135,10 +156,23 @@ export class LeanUploadCall extends LeanCallBase {
     );
   }
 
-  /** Answers a request the parser or a check refused, at once. */
+  /**
+   * Answers a request the parser or a check refused, at once. An oversized message is refused
+   * before any handler runs, as grpc-js does; for the rest, the server closing and a wrong token
+   * come first, as on grpc-js's path, where they are checked before a message is decoded.
+   */
   private refuse(err: unknown): void {
-    if (err instanceof PutMessageTooLarge) this.fail(Status.RESOURCE_EXHAUSTED, err.message);
-    else this.failWith(err);
+    if (err instanceof PutMessageTooLarge) {
+      this.fail(Status.RESOURCE_EXHAUSTED, err.message);
+      return;
+    }
+    try {
+      this.route.checkCall(this.authorization);
+    } catch (first) {
+      this.failWith(first);
+      return;
+    }
+    this.failWith(err);
   }
 }
 
@@ -171,7 +205,7 @@ class PieceQueue implements AsyncIterableIterator<Uint8Array> {
     }
     this.queue.push(bytes);
     this.queuedBytes += bytes.length;
-    if (this.queuedBytes > uploadQueuedBytesMax) this.stream.pause();
+    if (this.queuedBytes > uploadQueuedBytesMax || this.queue.length > uploadQueuedPiecesMax) this.stream.pause();
   }
 
   end(): void {
@@ -194,7 +228,7 @@ class PieceQueue implements AsyncIterableIterator<Uint8Array> {
     const bytes = this.queue.shift();
     if (bytes !== undefined) {
       this.queuedBytes -= bytes.length;
-      if (this.queuedBytes <= uploadQueuedBytesMax && this.stream.isPaused()) this.stream.resume();
+      if (this.queuedBytes <= uploadQueuedBytesMax && this.queue.length <= uploadQueuedPiecesMax && this.stream.isPaused()) this.stream.resume();
       return Promise.resolve({ value: bytes, done: false });
     }
     if (this.error !== undefined || this.ended) {

@@ -27,6 +27,8 @@ export class PutMessageTooLarge extends Error {
 
 /** Tag of PutObjectChunk.data: field 2, length-delimited (proto/loom.proto). */
 const dataTag = (2 << 3) | 2;
+/** The largest field number protobuf allows. */
+const fieldNumberMax = 2 ** 29 - 1;
 const prefixBytes = 5;
 /** A protobuf varint is at most 10 bytes. */
 const varintBytesMax = 10;
@@ -54,7 +56,9 @@ const enum Reading {
  * (INVALID_ARGUMENT, as grpc-js's path answers bad protobuf); an oversized message throws PutMessageTooLarge.
  *
  * One deviation from protobuf's merge rules, which a streaming reader cannot follow: a message with
- * two `data` fields (where the last would win) is refused, not merged. No encoder writes one.
+ * two `data` fields (where the last would win) is refused, not merged. No encoder writes one. Field
+ * number 0 and numbers over 2^29 - 1 are refused too (invalid protobuf, which protobufjs reads as
+ * some other field).
  */
 export class PutMessageParser {
   private reading = Reading.Prefix;
@@ -69,6 +73,8 @@ export class PutMessageParser {
   /** The current message's non-data fields in wire form, not yet sent. */
   private fields: Buffer[] = [];
   private dataSeen = false;
+  /** Groups (wire types 3 and 4) open around the current field: their fields are collected whole. */
+  private groupDepth = 0;
 
   constructor(private readonly messageBytesMax: number) {}
 
@@ -90,6 +96,7 @@ export class PutMessageParser {
           if (size > this.messageBytesMax) throw new PutMessageTooLarge(size, this.messageBytesMax);
           this.messageLeft = size;
           this.dataSeen = false;
+          this.groupDepth = 0;
           this.reading = Reading.Tag;
           if (size === 0) this.endMessage(events);
           break;
@@ -161,15 +168,16 @@ export class PutMessageParser {
   private startField(tag: number, raw: number[], events: PutEvent[]): void {
     const field = Math.floor(tag / 8);
     const wireType = tag % 8;
-    if (field === 0) throw malformed('a field has number 0');
-    if (tag === dataTag) {
+    // protobufjs reads a tag as 32 bits and would take an overlong one for another field (data among them).
+    if (field === 0 || field > fieldNumberMax) throw malformed(`a field has number ${field}`);
+    if (tag === dataTag && this.groupDepth === 0) {
       if (this.dataSeen) throw malformed('a Put message carries its data field once');
       this.dataSeen = true;
       events.push({ kind: 'fields', bytes: this.takeFields(), end: false });
       this.reading = Reading.DataLength;
       return;
     }
-    if (field === 2) throw malformed(`field data has wire type ${wireType}, not length-delimited`);
+    if (field === 2 && this.groupDepth === 0) throw malformed(`field data has wire type ${wireType}, not length-delimited`);
     this.fields.push(Buffer.from(raw));
     switch (wireType) {
       case 0:
@@ -184,8 +192,18 @@ export class PutMessageParser {
       case 5:
         this.startValue(4, Reading.FixedValue, events);
         return;
+      case 3:
+        // An (unknown) group: its fields, up to its end tag, are collected for protobufjs to skip.
+        this.groupDepth++;
+        this.endField(events);
+        return;
+      case 4:
+        if (this.groupDepth === 0) throw malformed(`field ${field} ends a group that was not started`);
+        this.groupDepth--;
+        this.endField(events);
+        return;
       default:
-        throw malformed(`wire type ${wireType} (field ${field}) is not taken`);
+        throw malformed(`wire type ${wireType} (field ${field}) does not exist`);
     }
   }
 
@@ -198,7 +216,9 @@ export class PutMessageParser {
 
   private endField(events: PutEvent[]): void {
     this.reading = Reading.Tag;
-    if (this.messageLeft === 0) this.endMessage(events);
+    if (this.messageLeft > 0) return;
+    if (this.groupDepth > 0) throw malformed('a group runs past the end of its message');
+    this.endMessage(events);
   }
 
   private endMessage(events: PutEvent[]): void {

@@ -182,6 +182,10 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         deserialize: put.requestDeserialize,
         serialize: put.responseSerialize,
         run: (first, data, call) => runUpload(first, data, call),
+        checkCall: (authorization) => {
+          if (closing) throw new LoomError('UNAVAILABLE', 'the gRPC server is shutting down');
+          authorize(authorization);
+        },
         checkLater: (fields, authorization, index) => {
           const message = admitRequest(fields, authorization);
           if (!message.header) return;

@@ -150,6 +150,12 @@ describe('Buckets.Put on the lean path', () => {
     const fromGrpcJs = await call(plainPort, Buffer.concat([body([{ header: { bucket: 'b', name: 'bad' } }], 'bad'), frame(Buffer.from([0x0a, 0xff]))]));
     expect(fromGrpcJs.headers).toMatchObject({ 'loom-error': 'INVALID_ARGUMENT', 'loom-error-details': '{"field":"body"}' });
     expect(await stored('bad')).toBeUndefined();
+    // A wrong token comes first, as on grpc-js's path, whether the bad bytes are the first message or a later one.
+    for (const bad of [frame(Buffer.from([0x0a, 0xff])), Buffer.concat([body([{ header: { bucket: 'b', name: 'bad' } }], 'bad'), frame(Buffer.from([0x0a, 0xff]))])]) {
+      const answers = await Promise.all([lean.port, plainPort].map((port) => call(port, bad, { authorization: 'Bearer wrong' })));
+      expect(answers[0]).toEqual(answers[1]);
+      expect(answers[0].headers).toMatchObject({ 'loom-error': 'UNAUTHENTICATED' });
+    }
   });
 
   it('takes data that comes before the header in the first message, and bytes split over many small DATA frames', async () => {
@@ -233,11 +239,14 @@ describe('Buckets.Put on the lean path', () => {
     expect((await stored('after'))?.toString()).toBe('fine');
   });
 
-  it('stops reading a stalled upload, so flow control holds the client, and finishes it once the upload reads again', async () => {
+  /**
+   * Uploads stall (as behind a slow disk) until released, after their first piece or after their
+   * last one (every byte taken, the commit not yet proposed); the parser's input is counted.
+   */
+  function stallUploads(after: 'first' | 'last' = 'first'): { release(): void; fed(): number; restore(): void } {
     let release: () => void = () => undefined;
     const held = new Promise<void>((resolve) => (release = resolve));
     const objectsPut = db.objects.put.bind(db.objects);
-    // The upload takes its first piece, then stalls (as behind a slow disk) until released.
     const stall = jest.spyOn(db.objects, 'put').mockImplementation((bucket, name, source, options) =>
       objectsPut(
         bucket,
@@ -246,9 +255,10 @@ describe('Buckets.Put on the lean path', () => {
           let first = true;
           for await (const piece of source as AsyncIterable<Uint8Array>) {
             yield piece;
-            if (first) await held;
+            if (first && after === 'first') await held;
             first = false;
           }
+          if (after === 'last') await held;
         })(),
         options,
       ),
@@ -259,6 +269,19 @@ describe('Buckets.Put on the lean path', () => {
       fed += chunk.length;
       return feed.call(this, chunk);
     });
+    return {
+      release: () => release(),
+      fed: () => fed,
+      restore() {
+        release();
+        stall.mockRestore();
+        count.mockRestore();
+      },
+    };
+  }
+
+  it('stops reading a stalled upload, so flow control holds the client, and finishes it once the upload reads again', async () => {
+    const stalled = stallUploads();
     try {
       const data = randomBytes(16 * 1024 * 1024);
       const stream = open(lean.port);
@@ -269,16 +292,48 @@ describe('Buckets.Put on the lean path', () => {
       stream.end();
       await new Promise((resolve) => setTimeout(resolve, 500));
       // The server read the stream window's worth (windows.ts, 1 MiB) at most, not the 16 MiB sent.
-      expect(fed).toBeGreaterThan(0);
-      expect(fed).toBeLessThanOrEqual(1024 * 1024 + 64 * 1024);
-      release();
+      expect(stalled.fed()).toBeGreaterThan(0);
+      expect(stalled.fed()).toBeLessThanOrEqual(1024 * 1024 + 64 * 1024);
+      stalled.release();
       expect((await answered).trailers).toMatchObject({ 'grpc-status': '0' });
-      expect(fed).toBeGreaterThan(data.length);
+      expect(stalled.fed()).toBeGreaterThan(data.length);
       expect(sha256((await stored('stalled')) as Buffer)).toBe(sha256(data));
     } finally {
-      release();
-      stall.mockRestore();
-      count.mockRestore();
+      stalled.restore();
+    }
+  });
+
+  it('stops reading a stalled upload of tiny messages after a bounded number of pieces, not only of bytes', async () => {
+    const stalled = stallUploads();
+    try {
+      // 20,000 messages of 10 bytes: 200 KB, under the byte bound, in pieces that each hold a socket read.
+      const stream = open(lean.port);
+      const answered = answerOf(stream);
+      stream.write(frame(put.requestSerialize({ header: { bucket: 'b', name: 'tiny' } })));
+      const tiny = Buffer.concat(Array.from({ length: 20_000 }, (_, i) => frame(put.requestSerialize({ data: Buffer.from(String(i).padStart(10, '0')) }))));
+      stream.end(tiny);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(stalled.fed()).toBeLessThan(tiny.length / 4);
+      stalled.release();
+      expect((await answered).trailers).toMatchObject({ 'grpc-status': '0' });
+      expect((await stored('tiny'))?.length).toBe(200_000);
+    } finally {
+      stalled.restore();
+    }
+  });
+
+  it('commits nothing when the deadline passes after the last byte, even with the size announced', async () => {
+    const stalled = stallUploads('last');
+    try {
+      const data = randomBytes(300_000);
+      const answer = await call(lean.port, body([{ header: { bucket: 'b', name: 'overdue', size: data.length }, data: data.subarray(0, 100_000) }, { data: data.subarray(100_000) }], 'overdue'), { 'grpc-timeout': '200m' });
+      expect(answer.headers).toMatchObject({ 'grpc-status': String(grpc.status.DEADLINE_EXCEEDED) });
+      const uploads = db.objects.put as jest.Mock;
+      stalled.release();
+      await expect(uploads.mock.results[uploads.mock.results.length - 1].value).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+      expect(await stored('overdue')).toBeUndefined();
+    } finally {
+      stalled.restore();
     }
   });
 });

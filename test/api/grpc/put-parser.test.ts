@@ -131,6 +131,19 @@ describe('PutMessageParser', () => {
     expect(decoded.fields).toEqual(put.requestDeserialize(headerBytes));
   });
 
+  it('collects groups whole, a field 2 inside one included, as protobufjs skips them', () => {
+    const data = randomBytes(50);
+    const headerBytes = put.requestSerialize({ header });
+    // Field 5 opens a group holding field 2 (length-delimited) and a nested group 6, then closes.
+    const group = Buffer.from([(5 << 3) | 3, 0x12, 2, 0xaa, 0xbb, (6 << 3) | 3, 0x08, 1, (6 << 3) | 4, (5 << 3) | 4]);
+    const message = Buffer.concat([headerBytes, group, Buffer.from([0x12, 50]), data]);
+    const [decoded] = messagesOf(feedSplit(frame(message), [4, 40, 41, 42, 43]));
+    expect(decoded.data.equals(data)).toBe(true);
+    expect(decoded.fields).toEqual(put.requestDeserialize(Buffer.concat([headerBytes, group])));
+    expectRefused(frame(Buffer.from([(5 << 3) | 3, 0x08, 1])), /group runs past the end/);
+    expectRefused(frame(Buffer.from([(5 << 3) | 4])), /ends a group that was not started/);
+  });
+
   it('refuses a message over the limit before reading it, as grpc-js does', () => {
     const parser = new PutMessageParser(1000);
     expect(() => parser.feed(frame(Buffer.alloc(1001)).subarray(0, 5))).toThrow(new PutMessageTooLarge(1001, 1000));
@@ -142,8 +155,10 @@ describe('PutMessageParser', () => {
     expectRefused(frame(Buffer.from([0x0a, 0xff])), /runs past the end of its message/);
     expectRefused(frame(Buffer.from([0x12, 1, 9, 0x12, 1, 9])), /data field once/);
     expectRefused(frame(Buffer.from([0x10, 1])), /wire type 0, not length-delimited/);
-    expectRefused(frame(Buffer.from([0x0b])), /wire type 3/);
+    expectRefused(frame(Buffer.from([0x0e])), /wire type 6/);
     expectRefused(frame(Buffer.from([0x02, 1])), /number 0/);
+    // Tag 18 + 2^32: protobufjs reads 32 bits of it, field 2 (data); it is no valid field number.
+    expectRefused(frame(Buffer.from([0x92, 0x80, 0x80, 0x80, 0x10, 3, 0x41, 0x42, 0x43])), /number 536870914/);
     expectRefused(frame(Buffer.from([0x48, ...Array(10).fill(0xff), 1])), /longer than 10 bytes/);
     expectRefused(frame(Buffer.from([0x12, 3, 1, 2, 3])).subarray(0, 7), /ended inside a message/);
     expectRefused(Buffer.from([0, 0, 0]), /ended inside a message/);
