@@ -8,7 +8,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { connect as natsConnect, createInbox, headers as natsHeaders, type ConnectionOptions, type MsgHdrs, type NatsConnection, type Subscription } from 'nats';
+import { connect as natsConnect, createInbox, headers as natsHeaders, type ConnectionOptions, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from 'nats';
 import { LoomError, errorCodes, names, type ErrorCode } from '../util';
 
 export interface ClientOptions {
@@ -77,9 +77,18 @@ export interface EventRecord {
   ts: number;
 }
 
+/**
+ * A change a watch delivers. `omittedBytes` is set when the change was too large for one NATS message
+ * (the node's maxPayloadBytes): `value` is then empty, `info` and `data` undefined; read the value,
+ * object or event through the API.
+ */
 export type WatchChange =
-  | { kind: 'kv'; seq: number; subject: string; op: 'PUT' | 'DEL'; value: Uint8Array }
-  | { kind: 'event'; seq: number; subject: string; version: number; data: unknown };
+  | { kind: 'kv'; seq: number; subject: string; op: 'PUT' | 'DEL'; value: Uint8Array; omittedBytes?: number }
+  | { kind: 'object'; seq: number; subject: string; op: 'PUT' | 'DEL'; info: ObjectChangeInfo | undefined; omittedBytes?: number }
+  | { kind: 'event'; seq: number; subject: string; version: number; data: unknown; omittedBytes?: number };
+
+/** An object change's info: the object's after a PUT; bucket, name, rev, updatedAt and `deleted: true` after a DEL. */
+export type ObjectChangeInfo = ObjectInfo | { bucket: string; name: string; rev: number; updatedAt: number; deleted: true };
 
 export interface ClientWatch extends AsyncIterableIterator<WatchChange> {
   /** The seq of the last change delivered: resume from here. */
@@ -88,6 +97,20 @@ export interface ClientWatch extends AsyncIterableIterator<WatchChange> {
 }
 
 const json = (value: unknown): Uint8Array => Buffer.from(JSON.stringify(value));
+
+/** A watch message as a change: its kind from its subject's root ($KV, $OBJ) or its version header ($EV). */
+function watchChangeOf(seq: number, msg: Msg): WatchChange {
+  const subject = msg.headers?.get('Loom-Subject') ?? '';
+  const omitted = msg.headers?.get('Loom-Omitted-Bytes');
+  const omittedBytes = omitted !== undefined && omitted !== '' ? Number(omitted) : undefined;
+  const parsed = (): unknown => (omittedBytes === undefined ? JSON.parse(Buffer.from(msg.data).toString('utf8')) : undefined);
+  const extra = omittedBytes === undefined ? {} : { omittedBytes };
+  const version = msg.headers?.get('Loom-Version');
+  if (version !== undefined && version !== '') return { kind: 'event', seq, subject, version: Number(version), data: parsed(), ...extra };
+  const op = (msg.headers?.get('Loom-Op') as 'PUT' | 'DEL' | undefined) || 'PUT';
+  if (subject.startsWith('$OBJ.')) return { kind: 'object', seq, subject, op, info: parsed() as ObjectChangeInfo | undefined, ...extra };
+  return { kind: 'kv', seq, subject, op, value: msg.data, ...extra };
+}
 
 export class LoomClient {
   readonly kv = {
@@ -647,12 +670,7 @@ class Watcher implements ClientWatch {
         if (code) return this.fail(toLoomError(code, msg.data));
         const seq = Number(msg.headers?.get('Loom-Seq'));
         if (!(seq > this.highWater())) return;
-        const subject = msg.headers?.get('Loom-Subject') ?? '';
-        const version = msg.headers?.get('Loom-Version');
-        const change: WatchChange =
-          version !== undefined && version !== ''
-            ? { kind: 'event', seq, subject, version: Number(version), data: JSON.parse(Buffer.from(msg.data).toString('utf8')) }
-            : { kind: 'kv', seq, subject, op: (msg.headers?.get('Loom-Op') as 'PUT' | 'DEL') ?? 'PUT', value: msg.data };
+        const change = watchChangeOf(seq, msg);
         if (this.waiter) {
           const waiter = this.waiter;
           this.waiter = undefined;

@@ -3,7 +3,7 @@
 import { LoomClient, type ClientOptions } from './client';
 
 export { LoomClient };
-export type { ClientOptions, ClientWatch, EventRecord, KvValue, ObjectInfo, ObjectSource, PutObjectOptions, ReadOptions, WatchChange } from './client';
+export type { ClientOptions, ClientWatch, EventRecord, KvValue, ObjectChangeInfo, ObjectInfo, ObjectSource, PutObjectOptions, ReadOptions, WatchChange } from './client';
 
 export function connect(options: ClientOptions): Promise<LoomClient> {
   return LoomClient.connect(options);

@@ -12,6 +12,8 @@ export { Views } from './views';
 export { Database, EventsApi, KvApi } from './database';
 export type { AppendInput, Consistency, EventRecord, KvEntry, PutOptions, ReadOptions, SqlQueries, SqlQueryInput, SqlResult } from './database';
 export { ChangeFeed, watchChanges } from './watch';
+export { changeBusMessage, omittedBytesHeader } from './change-messages';
+export type { ChangeBusMessage } from './change-messages';
 export type { ChangeBatch, Watch, WatchOptions } from './watch';
 export { Expirer } from './expirer';
 export { openDatabase, snapshotCatchUpEntriesDefault } from './open';

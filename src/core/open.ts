@@ -5,11 +5,12 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { MsgHeaders, type Bus } from '../bus';
+import type { Bus } from '../bus';
 import type { LogStore, SnapshotMeta } from '../eventlog';
-import { changeMessage, changeOf, changeSubjectRoots, logChunkReader, type Change, type Outcome, type ProjectionStatus } from '../projections';
+import { changeOf, changeSubjectRoots, logChunkReader, type Change, type Outcome, type ProjectionStatus } from '../projections';
 import { LoomError, loadLibc, type Logger } from '../util';
 import type { Replicator } from './replicator';
+import { changeBusMessage } from './change-messages';
 import { Core } from './core';
 import { Database } from './database';
 import { Expirer } from './expirer';
@@ -136,8 +137,13 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<OpenDa
     if (busMayWant) {
       for (const change of changes) {
         if (!bus.hasInterest(change.subject)) continue;
-        const message = changeMessage(change);
-        bus.publish(message.subject, message.payload, { headers: MsgHeaders.fromRecord(message.headers) });
+        const message = changeBusMessage(change, bus.maxPayloadBytes);
+        if (message === undefined) {
+          // Only a bus configured under ~1 KiB (a node's is at least 1 KiB): the applier must go on.
+          logger.error({ subject: change.subject, maxPayloadBytes: bus.maxPayloadBytes }, 'a change event does not fit the bus even without its payload; not published');
+          continue;
+        }
+        bus.publish(message.subject, message.payload, { headers: message.headers });
       }
     }
   });

@@ -83,8 +83,15 @@ export const objectChunksMax = 28_672;
 export const objectBytesMaxDefault = 5 * 1024 ** 3;
 export const objectNameBytesMax = 1024;
 export const contentTypeBytesMax = 256;
-/** Largest object metadata, as JSON. */
-export const objectMetadataBytesMax = 16 * 1024;
+/**
+ * Largest object metadata, counted as HTTP carries it: `x-loom-meta-<key>: <value>` and CRLF per
+ * entry, the value as UTF-8 (metadataHeaderBytes). 8 KiB leaves room for an upload's or a download's
+ * other headers in the 16 KiB header block Node's HTTP parser takes by default, on the node and in
+ * clients alike; 16 KiB of metadata as JSON did not fit in it (a client could not download it).
+ */
+export const objectMetadataBytesMax = 8 * 1024;
+/** Bytes of each metadata entry's header besides its key and value: `x-loom-meta-`, `: ` and CRLF. */
+const metadataHeaderOverheadBytes = 'x-loom-meta-: \r\n'.length;
 
 export function checkObjectName(name: unknown): string {
   if (typeof name !== 'string' || name.length === 0 || name.includes('\u0000') || Buffer.byteLength(name) > objectNameBytesMax || !isWellFormedUtf16(name)) {
@@ -130,15 +137,22 @@ export function checkObjectMetadata(metadata: unknown): Record<string, string> {
       throw new LoomError('INVALID_ARGUMENT', `metadata ${key} value ${quoted(value)} is invalid: expected text without control characters (tab allowed inside), no space or tab at either end`, { field });
     }
   }
-  const metadataBytes = Buffer.byteLength(JSON.stringify(metadata));
+  const metadataBytes = metadataHeaderBytes(metadata as Record<string, string>);
   if (metadataBytes > objectMetadataBytesMax) {
-    throw new LoomError('TOO_LARGE', `metadata is ${metadataBytes} bytes as JSON; objectMetadataBytesMax is ${objectMetadataBytesMax}`, {
+    throw new LoomError('TOO_LARGE', `metadata is ${metadataBytes} bytes as HTTP headers (x-loom-meta-<key>: <value>); objectMetadataBytesMax is ${objectMetadataBytesMax}`, {
       field: 'metadata',
       limit: 'objectMetadataBytesMax',
       max: objectMetadataBytesMax,
     });
   }
   return metadata as Record<string, string>;
+}
+
+/** The bytes of `metadata` as HTTP headers: `x-loom-meta-<key>: <value>` and CRLF per entry, values as UTF-8. */
+export function metadataHeaderBytes(metadata: Record<string, string>): number {
+  let bytes = 0;
+  for (const [key, value] of Object.entries(metadata)) bytes += metadataHeaderOverheadBytes + key.length + Buffer.byteLength(value);
+  return bytes;
 }
 
 /** A metadata value as an HTTP header carries it: its UTF-8 bytes, one char per byte (Node writes headers as Latin-1). */

@@ -9,6 +9,8 @@ import { errorDetailsTrailer, errorTrailer, loadLoomProto } from '../../src/api/
 import { openNode, type EmbeddedNode } from '../../src';
 import { connect, type LoomClient } from '../../src/client';
 import { LoomError } from '../../src/util';
+import { metadataHeaderBytes, objectMetadataBytesMax } from '../../src/util/names';
+import { drain } from '../support/streams';
 import { makeTempDir, removeDir } from '../support/tmp';
 
 type Ctor = new (address: string, credentials: grpc.ChannelCredentials) => grpc.Client;
@@ -205,5 +207,33 @@ describe('object metadata and content type across the doors', () => {
     const sql = await node.sql.query({ sql: 'SELECT content_type, metadata FROM objects WHERE bucket = ? AND name = ?', params: ['meta', name] }, { atLeast: Number(info.rev) });
     const [[contentType, metadata]] = sql.rows as Array<[string, string]>;
     expect({ contentType, metadata: JSON.parse(metadata) as unknown }).toEqual(accepted);
+  });
+
+  it.each([
+    ['one value', 0],
+    ['200 short entries and one value', 200],
+  ])('carries metadata of objectMetadataBytesMax (%s) through HTTP both ways and the SDK, and refuses a byte more on every door', async (_what, entries) => {
+    const largest: Record<string, string> = Object.fromEntries(Array.from({ length: entries }, (_, i) => [`k${i}`, 'v']));
+    largest.last = '';
+    largest.last = 'x'.repeat(objectMetadataBytesMax - metadataHeaderBytes(largest));
+    expect(metadataHeaderBytes(largest)).toBe(objectMetadataBytesMax);
+    const tag = `largest-${entries}`;
+    const headers = Object.entries(largest).map(([key, value]) => `x-loom-meta-${key}: ${value}`);
+    expect((await rawHttp(httpPort, 'PUT', `/v1/buckets/meta/objects/${tag}-http`, headers, 'body')).status).toBe(200);
+    await client.objects.put('meta', `${tag}-sdk`, 'body', { metadata: largest });
+    await grpcPut(`${tag}-grpc`, { metadata: largest });
+    for (const name of [`${tag}-http`, `${tag}-sdk`, `${tag}-grpc`]) {
+      const get = await fetch(`http://127.0.0.1:${httpPort}/v1/buckets/meta/objects/${name}`);
+      expect(get.status).toBe(200);
+      expect(await get.text()).toBe('body');
+      const { bytes } = await drain(await client.objects.get('meta', name));
+      expect(bytes.toString()).toBe('body');
+    }
+    expect((await node.db.objects.stat('meta', `${tag}-grpc`)).metadata).toEqual(largest);
+
+    const over = { ...largest, last: `${largest.last}x` };
+    expect(loomRefusal(await node.db.objects.put('meta', 'over', 'body', { metadata: over }).catch((e: unknown) => e))).toEqual({ code: 'TOO_LARGE', field: 'metadata' });
+    expect(grpcRefusal(await grpcPut('over', { metadata: over }).catch((e: unknown) => e))).toEqual({ code: 'TOO_LARGE', field: 'metadata' });
+    expect(loomRefusal(await client.objects.put('meta', 'over', 'body', { metadata: over }).catch((e: unknown) => e))).toEqual({ code: 'TOO_LARGE', field: 'metadata' });
   });
 });

@@ -1,7 +1,7 @@
 // The metadata and content-type rule every door shares (docs/buckets.md "Metadata and content type").
 
 import { LoomError } from '../../src/util';
-import { checkContentType, checkObjectMetadata, contentTypeBytesMax, objectMetadataBytesMax } from '../../src/util/names';
+import { checkContentType, checkObjectMetadata, contentTypeBytesMax, metadataHeaderBytes, objectMetadataBytesMax } from '../../src/util/names';
 
 function refusal(check: () => unknown): { code: string; field: unknown } | undefined {
   try {
@@ -38,10 +38,18 @@ describe('object metadata', () => {
     expect(refusal(() => checkObjectMetadata(metadata))).toEqual({ code: 'INVALID_ARGUMENT', field });
   });
 
-  it('refuses what is not an object, and more than objectMetadataBytesMax as JSON', () => {
+  it('refuses what is not an object, and more than objectMetadataBytesMax as HTTP headers', () => {
     expect(refusal(() => checkObjectMetadata(['v']))).toEqual({ code: 'INVALID_ARGUMENT', field: 'metadata' });
     expect(refusal(() => checkObjectMetadata(null))).toEqual({ code: 'INVALID_ARGUMENT', field: 'metadata' });
-    expect(refusal(() => checkObjectMetadata({ k: 'v'.repeat(objectMetadataBytesMax) }))).toEqual({ code: 'TOO_LARGE', field: 'metadata' });
+    // `x-loom-meta-k: <value>\r\n` is 17 bytes besides the value, whose UTF-8 bytes count.
+    const fits = { k: `${'é'.repeat((objectMetadataBytesMax - 17 - 1) / 2)}a` };
+    expect(metadataHeaderBytes(fits)).toBe(objectMetadataBytesMax);
+    expect(checkObjectMetadata(fits)).toBe(fits);
+    expect(refusal(() => checkObjectMetadata({ k: `${fits.k}c` }))).toEqual({ code: 'TOO_LARGE', field: 'metadata' });
+    // Many short entries count their header overhead, which JSON would not.
+    const many = Object.fromEntries(Array.from({ length: 600 }, (_, i) => [`k${i}`, 'v']));
+    expect(JSON.stringify(many).length).toBeLessThan(objectMetadataBytesMax);
+    expect(refusal(() => checkObjectMetadata(many))).toEqual({ code: 'TOO_LARGE', field: 'metadata' });
   });
 });
 

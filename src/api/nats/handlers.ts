@@ -3,8 +3,8 @@
 // several can serve. Errors come back with header `Loom-Error` and a JSON body.
 
 import { MsgHeaders, type Bus, type Msg, type Subscription } from '../../bus';
-import type { Database, EventRecord, SqlResult } from '../../core';
-import { changeMessage, type KvListPage, type ObjectListPage } from '../../projections';
+import { changeBusMessage, type Database, type EventRecord, type SqlResult } from '../../core';
+import type { KvListPage, ObjectListPage } from '../../projections';
 import { LoomError, assert, isLoomError, type Logger } from '../../util';
 import { parseInput, runOperation, type OperationContext, type OperationName } from '../operations';
 import { checkReplyFits, encodeEventsToFit, encodePageToFit, encodeSqlResultToFit, encodeWholeToFit } from './page-fit';
@@ -116,8 +116,9 @@ export class NatsApi {
       try {
         for await (const change of watch) {
           if (!bus.hasInterest(deliver)) break;
-          const message = changeMessage(change);
-          bus.publish(deliver, message.payload, { headers: MsgHeaders.fromRecord({ ...message.headers, 'Loom-Subject': message.subject }) });
+          const message = changeBusMessage(change, bus.maxPayloadBytes, { 'Loom-Subject': change.subject });
+          if (message === undefined) throw new LoomError('TOO_LARGE', `the change at seq ${change.seq} does not fit the bus even without its payload`, { limit: 'maxPayloadBytes', max: bus.maxPayloadBytes });
+          bus.publish(deliver, message.payload, { headers: message.headers });
           // Let sockets drain between bursts of a long replay.
           if (++sent % 256 === 0) await new Promise((resolve) => setImmediate(resolve));
         }
