@@ -26,10 +26,13 @@ export function pageByName<V, T>(
   const items: T[] = [];
   let lastName = '';
   let more = false;
-  for (const { key, value } of db.getRange({ start: [bucket, after ?? prefix], end: [bucket, `${prefix}\uffff`] })) {
-    const name = key[1];
+  // No end key: the names under a prefix sort together (LMDB orders keys by their UTF-8 bytes), so
+  // the scan stops at the first that is not. An end of `${prefix}\uffff` left out every name with a
+  // character beyond U+FFFF after the prefix (an emoji: F0 ... sorts after EF BF BF).
+  for (const { key, value } of db.getRange({ start: [bucket, after ?? prefix] })) {
+    const [keyBucket, name] = key;
+    if (keyBucket !== bucket || !name.startsWith(prefix)) break;
     if (name === after) continue;
-    if (!name.startsWith(prefix)) break;
     if (items.length === limit) {
       more = true;
       break;

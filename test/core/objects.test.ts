@@ -203,6 +203,24 @@ describe('objects on one node', () => {
     expect(second.cursor).toBeUndefined();
   });
 
+  it('lists names with characters beyond U+FFFF, with and without a prefix, and nothing of the next bucket', async () => {
+    // UTF-8 order: 'x', then '\uffff' (EF BF BF), then the emoji (F0 9F ...), then U+10FFFF (F4 8F BF BF).
+    const names = ['emoji/x', 'emoji/\uffff', 'emoji/😀.png', 'emoji/😀/deep', 'emoji/\u{10ffff}', '😀 first'];
+    for (const name of names) await opened.db.objects.put('unicode', name, name);
+    await opened.db.objects.put('unicode2', 'emoji/😀 elsewhere', 'x');
+    const all = await opened.db.objects.list('unicode');
+    expect(all.items.map((i) => i.name)).toEqual([...names].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b))));
+    const paged: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await opened.db.objects.list('unicode', { prefix: 'emoji/', limit: 2, cursor });
+      paged.push(...page.items.map((i) => i.name));
+      cursor = page.cursor;
+    } while (cursor);
+    expect(paged).toEqual(['emoji/x', 'emoji/\uffff', 'emoji/😀.png', 'emoji/😀/deep', 'emoji/\u{10ffff}']);
+    expect((await opened.db.objects.list('unicode', { prefix: 'emoji/😀' })).items.map((i) => i.name)).toEqual(['emoji/😀.png', 'emoji/😀/deep']);
+  });
+
   it('publishes PUT and DEL changes on $OBJ.<bucket>.<token>, the same live and replayed', async () => {
     const from = opened.core.status().appliedIndex;
     const live: Change[] = [];
