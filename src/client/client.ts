@@ -207,7 +207,17 @@ export class LoomClient {
         headers.range = `bytes=${offset}-${options.length === undefined ? '' : offset + options.length - 1}`;
       }
       const path = `${objectPath(bucket, name)}${readQuery(reads)}`;
-      const exchange = await this.httpRequest('GET', path, headers);
+      let exchange: HttpExchange;
+      try {
+        exchange = await this.httpRequest('GET', path, headers);
+      } catch (err) {
+        // HTTP has no range for a read at the very end (an empty object from offset 0, say): its 416
+        // names the size, and a read from there is empty, as over gRPC and the node's own API.
+        const size = err instanceof LoomError && err.details.field === 'range' ? err.details.size : undefined;
+        if (typeof size !== 'number') throw err;
+        if (offset === size) return Readable.from([], { objectMode: false });
+        throw new LoomError('INVALID_ARGUMENT', `offset ${offset} is outside the object (${size} bytes)`, { field: 'offset', size });
+      }
       // highWaterMark 0: a piece is pulled from the response only once the consumer has taken the
       // last, so a cut fails the stream with nothing buffered, and the bytes the consumer saw are
       // exactly those before the offset the error names (a buffered piece would be dropped).

@@ -64,17 +64,17 @@ describe('objects over the NATS door', () => {
   };
 
   it('cuts an OBJ.LIST page that does not fit in one message short, with a cursor that reaches every object once', async () => {
-    // 80 objects with 15 KB of metadata each: the default page (100) is over 1 MiB as JSON.
+    // 160 objects with 8 KB of metadata each: a page of 200 is over 1 MiB as JSON.
     const expected: string[] = [];
-    for (let i = 0; i < 80; i++) {
+    for (let i = 0; i < 160; i++) {
       const name = `big/${String(i).padStart(3, '0')}`;
-      await node.db.objects.put('meta', name, Buffer.from(name), { metadata: { note: String(i % 10).repeat(15_000) } });
+      await node.db.objects.put('meta', name, Buffer.from(name), { metadata: { note: String(i % 10).repeat(8_000) } });
       expected.push(name);
     }
     await node.db.objects.put('meta', 'small', Buffer.from('s'));
     expected.push('small');
 
-    const { names, pages } = await listAll('$LOOM.API.OBJ.LIST.meta', {}, (item) => item.name as string);
+    const { names, pages } = await listAll('$LOOM.API.OBJ.LIST.meta', { limit: 200 }, (item) => item.name as string);
     expect(names).toEqual(expected);
     expect(pages).toBeGreaterThan(1);
     const withLimit = await listAll('$LOOM.API.OBJ.LIST.meta', { limit: 30 }, (item) => item.name as string);

@@ -91,18 +91,18 @@ describe('the client SDK objects API', () => {
   });
 
   it('pages through a listing too big for one NATS reply by following cursors', async () => {
-    // 80 objects with 15 KB of metadata: the default page of 100 would be over 1 MiB as JSON.
+    // 160 objects with 8 KB of metadata: a page of 200 would be over 1 MiB as JSON.
     const expected: string[] = [];
-    for (let i = 0; i < 80; i++) {
-      const name = `o${String(i).padStart(2, '0')}`;
-      await node.db.objects.put('wide', name, Buffer.from(name), { metadata: { note: 'm'.repeat(15_000) } });
+    for (let i = 0; i < 160; i++) {
+      const name = `o${String(i).padStart(3, '0')}`;
+      await node.db.objects.put('wide', name, Buffer.from(name), { metadata: { note: 'm'.repeat(8_000) } });
       expected.push(name);
     }
     const seen: string[] = [];
     let cursor: string | undefined;
     let pages = 0;
     do {
-      const page = await client.objects.list('wide', cursor === undefined ? {} : { cursor });
+      const page = await client.objects.list('wide', cursor === undefined ? { limit: 200 } : { limit: 200, cursor });
       seen.push(...page.items.map((i) => i.name));
       cursor = page.cursor;
       pages++;
@@ -122,6 +122,18 @@ describe('the client SDK objects API', () => {
     for (const length of [-1, 1.5, Number.NaN]) {
       await expect(client.objects.get('zero', 'ten.bin', { length })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', details: { field: 'length' } });
     }
+  });
+
+  it('reads from the very end as the node does: nothing, for an empty object too, and INVALID_ARGUMENT past it', async () => {
+    await client.objects.put('zero', 'empty.bin', Buffer.alloc(0));
+    for (const options of [{ offset: 0 }, { length: 10 }, { offset: 0, length: 10 }]) {
+      expect((await collect(await client.objects.get('zero', 'empty.bin', options))).length).toBe(0);
+    }
+    await client.objects.put('zero', 'ten-more.bin', Buffer.from('0123456789'));
+    expect((await collect(await client.objects.get('zero', 'ten-more.bin', { offset: 10 }))).length).toBe(0);
+    expect((await collect(await client.objects.get('zero', 'ten-more.bin', { offset: 8, length: 10 }))).toString()).toBe('89');
+    await expect(client.objects.get('zero', 'ten-more.bin', { offset: 11 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', details: { field: 'offset', size: 10 } });
+    await expect(client.objects.get('zero', 'empty.bin', { offset: 1 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', details: { field: 'offset', size: 0 } });
   });
 
   it('checks names before anything is sent, and asks for the HTTP address when it has none', async () => {

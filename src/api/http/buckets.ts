@@ -70,7 +70,7 @@ export function registerBucketRoutes(app: FastifyInstance, options: BucketRouteO
     const ifRange = request.headers['if-range'] as string | undefined;
     const range = ifRange === undefined || rangeStillValid(ifRange, etag, info.updatedAt) ? parseRange(request.headers.range, info.size) : undefined;
     if (range === 'unsatisfiable') {
-      return reply.status(416).header('content-range', `bytes */${info.size}`).header('content-type', 'application/json').send({ code: 'INVALID_ARGUMENT', message: `range not satisfiable for ${info.size} bytes`, details: { field: 'range' } });
+      return reply.status(416).header('content-range', `bytes */${info.size}`).header('content-type', 'application/json').send({ code: 'INVALID_ARGUMENT', message: `range not satisfiable for ${info.size} bytes`, details: { field: 'range', size: info.size } });
     }
     if (request.method === 'HEAD') {
       // The headers a GET would send, without reading (or checking) a byte of the object: Fastify
