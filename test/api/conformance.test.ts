@@ -2,6 +2,7 @@
 // the embedded openNode API, the NATS door (raw nats client), gRPC and HTTP (fetch). Each door gets
 // its own bucket and stream names on one shared node, so the cases are independent.
 
+import * as http from 'node:http';
 import { openNode, type EmbeddedNode } from '../../src';
 import { makeTempDir, removeDir } from '../support/tmp';
 import { embeddedDoor, grpcAdapterDoor, httpDoor, natsDoor, type Door, type DoorError } from './doors';
@@ -178,5 +179,25 @@ describe('auth on every door', () => {
     await fails(httpDoor(ports.http, 'wrong').get('a', 'k'), 'UNAUTHENTICATED');
     expect((await httpDoor(ports.http, 's3cret-token').get('a', 'k')).value.toString()).toBe('v');
     expect((await fetch(`http://127.0.0.1:${ports.http}/healthz`)).status).toBe(200);
+  });
+
+  it('answers an upload that announces more than objectBytesMax with 401 without the token, 413 with it', async () => {
+    const ports = authNode.ports as Required<typeof authNode.ports>;
+    const over = String(authNode.db.objects.objectBytesMax + 1);
+    // Expect: 100-continue gets its answer before any body is sent: the limit goes only to a caller with the token.
+    const answer = (headers: Record<string, string>): Promise<{ status: number; code: string }> =>
+      new Promise((resolve, reject) => {
+        const req = http.request({ host: '127.0.0.1', port: ports.http, method: 'PUT', path: '/v1/buckets/b/objects/huge', headers: { 'content-length': over, expect: '100-continue', ...headers } });
+        req.on('response', (res) => {
+          let body = '';
+          res.on('data', (d: Buffer) => (body += d.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, code: (JSON.parse(body) as { code: string }).code }));
+        });
+        req.on('error', reject);
+        req.flushHeaders();
+      });
+    expect(await answer({})).toEqual({ status: 401, code: 'UNAUTHENTICATED' });
+    expect(await answer({ authorization: 'Bearer wrong' })).toEqual({ status: 401, code: 'UNAUTHENTICATED' });
+    expect(await answer({ authorization: 'Bearer s3cret-token' })).toEqual({ status: 413, code: 'TOO_LARGE' });
   });
 });

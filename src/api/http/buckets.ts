@@ -125,16 +125,19 @@ function announcedTooLarge(contentLength: string | undefined, objectBytesMax: nu
 }
 
 /**
- * `Expect: 100-continue` (curl and S3 SDKs send it before large bodies): an object upload whose
- * Content-Length is over objectBytesMax is answered 413 at once, so the client sends no body;
- * every other request gets its 100 Continue and goes on to the routes.
+ * `Expect: 100-continue` (curl and S3 SDKs send it before large bodies) is answered before any body
+ * is sent: `unauthorized(req)` (a request without the token, as the routes would answer it) first,
+ * so the object limit is told only to a caller with the token; then an object upload whose
+ * Content-Length is over objectBytesMax, 413. Both close the connection, whose body never comes.
+ * Every other request gets its 100 Continue and goes on to the routes.
  */
-export function answerExpectContinue(server: http.Server, objectBytesMax: number): void {
+export function answerExpectContinue(server: http.Server, objectBytesMax: number, unauthorized: (req: http.IncomingMessage) => LoomError | undefined): void {
   server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
-    const tooLarge = req.method === 'PUT' && /^\/v1\/buckets\/[^/]+\/objects\//.test(req.url ?? '') ? announcedTooLarge(req.headers['content-length'], objectBytesMax) : undefined;
-    if (tooLarge) {
+    const upload = req.method === 'PUT' && /^\/v1\/buckets\/[^/]+\/objects\//.test(req.url ?? '');
+    const refusal = unauthorized(req) ?? (upload ? announcedTooLarge(req.headers['content-length'], objectBytesMax) : undefined);
+    if (refusal) {
       res.shouldKeepAlive = false;
-      res.writeHead(413, { 'content-type': 'application/json; charset=utf-8' }).end(JSON.stringify(tooLarge.toJSON()));
+      res.writeHead(refusal.httpStatus, { 'content-type': 'application/json; charset=utf-8' }).end(JSON.stringify(refusal.toJSON()));
       return;
     }
     res.writeContinue();

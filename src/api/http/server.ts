@@ -72,13 +72,15 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
   };
   // The routes are the same over HTTPS; only the server underneath differs.
   const app = (options.tls ? Fastify({ ...settings, https: options.tls }) : Fastify(settings)) as unknown as FastifyInstance;
+  /** The refusal of a request without the token, or undefined (no token set, an open path, the right token). */
+  const unauthorized = (url: string | undefined, authorization: string | undefined): LoomError | undefined => {
+    if (options.authToken === undefined || openPaths.has((url ?? '').split('?')[0]) || authorization === `Bearer ${options.authToken}`) return undefined;
+    return new LoomError('UNAUTHENTICATED', 'this node needs Authorization: Bearer <token> (--auth-token)');
+  };
   if (options.authToken !== undefined) {
-    const expected = `Bearer ${options.authToken}`;
     app.addHook('onRequest', async (request) => {
-      if (openPaths.has(request.url.split('?')[0])) return;
-      if (request.headers.authorization !== expected) {
-        throw new LoomError('UNAUTHENTICATED', 'this node needs Authorization: Bearer <token> (--auth-token)');
-      }
+      const refusal = unauthorized(request.url, request.headers.authorization);
+      if (refusal) throw refusal;
     });
   }
   const { opened, registry } = options;
@@ -117,7 +119,7 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
   app.get('/openapi.json', async () => openApiDocument());
   registerRoutes(app, { db: opened.db, nodeId: options.nodeId, bodyBytesMax });
   registerBucketRoutes(app, { db: opened.db, nodeId: options.nodeId });
-  answerExpectContinue(app.server as http.Server, opened.db.objects.objectBytesMax);
+  answerExpectContinue(app.server as http.Server, opened.db.objects.objectBytesMax, (req) => unauthorized(req.url, req.headers.authorization));
 
   return {
     app,
