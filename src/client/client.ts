@@ -315,6 +315,8 @@ export class LoomClient {
       if (answered === undefined) request.destroy(timeout);
       else answered.destroy(timeout);
     });
+    let sourceError: unknown;
+    body?.once('error', (err) => (sourceError ??= err));
     const response = new Promise<http.IncomingMessage>((resolve, reject) => {
       request.once('response', (res: http.IncomingMessage) => {
         answered = res;
@@ -323,7 +325,8 @@ export class LoomClient {
       });
       request.once('error', (err) => {
         stall.stop();
-        reject(stall.timeout ?? new LoomError('UNAVAILABLE', `${method} ${href} failed: ${err.message}`, { url: href }));
+        // The caller's own source failed (the pipeline below then ends the request): its error, not the network's.
+        reject(stall.timeout ?? sourceError ?? new LoomError('UNAVAILABLE', `${method} ${href} failed: ${err.message}`, { url: href }));
       });
     });
     // Until the response, the count restarts whenever bytes move out (a piece taken from the

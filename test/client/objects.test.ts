@@ -136,6 +136,18 @@ describe('the client SDK objects API', () => {
     await expect(client.objects.get('zero', 'empty.bin', { offset: 1 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', details: { field: 'offset', size: 0 } });
   });
 
+  it("fails a put whose own source fails with the source's error, and keeps the object it would have replaced", async () => {
+    await client.objects.put('sources', 'kept.txt', 'original');
+    const broken = new Error('the disk the file was on went away');
+    async function* failing(): AsyncGenerator<Buffer> {
+      yield Buffer.alloc(100_000, 1);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      throw broken;
+    }
+    await expect(client.objects.put('sources', 'kept.txt', failing())).rejects.toBe(broken);
+    expect((await collect(await client.objects.get('sources', 'kept.txt'))).toString()).toBe('original');
+  });
+
   it('checks names before anything is sent, and asks for the HTTP address when it has none', async () => {
     expect(await codeOf(client.objects.put('bad bucket', 'x', 'y'))).toBe('INVALID_ARGUMENT');
     const natsOnly = await connect({ servers: `nats://127.0.0.1:${node.ports.nats}` });
