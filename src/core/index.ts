@@ -17,5 +17,5 @@ export type { ChangeBatch, Watch, WatchOptions } from './watch';
 export { Expirer } from './expirer';
 export { openDatabase, snapshotCatchUpEntriesDefault } from './open';
 export type { OpenDatabase, OpenDatabaseOptions, ViewPlugin } from './open';
-export { ChunkCollector, ObjectsApi, gcChunksPerEntryMax, orphanChunkAgeMsDefault, downloadPieceHeadroomBytes, uploadChunksInFlightMax, objectTooLarge } from './objects';
+export { ChunkCollector, ObjectsApi, chunkGcIntervalMsDefault, gcChunksPerEntryMax, orphanChunkAgeMsDefault, downloadPieceHeadroomBytes, uploadChunksInFlightMax, objectTooLarge } from './objects';
 export type { GetObjectOptions, ObjectDownload, ObjectSource, ObjectsLimits, PutObjectOptions } from './objects';

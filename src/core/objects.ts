@@ -52,6 +52,8 @@ export const downloadBytesAheadMax = 1024 * 1024;
 export const downloadPieceHeadroomBytes = 16;
 /** Default age after which a chunk no object references is collected (an upload must finish within it). */
 export const orphanChunkAgeMsDefault = 24 * 3600 * 1000;
+/** Default interval between the leader's looks for chunks past the orphan age. */
+export const chunkGcIntervalMsDefault = 60_000;
 /** Most chunks one `blob.gc` entry removes; the collector proposes again while more are due. */
 export const gcChunksPerEntryMax = 10_000;
 
@@ -437,7 +439,7 @@ export class ChunkCollector {
   constructor(private readonly options: ChunkCollectorOptions) {}
 
   start(): void {
-    this.timer = setInterval(() => void this.collect(), this.options.intervalMs ?? 60_000);
+    this.timer = setInterval(() => void this.collect(), this.options.intervalMs ?? chunkGcIntervalMsDefault);
     this.timer.unref();
   }
 

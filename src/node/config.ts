@@ -3,7 +3,7 @@
 
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { snapshotCatchUpEntriesDefault } from '../core';
+import { chunkGcIntervalMsDefault, orphanChunkAgeMsDefault, snapshotCatchUpEntriesDefault } from '../core';
 import { entryBytesMaxDefault, entryOverheadBytes } from '../eventlog';
 import { blobChunkHeaderBytesMax } from '../projections/entries';
 import { queryProcessesDefault, queryProcessesMax } from '../projections/sql/limits';
@@ -85,6 +85,13 @@ export const configSchema = z
     sqlQueryProcesses: z.coerce.number().int().min(1).max(queryProcessesMax).default(queryProcessesDefault),
     /** Largest object an upload may store. */
     objectBytesMax: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(names.objectBytesMaxDefault),
+    /**
+     * A chunk no object references (after a delete, an overwrite or an abandoned upload) is collected
+     * this long after it became so; an upload must finish within it (docs/buckets.md).
+     */
+    orphanChunkAgeMs: z.coerce.number().int().min(1000).max(Number.MAX_SAFE_INTEGER).default(orphanChunkAgeMsDefault),
+    /** How often the leader looks for chunks past the orphan age, and proposes their collection. */
+    chunkGcIntervalMs: z.coerce.number().int().min(100).max(24 * 3600 * 1000).default(chunkGcIntervalMsDefault),
   })
   .strict();
 

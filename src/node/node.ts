@@ -106,6 +106,8 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
       bus,
       plugins: [sqlPlugin, ...(options.plugins ?? [])],
       objects: { chunkBytes: config.chunkBytes, objectBytesMax: config.objectBytesMax },
+      orphanChunkAgeMs: config.orphanChunkAgeMs,
+      chunkGcIntervalMs: config.chunkGcIntervalMs,
       snapshotsDir: path.join(dataDir, 'snapshots'),
       snapshotEntries: config.snapshotEntries ?? (config.peers.length > 0 ? snapshotEntriesClusterDefault : 0),
       snapshotCatchUpEntries: config.snapshotCatchUpEntries,

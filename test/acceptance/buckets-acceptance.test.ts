@@ -1211,3 +1211,36 @@ describe('Buckets acceptance: a loom serve process with --nats-max-payload-bytes
     expect(ready).toMatchObject({ ready: true });
   });
 });
+
+describe('Buckets acceptance: chunk collection on a loom serve process with --orphan-chunk-age-ms 1000 --chunk-gc-interval-ms 200', () => {
+  let dir: string;
+  let serve: ServeProcess;
+
+  beforeAll(async () => {
+    dir = makeTempDir('loom-accept-gc-');
+    serve = await startServe(dir, ['--sync', 'none', '--orphan-chunk-age-ms', '1000', '--chunk-gc-interval-ms', '200']);
+  });
+  afterAll(async () => {
+    if (serve) await stopServe(serve);
+    removeDir(dir);
+  });
+
+  it('collects the chunks of a deleted and an overwritten object once they are past the age, and keeps those still referenced', async () => {
+    const port = serve.ports.http;
+    const put = (name: string, body: Buffer): Promise<HttpAnswer> => httpRequest(port, 'PUT', objectUrl('gc', name), { body });
+    const shared = randomBytes(chunk);
+    expect((await put('doomed', Buffer.concat([randomBytes(chunk), shared]))).status).toBe(200);
+    const kept = Buffer.concat([shared, randomBytes(10)]);
+    expect((await put('kept', kept)).status).toBe(200);
+    expect((await put('overwritten', randomBytes(chunk + 5))).status).toBe(200);
+    expect(await chunkBook(port)).toEqual({ chunks: 5, refs: 6, orphans: 0 });
+    expect((await httpRequest(port, 'DELETE', objectUrl('gc', 'doomed'))).status).toBe(200);
+    expect((await put('overwritten', Buffer.from('small now'))).status).toBe(200);
+    // doomed's own chunk and overwritten's two are orphans; the shared one is still kept's.
+    expect(await chunkBook(port)).toEqual({ chunks: 6, refs: 3, orphans: 3 });
+    const deadline = Date.now() + 15_000;
+    while ((await chunkBook(port)).orphans > 0 && Date.now() < deadline) await sleep(200);
+    expect(await chunkBook(port)).toEqual({ chunks: 3, refs: 3, orphans: 0 });
+    expect((await httpRequest(port, 'GET', objectUrl('gc', 'kept'))).body.equals(kept)).toBe(true);
+  });
+});

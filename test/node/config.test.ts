@@ -60,6 +60,13 @@ describe('node configuration', () => {
     expect(configError(() => loadConfig({ flags: { peers: '1=nohostport' } })).message).toMatch(/peers.*ID=HOST:PORT/);
   });
 
+  it('takes the chunk collection age and interval from --orphan-chunk-age-ms and --chunk-gc-interval-ms, at least 1 s and 100 ms', () => {
+    expect(loadConfig({})).toMatchObject({ orphanChunkAgeMs: 24 * 3600 * 1000, chunkGcIntervalMs: 60_000 });
+    expect(loadConfig({ flags: { 'orphan-chunk-age-ms': '5000', 'chunk-gc-interval-ms': '250' } })).toMatchObject({ orphanChunkAgeMs: 5000, chunkGcIntervalMs: 250 });
+    expect(() => loadConfig({ flags: { 'orphan-chunk-age-ms': '10' } })).toThrow(/orphanChunkAgeMs/);
+    expect(() => loadConfig({ flags: { 'chunk-gc-interval-ms': '0' } })).toThrow(/chunkGcIntervalMs/);
+  });
+
   it('takes the objects limits from --chunk-bytes and --object-bytes-max, within the chunk bounds', () => {
     expect(loadConfig({})).toMatchObject({ chunkBytes: 256 * 1024, objectBytesMax: 5 * 1024 ** 3 });
     expect(loadConfig({ flags: { 'chunk-bytes': '65536', 'object-bytes-max': '1000' } })).toMatchObject({ chunkBytes: 65536, objectBytesMax: 1000 });
