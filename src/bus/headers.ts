@@ -68,16 +68,25 @@ export class MsgHeaders {
 
   /** The wire block, ending with the empty line: what HPUB's header-size counts. */
   encode(): Buffer {
-    let text = VERSION_LINE;
-    if (this.status !== 0) {
-      text += ` ${this.status}`;
-      if (this.description) text += ` ${this.description}`;
-    }
-    text += CRLF;
+    let text = this.statusLine() + CRLF;
     for (const [key, values] of this.entries) {
       for (const value of values) text += `${key}: ${value}${CRLF}`;
     }
     return Buffer.from(text + CRLF, 'utf8');
+  }
+
+  /** encode()'s length, without building the block: for a size check before a publish, which encodes. */
+  encodedBytes(): number {
+    let bytes = Buffer.byteLength(this.statusLine()) + 2 * CRLF.length;
+    for (const [key, values] of this.entries) {
+      for (const value of values) bytes += Buffer.byteLength(key) + 2 + Buffer.byteLength(value) + CRLF.length;
+    }
+    return bytes;
+  }
+
+  private statusLine(): string {
+    if (this.status === 0) return VERSION_LINE;
+    return this.description ? `${VERSION_LINE} ${this.status} ${this.description}` : `${VERSION_LINE} ${this.status}`;
   }
 
   /** Parses a header block as sent by any NATS client or server; malformed blocks are refused. */

@@ -23,8 +23,8 @@ export interface ChangeBusMessage {
 export function changeBusMessage(change: Change, payloadBytesMax: number, extraHeaders: Record<string, string> = {}): ChangeBusMessage | undefined {
   const message = changeMessage(change);
   const headers = MsgHeaders.fromRecord({ ...message.headers, ...extraHeaders });
-  if (headers.encode().length + message.payload.length <= payloadBytesMax) return { subject: message.subject, payload: message.payload, headers };
+  if (headers.encodedBytes() + message.payload.length <= payloadBytesMax) return { subject: message.subject, payload: message.payload, headers };
   const omitted = MsgHeaders.fromRecord({ ...message.headers, ...extraHeaders, [omittedBytesHeader]: String(message.payload.length) });
-  if (omitted.encode().length > payloadBytesMax) return undefined;
+  if (omitted.encodedBytes() > payloadBytesMax) return undefined;
   return { subject: message.subject, payload: new Uint8Array(0), headers: omitted };
 }

@@ -23,6 +23,11 @@ describe('MsgHeaders', () => {
     expect(d.get('X')).toBe('1');
   });
 
+  it('tells the encoded length without encoding, for status lines, repeated keys and UTF-8 values', () => {
+    const blocks = [new MsgHeaders(), statusOnly(503, ''), statusOnly(408, 'Request Timeout'), new MsgHeaders().set('Loom-Rev', '3').append('Loom-Tag', 'a').append('Loom-Tag', 'b'), MsgHeaders.fromRecord({ 'Loom-Subject': '$KV.b.é日本' })];
+    for (const h of blocks) expect(h.encodedBytes()).toBe(h.encode().length);
+  });
+
   it('finds a key by exact case first, then any case', () => {
     const h = MsgHeaders.fromRecord({ 'Loom-Op': 'PUT' });
     expect(h.get('loom-op')).toBe('PUT');
@@ -50,3 +55,10 @@ describe('MsgHeaders', () => {
     expect(() => MsgHeaders.decode(Buffer.from('HTTP/1.1 200\r\n\r\n'))).toThrow(/NATS\/1.0/);
   });
 });
+
+function statusOnly(status: number, description: string): MsgHeaders {
+  const h = new MsgHeaders();
+  h.status = status;
+  h.description = description;
+  return h;
+}

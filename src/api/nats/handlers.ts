@@ -83,10 +83,8 @@ export class NatsApi {
     if (request.name === 'kv.get') {
       const entry = result as { value: Uint8Array; rev: number; createRev: number; updatedAt: number };
       const headers = MsgHeaders.fromRecord({ 'Loom-Rev': String(entry.rev), 'Loom-Create-Rev': String(entry.createRev), 'Loom-Updated-At': String(entry.updatedAt) });
-      // The headers count towards the limit too; they are encoded twice only for a value near it.
-      if (entry.value.length + kvGetHeaderBytesMax > this.options.bus.maxPayloadBytes) {
-        checkReplyFits(entry.value.length + headers.encode().length, this.options.bus.maxPayloadBytes, 'the value with its headers', 'read it over HTTP or gRPC, which carry values of any size');
-      }
+      // The headers count towards the limit too.
+      checkReplyFits(entry.value.length + headers.encodedBytes(), this.options.bus.maxPayloadBytes, 'the value with its headers', 'read it over HTTP or gRPC, which carry values of any size');
       msg.respond(entry.value, { headers });
       return;
     }
@@ -143,9 +141,6 @@ export class NatsApi {
 }
 
 const kvPutPrefix = `${apiSubjectPrefix}KV.PUT.`;
-// Room for a KV.GET reply's header block: `NATS/1.0` and three headers of at most 16 digits take
-// 110 bytes; a value this far under the limit fits with them, so their size is not computed.
-const kvGetHeaderBytesMax = 256;
 const kvGetPrefix = `${apiSubjectPrefix}KV.GET.`;
 
 /** `$LOOM.API.<GROUP>.<VERB>.<args…>` → an operation and its input. */
@@ -307,7 +302,7 @@ function reply(msg: Msg, err: unknown, payloadBytesMax: number): void {
  */
 function encodeError(error: LoomError, payloadBytesMax: number): Buffer {
   const whole = encoder(error.toJSON());
-  const headerBytes = errorHeaders(error).encode().length;
+  const headerBytes = errorHeaders(error).encodedBytes();
   if (whole.length + headerBytes <= payloadBytesMax) return whole;
   const message = `the ${error.code} error is ${whole.length} bytes, larger than a NATS reply may be (maxPayloadBytes ${payloadBytesMax}); HTTP and gRPC carry it whole`;
   const short = encoder({ code: error.code, message, details: {} });
