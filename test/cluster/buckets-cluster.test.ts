@@ -30,6 +30,37 @@ function grpcPut(client: BucketsClient, bucket: string, name: string, data: Buff
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
+/**
+ * An HTTP PUT of `data` written `pieceBytes` at a time as the socket drains, so a test can act
+ * once `sent()` bytes have gone (kill or move the leader mid-upload). The answer: its status and
+ * body, or status -1 and the error's message when the connection broke.
+ */
+function pacedPut(url: string, data: Buffer, pieceBytes: number): { sent(): number; answer: Promise<{ status: number; body: string }> } {
+  let sent = 0;
+  const answer = new Promise<{ status: number; body: string }>((resolve) => {
+    let body = '';
+    const req = http.request(url, { method: 'PUT', headers: { 'content-length': String(data.length) } }, (res) => {
+      res.on('data', (c: Buffer) => (body += c.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('error', () => resolve({ status: res.statusCode ?? -1, body }));
+    });
+    req.on('error', (e) => resolve({ status: -1, body: e.message }));
+    const write = (): void => {
+      while (sent < data.length) {
+        const piece = data.subarray(sent, sent + pieceBytes);
+        sent += piece.length;
+        if (!req.write(piece)) {
+          req.once('drain', write);
+          return;
+        }
+      }
+      req.end();
+    };
+    write();
+  });
+  return { sent: () => sent, answer };
+}
+
 async function httpPut(port: number, bucket: string, name: string, data: Buffer): Promise<{ status: number; body: any }> {
   const res = await fetch(`http://127.0.0.1:${port}/v1/buckets/${bucket}/objects/${encodeURIComponent(name)}`, { method: 'PUT', body: data, headers: { 'content-type': 'application/x-probe' }, signal: AbortSignal.timeout(20_000) });
   const text = await res.text();
@@ -152,31 +183,11 @@ describe('Buckets on a 3-node cluster', () => {
   it('SIGKILL of the leader mid-upload leaves no partial object; new uploads work; restarted node converges', async () => {
     const old = leader;
     const data = randomBytes(48 * 1024 * 1024);
-    const url = new URL(`http://127.0.0.1:${port(old, 'http')}/v1/buckets/b4/objects/big`);
-    let sent = 0;
-    const result = new Promise<{ status?: number; err?: string }>((resolve) => {
-      const req = http.request(url, { method: 'PUT', headers: { 'content-length': String(data.length) } }, (res) => {
-        res.resume();
-        resolve({ status: res.statusCode });
-      });
-      req.on('error', (e) => resolve({ err: e.message }));
-      const write = (): void => {
-        while (sent < data.length) {
-          const piece = data.subarray(sent, sent + 256 * 1024);
-          sent += piece.length;
-          if (!req.write(piece)) {
-            req.once('drain', write);
-            return;
-          }
-        }
-        req.end();
-      };
-      write();
-    });
+    const upload = pacedPut(`http://127.0.0.1:${port(old, 'http')}/v1/buckets/b4/objects/big`, data, 256 * 1024);
     const deadline = Date.now() + 20_000;
-    while (sent < 16 * 1024 * 1024 && Date.now() < deadline) await sleep(5);
+    while (upload.sent() < 16 * 1024 * 1024 && Date.now() < deadline) await sleep(5);
     await cluster.kill(old, 'SIGKILL');
-    const outcome = await result;
+    await upload.answer;
     leader = await cluster.waitLeader(15_000);
     expect(leader).not.toBe(old);
     const commit = (await cluster.status(leader))!.commit;
@@ -448,30 +459,10 @@ describe('Buckets on a 3-node cluster', () => {
       const old = leader;
       const d = randomBytes((round % 2 === 0 ? 12 : 3) * 1024 * 1024 + round);
       const to = followers()[0];
-      let sent = 0;
-      const res = new Promise<{ status: number; body: string }>((resolve) => {
-        let body = '';
-        const req = http.request(`http://127.0.0.1:${port(old, 'http')}/v1/buckets/b14/objects/t${round}`, { method: 'PUT', headers: { 'content-length': String(d.length) } }, (r) => {
-          r.on('data', (c: Buffer) => (body += c.toString()));
-          r.on('end', () => resolve({ status: r.statusCode ?? 0, body }));
-          r.on('error', () => resolve({ status: r.statusCode ?? -1, body }));
-        });
-        req.on('error', (e) => resolve({ status: -1, body: e.message }));
-        const write = (): void => {
-          while (sent < d.length) {
-            const piece = d.subarray(sent, sent + 128 * 1024);
-            sent += piece.length;
-            if (!req.write(piece)) {
-              req.once('drain', write);
-              return;
-            }
-          }
-          req.end();
-        };
-        write();
-      });
+      const upload = pacedPut(`http://127.0.0.1:${port(old, 'http')}/v1/buckets/b14/objects/t${round}`, d, 128 * 1024);
+      const res = upload.answer;
       const dl = Date.now() + 10_000;
-      while (sent < d.length / 2 && Date.now() < dl) await sleep(2);
+      while (upload.sent() < d.length / 2 && Date.now() < dl) await sleep(2);
       if (round < 3) {
         const tr = await fetch(`http://127.0.0.1:${port(old, 'http')}/v1/cluster/transfer-leader`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ to }) });
         await tr.text();
