@@ -162,15 +162,18 @@ export class BlobStore {
         for (const sha of due.slice(at, at + materializeBatchChunks)) {
           const inLog = this.chunksInLog.get(sha);
           if (inLog === undefined || inLog.index > index) continue;
-          const copy = read?.read(inLog.index, (b) => Buffer.from(b));
-          if (copy === undefined) {
+          // Checked before the log's copy is forgotten: a damaged one stops the compaction. The
+          // bytes go straight from the log's read into the view (putSync copies them), no copy between.
+          const found = read?.read(inLog.index, (bytes) => {
+            if (createHash('sha256').update(bytes).digest('hex') !== sha) {
+              throw new LoomError('CORRUPT', `chunk ${sha} in log entry ${inLog.index} fails its sha256 check; the log is not compacted below it`, { sha256: sha, index: inLog.index });
+            }
+            this.chunks.putSync(sha, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+            return true;
+          });
+          if (found === undefined) {
             throw new LoomError('CORRUPT', `chunk ${sha} is stored in log entry ${inLog.index}, which the log no longer holds`, { sha256: sha, index: inLog.index });
           }
-          // Checked before the log's copy is forgotten: a damaged one stops the compaction.
-          if (createHash('sha256').update(copy).digest('hex') !== sha) {
-            throw new LoomError('CORRUPT', `chunk ${sha} in log entry ${inLog.index} fails its sha256 check; the log is not compacted below it`, { sha256: sha, index: inLog.index });
-          }
-          this.chunks.putSync(sha, copy);
           this.chunksInLog.removeSync(sha);
           chunks++;
           bytes += inLog.length;
