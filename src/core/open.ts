@@ -3,7 +3,6 @@
 // and by embedders alike, so both run exactly the same code.
 
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Bus } from '../bus';
 import type { LogStore, SnapshotMeta } from '../eventlog';
@@ -16,7 +15,7 @@ import { Database } from './database';
 import { Expirer } from './expirer';
 import { ChunkCollector, type ObjectsLimits } from './objects';
 import { Snapshotter } from './snapshotter';
-import { SnapshotStore, decodeSnapshot, syncDir, writeSnapshotFiles, type SnapshotFile } from './snapshots';
+import { SnapshotStore, extractSnapshot, syncDir } from './snapshots';
 import { Views, type ViewPlugin } from './views';
 import { ChangeFeed } from './watch';
 
@@ -44,7 +43,7 @@ export interface OpenDatabaseOptions {
   snapshotsDir?: string;
   /** Snapshot the views and compact the log every this many applied entries; 0 (default) never. */
   snapshotEntries?: number;
-  /** Largest snapshot the node takes (default snapshotBytesMaxDefault): snapshots are built in memory. */
+  /** Largest snapshot the node takes (default: no limit); a cap on the disk a snapshot needs. */
   snapshotBytesMax?: number;
   /** Entries kept in the log below a snapshot for followers a little behind (default 5,000). */
   snapshotCatchUpEntries?: number;
@@ -61,8 +60,6 @@ export interface OpenDatabase {
 }
 
 export const snapshotCatchUpEntriesDefault = 5_000;
-/** A quarter of the machine's memory, at most 8 GiB: a snapshot is in memory twice while it is encoded. */
-export const snapshotBytesMaxDefault = Math.min(8 * 1024 ** 3, Math.floor(os.totalmem() / 4));
 
 export async function openDatabase(options: OpenDatabaseOptions): Promise<OpenDatabase> {
   const { logger, log } = options;
@@ -99,16 +96,17 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<OpenDa
     logger: logger.child({ part: 'snapshots' }),
     snapshotEntries: options.snapshotEntries ?? 0,
     catchUpEntries: options.snapshotCatchUpEntries ?? snapshotCatchUpEntriesDefault,
-    snapshotBytesMax: options.snapshotBytesMax ?? snapshotBytesMaxDefault,
+    snapshotBytesMax: options.snapshotBytesMax ?? Infinity,
+    incomingDir: `${viewsDir}.incoming`,
     current,
     confAt: options.replicator?.confAt?.bind(options.replicator),
     pauseApplier: () => core.pauseApplier(),
-    replaceViews: async (files, meta, resetLog) => {
+    replaceViews: async (meta, resetLog) => {
       replacing = true;
       try {
         await resetLog();
         await views.close();
-        replaceViewsDir(viewsDir, files);
+        swapInViewsDir(viewsDir);
         views = new Views(viewsOptions);
       } finally {
         replacing = false;
@@ -177,6 +175,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<OpenDa
       collector.stop();
       await snapshotter.close();
       await core.close();
+      snapshots.close();
       await views.close();
     },
   };
@@ -202,17 +201,18 @@ async function openViewsCoveringLog(viewsOptions: ConstructorParameters<typeof V
   }
   logger.info({ applied: views.appliedIndex(), snapshot: snapshot.meta.index }, 'views are behind the compacted log: restoring them from the newest snapshot');
   await views.close();
-  replaceViewsDir(viewsDir, decodeSnapshot(snapshot.data, snapshots.dir).files);
+  await extractSnapshot(snapshot.data, `${viewsDir}.incoming`, snapshots.dir, {
+    onProgress: (progress) => logger.info({ ...progress, snapshot: snapshot.meta.index }, 'restoring the views from the newest snapshot'),
+  });
+  swapInViewsDir(viewsDir);
   return new Views(viewsOptions);
 }
 
-/** Swaps the views directory for the snapshot's files: written aside, then renamed into place. */
-function replaceViewsDir(viewsDir: string, files: SnapshotFile[]): void {
+/** Swaps the views directory for the snapshot's files, already written (and fsynced) in `<viewsDir>.incoming`. */
+function swapInViewsDir(viewsDir: string): void {
   const incoming = `${viewsDir}.incoming`;
   const old = `${viewsDir}.old`;
-  fs.rmSync(incoming, { recursive: true, force: true });
   fs.rmSync(old, { recursive: true, force: true });
-  writeSnapshotFiles(incoming, files);
   if (fs.existsSync(viewsDir)) fs.renameSync(viewsDir, old);
   fs.renameSync(incoming, viewsDir);
   syncDir(path.dirname(viewsDir));

@@ -3,6 +3,7 @@
 // replicator (replication issue) commits what a quorum has, behind the same interface.
 
 import type { LogEntry, LogStore, SnapshotMeta } from '../eventlog';
+import type { SnapshotAssembly } from '../eventlog/raft';
 import type { ViewSnapshot } from './snapshots';
 import { LoomError } from '../util';
 
@@ -49,6 +50,8 @@ export interface Replicator {
 
 export interface SnapshotHandler {
   latest(): ViewSnapshot | undefined;
+  /** Where a snapshot arriving from the leader is gathered (a file; in memory when absent). */
+  assemble?(): SnapshotAssembly;
   /** Stores the snapshot, restarts the log after it and replaces the views; resolves when done. */
   install(snapshot: ViewSnapshot): Promise<void>;
 }

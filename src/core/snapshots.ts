@@ -1,16 +1,23 @@
 // Snapshots of the views at a log position (docs/snapshots.md): what lets a node drop the log
 // before that position, and what a follower behind the leader's compacted log installs instead
-// of the entries it missed. A snapshot is one self-checking file, sent to followers byte for byte:
-//   "LOOMSNP1" | sha256(body) | body = msgpack {index, term, conf?, files: [{name, bytes}]}
+// of the entries it missed. A snapshot is one self-checking file, sent to followers byte for byte
+// and never held in memory whole (docs/decisions.md §20):
+//   "LOOMSNP2" | u32 header length | msgpack header {index, term, conf, files: [{name, size}]}
+//   | each file's bytes, in header order | sha256 of everything before it
 // where `files` are the views' files (relative to the views directory) as of a position at or
-// after `index` — every view's own checkpoint tells the applier where to resume.
+// after `index` — every view's own checkpoint tells the applier where to resume. Files written by
+// older builds ("LOOMSNP1" | sha256(body) | msgpack {index, term, conf, files: [{name, bytes}]})
+// are still read, in memory as they were written.
 
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { pack, unpack } from 'msgpackr';
 import type { SnapshotMeta } from '../eventlog';
+import type { SnapshotAssembly, SnapshotBytes } from '../eventlog/raft';
 import { LoomError, assert } from '../util';
+
+export type { SnapshotBytes } from '../eventlog/raft';
 
 export interface SnapshotFile {
   /** Path relative to the views directory, with `/` separators. */
@@ -21,120 +28,437 @@ export interface SnapshotFile {
 /** A snapshot as the replicator sends it: its position and the encoded file. */
 export interface ViewSnapshot {
   meta: SnapshotMeta;
-  data: Uint8Array;
+  data: SnapshotBytes;
 }
 
-const magic = Buffer.from('LOOMSNP1');
+/** Progress of a long snapshot copy (taking, extracting), for the log. */
+export interface SnapshotProgress {
+  bytes: number;
+  totalBytes: number;
+}
+
+const magicV1 = Buffer.from('LOOMSNP1');
+const magic = Buffer.from('LOOMSNP2');
 const digestBytes = 32;
+const headerLengthBytes = 4;
+/** Bytes copied per read while a snapshot is written or extracted (and between event-loop yields). */
+const copyPieceBytes = 1024 * 1024;
+/** Bytes copied between progress reports. */
+const progressEveryBytes = 256 * 1024 * 1024;
 const fileNamePattern = /^snap-(\d{20})\.bin$/;
 
-export function encodeSnapshot(meta: SnapshotMeta, files: SnapshotFile[]): Uint8Array {
-  const body = pack({ index: meta.index, term: meta.term, conf: meta.conf ?? null, files: files.map((f) => ({ name: f.name, bytes: f.bytes })) });
-  const digest = createHash('sha256').update(body).digest();
-  return Buffer.concat([magic, digest, body]);
+interface HeaderFile {
+  name: string;
+  size: number;
 }
 
-/** Decodes and checks a snapshot; a damaged one is CORRUPT naming `source`, never half-read. */
-export function decodeSnapshot(data: Uint8Array, source: string): { meta: SnapshotMeta; files: SnapshotFile[] } {
-  const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  if (bytes.length < magic.length + digestBytes || !bytes.subarray(0, magic.length).equals(magic)) {
-    throw new LoomError('CORRUPT', `snapshot ${source} is not a loom snapshot (bad header)`, { file: source });
+interface Layout {
+  meta: SnapshotMeta;
+  /** Old-format files, decoded in memory (undefined for the current format). */
+  v1Files?: SnapshotFile[];
+  files: HeaderFile[];
+  /** Offset of the first file's bytes (the end of the header). */
+  bodyOffset: number;
+}
+
+function metaOf(decoded: { index: number; term: number; conf: SnapshotMeta['conf'] | null }): SnapshotMeta {
+  return decoded.conf ? { index: decoded.index, term: decoded.term, conf: decoded.conf } : { index: decoded.index, term: decoded.term };
+}
+
+function headerBytes(meta: SnapshotMeta, files: HeaderFile[]): Buffer {
+  const header = pack({ index: meta.index, term: meta.term, conf: meta.conf ?? null, files: files.map((f) => ({ name: f.name, size: f.size })) });
+  const length = Buffer.alloc(headerLengthBytes);
+  length.writeUInt32BE(header.byteLength);
+  return Buffer.concat([magic, length, header]);
+}
+
+/** Encodes a snapshot of files held in memory (small snapshots, tests); large ones use writeSnapshot. */
+export function encodeSnapshot(meta: SnapshotMeta, files: SnapshotFile[]): Uint8Array {
+  const head = headerBytes(
+    meta,
+    files.map((f) => ({ name: f.name, size: f.bytes.byteLength })),
+  );
+  const body = Buffer.concat([head, ...files.map((f) => f.bytes)]);
+  return Buffer.concat([body, createHash('sha256').update(body).digest()]);
+}
+
+/** Reads and checks a snapshot's header (not its digest: extracting checks that); CORRUPT naming `source`. */
+function readLayout(data: SnapshotBytes, source: string): Layout {
+  const prefix = Buffer.from(data.subarray(0, magic.length + headerLengthBytes));
+  const corrupt = (why: string): LoomError => new LoomError('CORRUPT', `snapshot ${source} ${why}`, { file: source });
+  if (prefix.length >= magicV1.length && prefix.subarray(0, magicV1.length).equals(magicV1)) {
+    const { meta, files } = decodeV1(Buffer.from(data.subarray(0, data.byteLength)), source);
+    return { meta, v1Files: files, files: files.map((f) => ({ name: f.name, size: f.bytes.byteLength })), bodyOffset: 0 };
   }
-  const digest = bytes.subarray(magic.length, magic.length + digestBytes);
-  const body = bytes.subarray(magic.length + digestBytes);
+  if (prefix.length < magic.length + headerLengthBytes || !prefix.subarray(0, magic.length).equals(magic)) throw corrupt('is not a loom snapshot (bad header)');
+  const headerLength = prefix.readUInt32BE(magic.length);
+  const bodyOffset = magic.length + headerLengthBytes + headerLength;
+  if (bodyOffset + digestBytes > data.byteLength) throw corrupt('is cut short (its header runs past its end)');
+  let decoded: { index: number; term: number; conf: SnapshotMeta['conf'] | null; files: HeaderFile[] };
+  try {
+    decoded = unpack(Buffer.from(data.subarray(magic.length + headerLengthBytes, bodyOffset))) as typeof decoded;
+  } catch (err) {
+    throw corrupt(`has an unreadable header (${(err as Error).message})`);
+  }
+  if (!Number.isSafeInteger(decoded?.index) || !Number.isSafeInteger(decoded.term) || !Array.isArray(decoded.files)) throw corrupt('has a header without its position or files');
+  let total = 0;
+  for (const f of decoded.files) {
+    if (typeof f?.name !== 'string' || !Number.isSafeInteger(f.size) || f.size < 0) throw corrupt('has a header naming a file without a name or size');
+    checkFileName(f.name, source);
+    total += f.size;
+  }
+  if (bodyOffset + total + digestBytes !== data.byteLength) {
+    throw corrupt(`is ${data.byteLength} bytes but its header describes ${bodyOffset + total + digestBytes}`);
+  }
+  return { meta: metaOf(decoded), files: decoded.files.map((f) => ({ name: f.name, size: f.size })), bodyOffset };
+}
+
+function decodeV1(bytes: Buffer, source: string): { meta: SnapshotMeta; files: SnapshotFile[] } {
+  if (bytes.length < magicV1.length + digestBytes) throw new LoomError('CORRUPT', `snapshot ${source} is not a loom snapshot (bad header)`, { file: source });
+  const digest = bytes.subarray(magicV1.length, magicV1.length + digestBytes);
+  const body = bytes.subarray(magicV1.length + digestBytes);
   if (!createHash('sha256').update(body).digest().equals(digest)) {
     throw new LoomError('CORRUPT', `snapshot ${source} fails its sha256 check`, { file: source });
   }
   const decoded = unpack(body) as { index: number; term: number; conf: SnapshotMeta['conf'] | null; files: Array<{ name: string; bytes: Uint8Array }> };
-  const meta: SnapshotMeta = decoded.conf ? { index: decoded.index, term: decoded.term, conf: decoded.conf } : { index: decoded.index, term: decoded.term };
   for (const f of decoded.files) checkFileName(f.name, source);
-  return { meta, files: decoded.files };
+  return { meta: metaOf(decoded), files: decoded.files };
 }
 
+/** The position a snapshot was taken at, from its header alone. */
+export function snapshotMetaOf(data: SnapshotBytes, source: string): SnapshotMeta {
+  return readLayout(data, source).meta;
+}
+
+/** Decodes and checks a snapshot held in memory; a damaged one is CORRUPT naming `source`, never half-read. */
+export function decodeSnapshot(data: SnapshotBytes, source: string): { meta: SnapshotMeta; files: SnapshotFile[] } {
+  const layout = readLayout(data, source);
+  if (layout.v1Files) return { meta: layout.meta, files: layout.v1Files };
+  const bytes = Buffer.from(data.subarray(0, data.byteLength));
+  checkDigest(createHash('sha256').update(bytes.subarray(0, bytes.length - digestBytes)), bytes.subarray(bytes.length - digestBytes), source);
+  const files: SnapshotFile[] = [];
+  let at = layout.bodyOffset;
+  for (const f of layout.files) {
+    files.push({ name: f.name, bytes: bytes.subarray(at, at + f.size) });
+    at += f.size;
+  }
+  return { meta: layout.meta, files };
+}
+
+function checkDigest(hash: Hash, stored: Uint8Array, source: string): void {
+  if (!hash.digest().equals(stored)) throw new LoomError('CORRUPT', `snapshot ${source} fails its sha256 check`, { file: source });
+}
+
+const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
 /**
- * Reads every regular file under `dir` into snapshot files (names relative to `dir`), sorted. A
- * snapshot is built in memory, so files that hold more than `bytesMax` in all are refused
- * (TOO_LARGE, naming snapshotBytesMax) before any is read.
+ * Writes every regular file under `dir` (names relative to it, sorted) into a snapshot at `file`,
+ * a piece at a time, then fsyncs it. Refuses (TOO_LARGE, naming snapshotBytesMax) before writing
+ * if the files hold more than `bytesMax`. Returns the snapshot's size.
  */
-export function readSnapshotFiles(dir: string, bytesMax = Infinity): SnapshotFile[] {
-  const names: string[] = [];
-  let bytes = 0;
+export async function writeSnapshot(file: string, meta: SnapshotMeta, dir: string, bytesMax = Infinity, onProgress?: (progress: SnapshotProgress) => void): Promise<number> {
+  const files: HeaderFile[] = [];
   const walk = (sub: string): void => {
     for (const entry of fs.readdirSync(path.join(dir, sub), { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
       const rel = sub === '' ? entry.name : `${sub}/${entry.name}`;
       if (entry.isDirectory()) walk(rel);
-      else if (entry.isFile()) {
-        names.push(rel);
-        bytes += fs.statSync(path.join(dir, rel)).size;
-      }
+      else if (entry.isFile()) files.push({ name: rel, size: fs.statSync(path.join(dir, rel)).size });
     }
   };
   walk('');
-  if (bytes > bytesMax) {
-    throw new LoomError('TOO_LARGE', `a snapshot of the views would hold ${bytes} bytes, over snapshotBytesMax (${bytesMax}); snapshots are built in memory`, {
-      limit: 'snapshotBytesMax',
-      max: bytesMax,
-      bytes,
-    });
+  const totalBytes = files.reduce((sum, f) => sum + f.size, 0);
+  if (totalBytes > bytesMax) {
+    throw new LoomError('TOO_LARGE', `a snapshot of the views would hold ${totalBytes} bytes, over snapshotBytesMax (${bytesMax})`, { limit: 'snapshotBytesMax', max: bytesMax, bytes: totalBytes });
   }
-  return names.map((name) => ({ name, bytes: fs.readFileSync(path.join(dir, name)) }));
+  const hash = createHash('sha256');
+  const out = fs.openSync(file, 'w');
+  try {
+    const head = headerBytes(meta, files);
+    hash.update(head);
+    writeAll(out, head);
+    const piece = Buffer.allocUnsafe(copyPieceBytes);
+    let copied = 0;
+    let reported = 0;
+    for (const f of files) {
+      const input = fs.openSync(path.join(dir, ...f.name.split('/')), 'r');
+      try {
+        let left = f.size;
+        while (left > 0) {
+          const n = fs.readSync(input, piece, 0, Math.min(piece.length, left), null);
+          assert(n > 0, `${f.name} in a snapshot's copy of the views shrank while it was written`);
+          hash.update(piece.subarray(0, n));
+          writeAll(out, piece.subarray(0, n));
+          left -= n;
+          copied += n;
+          if (copied - reported >= progressEveryBytes) {
+            reported = copied;
+            onProgress?.({ bytes: copied, totalBytes });
+          }
+          await yieldToEventLoop();
+        }
+      } finally {
+        fs.closeSync(input);
+      }
+    }
+    writeAll(out, hash.digest());
+    fs.fsyncSync(out);
+    return fs.fstatSync(out).size;
+  } finally {
+    fs.closeSync(out);
+  }
 }
 
-/** Writes a snapshot's files under `dir` (which must not exist yet), each fsynced. */
-export function writeSnapshotFiles(dir: string, files: SnapshotFile[]): void {
+/**
+ * Checks a snapshot and writes its files (those `wanted`, default all) under `dir`, which must not
+ * exist yet, each fsynced. The digest covers every byte, so it is checked as the files are
+ * written; a damaged snapshot is CORRUPT naming `source`, and `dir` is removed.
+ */
+export async function extractSnapshot(
+  data: SnapshotBytes,
+  dir: string,
+  source: string,
+  options: { wanted?: (name: string) => boolean; onProgress?: (progress: SnapshotProgress) => void } = {},
+): Promise<SnapshotMeta> {
   assert(!fs.existsSync(dir), `snapshot target ${dir} already exists`);
+  const wanted = options.wanted ?? (() => true);
+  const layout = readLayout(data, source);
   fs.mkdirSync(dir, { recursive: true });
-  for (const f of files) {
-    const target = path.join(dir, ...f.name.split('/'));
-    fs.mkdirSync(path.dirname(target), { recursive: true });
-    writeDurably(target, f.bytes);
+  try {
+    if (layout.v1Files) {
+      for (const f of layout.v1Files) if (wanted(f.name)) writeFileDurably(dir, f.name, (fd) => writeAll(fd, f.bytes));
+      return layout.meta;
+    }
+    const hash = createHash('sha256').update(data.subarray(0, layout.bodyOffset));
+    const totalBytes = data.byteLength - digestBytes - layout.bodyOffset;
+    // A file is read into one buffer, piece after piece, rather than into a new one per piece.
+    const buffer = data instanceof FileSnapshotBytes ? Buffer.allocUnsafe(copyPieceBytes) : undefined;
+    let at = layout.bodyOffset;
+    let reported = 0;
+    for (const f of layout.files) {
+      const copy = async (fd: number | undefined): Promise<void> => {
+        const end = at + f.size;
+        while (at < end) {
+          const length = Math.min(end - at, copyPieceBytes);
+          const piece = buffer ? (data as FileSnapshotBytes).readInto(buffer, at, length) : data.subarray(at, at + length);
+          hash.update(piece);
+          if (fd !== undefined) writeAll(fd, piece);
+          at += piece.byteLength;
+          if (at - layout.bodyOffset - reported >= progressEveryBytes) {
+            reported = at - layout.bodyOffset;
+            options.onProgress?.({ bytes: reported, totalBytes });
+          }
+          await yieldToEventLoop();
+        }
+      };
+      if (wanted(f.name)) await writeFileDurablyAsync(dir, f.name, copy);
+      else await copy(undefined);
+    }
+    checkDigest(hash, data.subarray(at, at + digestBytes), source);
+    return layout.meta;
+  } catch (err) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+function writeFileDurably(dir: string, name: string, write: (fd: number) => void): void {
+  const target = path.join(dir, ...name.split('/'));
+  fs.mkdirSync(path.dirname(target), { recursive: true });
+  const fd = fs.openSync(target, 'w');
+  try {
+    write(fd);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+async function writeFileDurablyAsync(dir: string, name: string, write: (fd: number) => Promise<void>): Promise<void> {
+  const target = path.join(dir, ...name.split('/'));
+  fs.mkdirSync(path.dirname(target), { recursive: true });
+  const fd = fs.openSync(target, 'w');
+  try {
+    await write(fd);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** A snapshot in a file, read at an offset as Raft sends it; its descriptor stays open until closed. */
+export class FileSnapshotBytes implements SnapshotBytes {
+  readonly byteLength: number;
+  private fd: number | undefined;
+
+  constructor(
+    readonly file: string,
+    private readonly deleteOnRelease = false,
+  ) {
+    this.fd = fs.openSync(file, 'r');
+    this.byteLength = fs.fstatSync(this.fd).size;
+  }
+
+  subarray(begin: number, end: number): Uint8Array {
+    const from = Math.max(0, Math.min(begin, this.byteLength));
+    const length = Math.max(0, Math.min(end, this.byteLength) - from);
+    return this.readInto(Buffer.allocUnsafe(length), from, length);
+  }
+
+  /** Reads `length` bytes at `position` into the start of `target`; returns that part of it. */
+  readInto(target: Buffer, position: number, length: number): Buffer {
+    assert(this.fd !== undefined, `snapshot ${this.file} was read after it was closed`);
+    assert(position + length <= this.byteLength && length <= target.length, `a read of ${length} bytes at ${position} from snapshot ${this.file} of ${this.byteLength}`);
+    let read = 0;
+    while (read < length) {
+      const n = fs.readSync(this.fd, target, read, length - read, position + read);
+      assert(n > 0, `snapshot ${this.file} ended before its ${this.byteLength} bytes`);
+      read += n;
+    }
+    return target.subarray(0, length);
+  }
+
+  /** The file moved (renamed into the store): reads go on through the same descriptor. */
+  close(): void {
+    if (this.fd !== undefined) fs.closeSync(this.fd);
+    this.fd = undefined;
+  }
+
+  release(): void {
+    this.close();
+    if (this.deleteOnRelease) fs.rmSync(this.file, { force: true });
   }
 }
 
 /** The snapshot files of one node: `<dir>/snap-<index>.bin`, the newest kept, older ones deleted. */
 export class SnapshotStore {
   readonly dir: string;
-  private cached: ViewSnapshot | undefined;
+  private cached: { meta: SnapshotMeta; data: FileSnapshotBytes } | undefined;
   private loaded = false;
+  private receiving = 0;
 
   constructor(dir: string) {
     this.dir = path.resolve(dir);
+    // What an earlier process left half-written: a snapshot being taken or received.
+    if (fs.existsSync(this.dir)) {
+      for (const leftover of fs.readdirSync(this.dir).filter((n) => n.endsWith('.tmp'))) fs.rmSync(path.join(this.dir, leftover), { recursive: true, force: true });
+    }
   }
 
-  /** The newest snapshot on disk, if any (read once, then kept in memory to send to followers). */
+  /** The newest snapshot on disk, if any (its header read once; its bytes read as they are sent). */
   latest(): ViewSnapshot | undefined {
     if (!this.loaded) {
       this.loaded = true;
       const newest = this.fileNames().pop();
       if (newest !== undefined) {
         const file = path.join(this.dir, newest);
-        const data = fs.readFileSync(file);
-        this.cached = { meta: decodeSnapshot(data, file).meta, data };
+        const data = new FileSnapshotBytes(file);
+        try {
+          this.cached = { meta: snapshotMetaOf(data, file), data };
+        } catch (err) {
+          data.close();
+          throw err;
+        }
       }
     }
     return this.cached;
   }
 
-  /** Stores a snapshot durably (write, fsync, rename, fsync the directory), then drops older ones. */
+  /** A file in the store's directory to write a snapshot being taken into (moved in by save). */
+  tempFile(label: string): string {
+    fs.mkdirSync(this.dir, { recursive: true });
+    return path.join(this.dir, `${label}.tmp`);
+  }
+
+  /**
+   * Gathers a snapshot arriving from the leader in a file of the store (moved in by save). Raft
+   * calls it from step(), so a failed write (a full disk) does not throw there: it is kept, and
+   * the snapshot it finishes fails to install with it.
+   */
+  assemble(): SnapshotAssembly {
+    const file = this.tempFile(`receiving-${process.pid}-${++this.receiving}`);
+    let fd: number | undefined;
+    let failure: Error | undefined;
+    let result: FileSnapshotBytes | undefined;
+    let received = 0;
+    const attempt = (write: () => void): void => {
+      if (failure) return;
+      try {
+        write();
+      } catch (err) {
+        failure = err as Error;
+      }
+    };
+    const close = (): void => {
+      if (fd !== undefined) attempt(() => fs.closeSync(fd as number));
+      fd = undefined;
+    };
+    attempt(() => (fd = fs.openSync(file, 'w')));
+    return {
+      append: (chunk) => {
+        received += chunk.byteLength;
+        attempt(() => writeAll(fd as number, chunk));
+      },
+      finish: () => {
+        attempt(() => fs.fsyncSync(fd as number));
+        close();
+        if (failure === undefined) attempt(() => (result = new FileSnapshotBytes(file, true)));
+        if (result) return result;
+        fs.rmSync(file, { force: true });
+        const error = failure as Error;
+        return {
+          byteLength: received,
+          subarray: () => {
+            throw new LoomError('UNAVAILABLE', `the snapshot from the leader could not be written to ${file}: ${error.message}`, { file });
+          },
+        };
+      },
+      discard: () => {
+        close();
+        fs.rmSync(file, { force: true });
+      },
+    };
+  }
+
+  /**
+   * Stores a snapshot durably (a file of the store's own is renamed into place; bytes from
+   * elsewhere are written, fsynced and renamed; then the directory is fsynced), then drops older
+   * ones. The stored snapshot is read from its new place from then on.
+   */
   save(snapshot: ViewSnapshot): void {
     fs.mkdirSync(this.dir, { recursive: true });
     const name = `snap-${String(snapshot.meta.index).padStart(20, '0')}.bin`;
     const file = path.join(this.dir, name);
-    const tmp = `${file}.tmp`;
-    writeDurably(tmp, snapshot.data);
-    fs.renameSync(tmp, file);
+    if (snapshot.data instanceof FileSnapshotBytes && path.dirname(snapshot.data.file) === this.dir) {
+      snapshot.data.close();
+      fs.renameSync(snapshot.data.file, file);
+    } else {
+      const tmp = this.tempFile(`saving-${snapshot.meta.index}`);
+      writeFileDurably(this.dir, path.basename(tmp), (fd) => {
+        for (let at = 0; at < snapshot.data.byteLength; at += copyPieceBytes) writeAll(fd, snapshot.data.subarray(at, at + copyPieceBytes));
+      });
+      fs.renameSync(tmp, file);
+    }
     syncDir(this.dir);
     // Only older snapshots go: one taken from views a newer snapshot (just installed) replaces
     // must not delete the snapshot the compacted log relies on.
     const names = this.fileNames();
-    if (!names.some((n) => n > name)) this.cached = snapshot;
+    if (!names.some((n) => n > name)) {
+      this.cached?.data.close();
+      this.cached = { meta: snapshot.meta, data: new FileSnapshotBytes(file) };
+    }
     this.loaded = true;
     for (const older of names) if (older < name) fs.rmSync(path.join(this.dir, older), { force: true });
   }
 
+  /** Closes the newest snapshot's file. */
+  close(): void {
+    this.cached?.data.close();
+    this.cached = undefined;
+    this.loaded = false;
+  }
+
   private fileNames(): string[] {
     if (!fs.existsSync(this.dir)) return [];
-    for (const leftover of fs.readdirSync(this.dir).filter((n) => n.endsWith('.tmp'))) fs.rmSync(path.join(this.dir, leftover), { force: true });
     return fs
       .readdirSync(this.dir)
       .filter((n) => fileNamePattern.test(n))
@@ -149,15 +473,9 @@ function checkFileName(name: string, source: string): void {
   }
 }
 
-function writeDurably(file: string, bytes: Uint8Array): void {
-  const fd = fs.openSync(file, 'w');
-  try {
-    let written = 0;
-    while (written < bytes.byteLength) written += fs.writeSync(fd, bytes, written, bytes.byteLength - written);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
+function writeAll(fd: number, bytes: Uint8Array): void {
+  let written = 0;
+  while (written < bytes.byteLength) written += fs.writeSync(fd, bytes, written, bytes.byteLength - written);
 }
 
 export function syncDir(dir: string): void {

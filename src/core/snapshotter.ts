@@ -6,7 +6,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { LogStore, SnapshotMeta } from '../eventlog';
 import { LoomError, assert, type Logger } from '../util';
-import { decodeSnapshot, encodeSnapshot, readSnapshotFiles, type SnapshotFile, type SnapshotStore, type ViewSnapshot } from './snapshots';
+import type { SnapshotAssembly } from '../eventlog/raft';
+import { FileSnapshotBytes, extractSnapshot, writeSnapshot, type SnapshotStore, type ViewSnapshot } from './snapshots';
 import type { Views } from './views';
 
 export interface SnapshotterOptions {
@@ -17,21 +18,20 @@ export interface SnapshotterOptions {
   snapshotEntries: number;
   /** Entries kept in the log below a snapshot, so a follower a little behind catches up from the log. */
   catchUpEntries: number;
-  /**
-   * Largest snapshot taken: it is held in memory while it is taken and sent (docs/snapshots.md),
-   * so a bigger one is refused (TOO_LARGE) and the log stays uncompacted, rather than the node
-   * running out of memory at every try.
-   */
+  /** Largest snapshot taken (an operator's cap on the disk it needs); a bigger one is refused (TOO_LARGE). */
   snapshotBytesMax: number;
   /** The views now. */
   current: () => Views;
   /** Stops the applier (it must not read the log while the log restarts after a snapshot). */
   pauseApplier: () => Promise<void>;
+  /** Where a snapshot's files are written before they replace the views (beside the views directory). */
+  incomingDir: string;
   /**
-   * Restarts the log after the snapshot (`resetLog`), replaces the views by the snapshot's files,
-   * then resumes the applier from them; reads answer UNAVAILABLE from before the log is reset.
+   * Restarts the log after the snapshot (`resetLog`), replaces the views by the files in
+   * `incomingDir`, then resumes the applier from them; reads answer UNAVAILABLE from before the
+   * log is reset.
    */
-  replaceViews: (files: SnapshotFile[], meta: SnapshotMeta, resetLog: () => Promise<void>) => Promise<void>;
+  replaceViews: (meta: SnapshotMeta, resetLog: () => Promise<void>) => Promise<void>;
   /** Raft membership as of an index, in a replicated group. */
   confAt?: (index: number) => SnapshotMeta['conf'];
 }
@@ -52,6 +52,11 @@ export class Snapshotter {
   /** The newest snapshot, to send a follower that needs entries the log no longer has. */
   latest(): ViewSnapshot | undefined {
     return this.options.store.latest();
+  }
+
+  /** Gathers a snapshot arriving from the leader in a file, not in memory. */
+  assemble(): SnapshotAssembly {
+    return this.options.store.assemble();
   }
 
   /** Called after every applied batch: starts a snapshot in the background when one is due. */
@@ -81,19 +86,21 @@ export class Snapshotter {
     const index = views.appliedIndex();
     assert(index >= log.firstIndex() - 1, `views at ${index} lag the compacted log starting at ${log.firstIndex()}`);
     const started = Date.now();
-    const tmp = path.join(store.dir, `taking-${index}`);
-    fs.rmSync(tmp, { recursive: true, force: true });
-    let files: SnapshotFile[];
-    try {
-      await views.backup(tmp, (progress) => logger.info({ ...progress, index }, 'copying chunk bytes into the snapshot'));
-      files = readSnapshotFiles(tmp, this.options.snapshotBytesMax);
-    } finally {
-      fs.rmSync(tmp, { recursive: true, force: true });
-    }
     const conf = this.options.confAt?.(index);
     const meta: SnapshotMeta = conf ? { index, term: log.term(index), conf } : { index, term: log.term(index) };
-    const snapshot: ViewSnapshot = { meta, data: encodeSnapshot(meta, files) };
-    store.save(snapshot);
+    const copy = store.tempFile(`taking-${index}-views`);
+    const file = store.tempFile(`taking-${index}`);
+    let snapshot: ViewSnapshot;
+    try {
+      fs.rmSync(copy, { recursive: true, force: true });
+      await views.backup(copy, (progress) => logger.info({ ...progress, index }, 'copying chunk bytes into the snapshot'));
+      await writeSnapshot(file, meta, copy, this.options.snapshotBytesMax, (progress) => logger.info({ ...progress, index }, 'writing the snapshot'));
+      snapshot = { meta, data: new FileSnapshotBytes(file) };
+      store.save(snapshot);
+    } finally {
+      fs.rmSync(copy, { recursive: true, force: true });
+      fs.rmSync(file, { force: true });
+    }
     this.lastIndex = Math.max(this.lastIndex, index);
     const compactTo = index - this.options.catchUpEntries;
     if (compactTo > log.firstIndex() - 1) {
@@ -116,12 +123,16 @@ export class Snapshotter {
     try {
       while (this.taking) await this.taking;
       const { log, store, logger } = this.options;
-      const { meta, files } = decodeSnapshot(snapshot.data, `received at index ${snapshot.meta.index}`);
-      assert(meta.index === snapshot.meta.index && meta.term === snapshot.meta.term, 'a snapshot names the position it was taken at');
+      const { incomingDir } = this.options;
+      const source = `received at index ${snapshot.meta.index}`;
       const started = Date.now();
+      fs.rmSync(incomingDir, { recursive: true, force: true });
+      // Checked and written out while the old views still serve; only the swap pauses them.
+      const meta = await extractSnapshot(snapshot.data, incomingDir, source, { onProgress: (progress) => logger.info({ ...progress, index: snapshot.meta.index }, 'writing out a snapshot from the leader') });
+      assert(meta.index === snapshot.meta.index && meta.term === snapshot.meta.term, 'a snapshot names the position it was taken at');
       store.save(snapshot);
       await this.options.pauseApplier();
-      await this.options.replaceViews(files, snapshot.meta, () => log.resetToSnapshot(snapshot.meta));
+      await this.options.replaceViews(snapshot.meta, () => log.resetToSnapshot(snapshot.meta));
       this.lastIndex = Math.max(this.lastIndex, meta.index);
       logger.info({ index: meta.index, term: meta.term, bytes: snapshot.data.byteLength, ms: Date.now() - started }, 'snapshot installed');
     } finally {

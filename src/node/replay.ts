@@ -3,7 +3,7 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { SnapshotStore, decodeSnapshot } from '../core';
+import { SnapshotStore, extractSnapshot } from '../core';
 import { LmdbLog } from '../eventlog';
 import { KvProjection, ProjectionRunner, SqlProjection, SqlStore, ViewStore, sqlFileName, type Projection, type ProjectionStore } from '../projections';
 import { LoomError, lockDir, silentLogger } from '../util';
@@ -65,7 +65,7 @@ export async function replayProjection(
   const viewsDir = path.join(dataDir, 'views');
   // A compacted log no longer holds the start: rebuild from the newest snapshot's copy of the view.
   const compacted = log.firstIndex() > 1;
-  if (compacted) restoreFromSnapshot(dataDir, viewsDir, viewFiles[name], log.firstIndex() - 1);
+  if (compacted) await restoreFromSnapshot(dataDir, viewsDir, viewFiles[name], log.firstIndex() - 1);
   const target = open(viewsDir);
   try {
     const { store, projection } = target;
@@ -102,19 +102,36 @@ export async function replayProjection(
 }
 
 /** Replaces one view's files by the newest snapshot's copy of them (which the log continues). */
-function restoreFromSnapshot(dataDir: string, viewsDir: string, wanted: (file: string) => boolean, compactedTo: number): void {
+async function restoreFromSnapshot(dataDir: string, viewsDir: string, wanted: (file: string) => boolean, compactedTo: number): Promise<void> {
   const snapshots = new SnapshotStore(path.join(dataDir, 'snapshots'));
-  const snapshot = snapshots.latest();
-  if (!snapshot || snapshot.meta.index < compactedTo) {
-    throw new LoomError('CORRUPT', `the log starts at ${compactedTo + 1} and no snapshot in ${snapshots.dir} covers what was compacted; the view cannot be rebuilt here`, {
-      logFirstIndex: compactedTo + 1,
-    });
+  try {
+    const snapshot = snapshots.latest();
+    if (!snapshot || snapshot.meta.index < compactedTo) {
+      throw new LoomError('CORRUPT', `the log starts at ${compactedTo + 1} and no snapshot in ${snapshots.dir} covers what was compacted; the view cannot be rebuilt here`, {
+        logFirstIndex: compactedTo + 1,
+      });
+    }
+    const staged = `${viewsDir}.replay-incoming`;
+    fs.rmSync(staged, { recursive: true, force: true });
+    await extractSnapshot(snapshot.data, staged, snapshots.dir, { wanted });
+    try {
+      for (const name of listFiles(staged)) {
+        const target = path.join(viewsDir, ...name.split('/'));
+        for (const stale of [target, `${target}-wal`, `${target}-shm`, path.join(path.dirname(target), 'lock.mdb')]) fs.rmSync(stale, { force: true });
+        fs.mkdirSync(path.dirname(target), { recursive: true });
+        fs.renameSync(path.join(staged, ...name.split('/')), target);
+      }
+    } finally {
+      fs.rmSync(staged, { recursive: true, force: true });
+    }
+  } finally {
+    snapshots.close();
   }
-  const files = decodeSnapshot(snapshot.data, snapshots.dir).files.filter((f) => wanted(f.name));
-  for (const f of files) {
-    const target = path.join(viewsDir, ...f.name.split('/'));
-    for (const stale of [target, `${target}-wal`, `${target}-shm`, path.join(path.dirname(target), 'lock.mdb')]) fs.rmSync(stale, { force: true });
-    fs.mkdirSync(path.dirname(target), { recursive: true });
-    fs.writeFileSync(target, f.bytes);
-  }
+}
+
+function listFiles(dir: string, sub = ''): string[] {
+  return fs.readdirSync(path.join(dir, sub), { withFileTypes: true }).flatMap((entry) => {
+    const rel = sub === '' ? entry.name : `${sub}/${entry.name}`;
+    return entry.isDirectory() ? listFiles(dir, rel) : [rel];
+  });
 }

@@ -4,7 +4,7 @@
 import type { ClusterMember, ClusterMembership, NewMember, ProposedEntry, ReplicationStatus, Replicator, SnapshotHandler } from '../core';
 import { checkEntrySize, entryBytesMaxDefault, type LogEntry, type LogStore, type SnapshotMeta } from '../eventlog';
 import { randomInt } from 'node:crypto';
-import { RawNode, applyConfChange, decodeConfChange, entryTypeConfChange, seededRandom, type ConfChange, type ConfState, type Message, type RaftSnapshot, type Ready, type Role } from '../eventlog/raft';
+import { RawNode, applyConfChange, memorySnapshotAssembly, decodeConfChange, entryTypeConfChange, seededRandom, type ConfChange, type ConfState, type Message, type RaftSnapshot, type Ready, type Role } from '../eventlog/raft';
 import { LoomError, assert, isLoomError, type Logger } from '../util';
 import type { NodeAddresses } from './frames';
 import { earlyCampaignSlotDivisor, releaseBatchBytesMax, electionTimeoutMsDefault, heartbeatMsDefault, learnerCatchUpMsMax, readIndexTimeoutMsDefault } from './limits';
@@ -134,6 +134,7 @@ export class RaftReplicator implements Replicator {
         // seed is the only randomness, so a logged seed replays a node's timeouts.
         random: seededRandom(randomInt(2 ** 31)),
         snapshotSource: () => this.snapshotToSend(),
+        assembleSnapshot: () => this.snapshots?.assemble?.() ?? memorySnapshotAssembly(),
       },
       options.log,
     );

@@ -1,9 +1,13 @@
 // Snapshots of the views (docs/snapshots.md): the self-checking file, compaction below a snapshot,
 // views restored from it when they lag the compacted log, and installing one received from a leader.
 
-import { readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { pack } from 'msgpackr';
 import { Views } from '../../src/core/views';
-import { SingleNodeReplicator, SnapshotStore, decodeSnapshot, encodeSnapshot, openDatabase, type OpenDatabase, type SnapshotHandler } from '../../src/core';
+import { FileSnapshotBytes, writeSnapshot } from '../../src/core/snapshots';
+import { SingleNodeReplicator, SnapshotStore, decodeSnapshot, encodeSnapshot, extractSnapshot, openDatabase, type OpenDatabase, type SnapshotHandler } from '../../src/core';
 import { LmdbLog, type LogStore } from '../../src/eventlog';
 import { LoomError, silentLogger } from '../../src/util';
 import { makeTempDir, removeDir } from '../support/tmp';
@@ -49,6 +53,117 @@ describe('snapshot files', () => {
     expect(loomError(() => decodeSnapshot(Buffer.from('not a snapshot at all, no header'), 'junk')).code).toBe('CORRUPT');
     const escaping = encodeSnapshot(meta, [{ name: '../../etc/passwd', bytes: Buffer.from('x') }]);
     expect(loomError(() => decodeSnapshot(escaping, 'escaping')).message).toContain('outside the views directory');
+  });
+
+  /** Writes `files` into a directory, snapshots it into a file the way a node does, and opens that file. */
+  const snapshotOnDisk = async (dir: string, at = meta): Promise<FileSnapshotBytes> => {
+    for (const f of files) {
+      mkdirSync(`${dir}/views/${f.name}`.replace(/\/[^/]*$/, ''), { recursive: true });
+      writeFileSync(`${dir}/views/${f.name}`, f.bytes);
+    }
+    await writeSnapshot(`${dir}/snap.bin`, at, `${dir}/views`);
+    return new FileSnapshotBytes(`${dir}/snap.bin`);
+  };
+
+  it('streams a snapshot from a directory into a file and back out into files', async () => {
+    const dir = makeTempDir();
+    try {
+      const data = await snapshotOnDisk(dir);
+      expect(Buffer.from(decodeSnapshot(data, 'file').files[1].bytes).toString()).toBe('sqlite');
+      expect(await extractSnapshot(data, `${dir}/out`, 'file')).toEqual(meta);
+      expect(readFileSync(`${dir}/out/lmdb/data.mdb`, 'utf8')).toBe('pages');
+      expect(readFileSync(`${dir}/out/sql.db`, 'utf8')).toBe('sqlite');
+      await extractSnapshot(data, `${dir}/some`, 'file', { wanted: (name) => name === 'sql.db' });
+      expect(readdirSync(`${dir}/some`)).toEqual(['sql.db']);
+      data.close();
+    } finally {
+      removeDir(dir);
+    }
+  });
+
+  it('extracts nothing from a damaged or cut-short file: CORRUPT, and the target is removed', async () => {
+    const dir = makeTempDir();
+    try {
+      (await snapshotOnDisk(dir)).close();
+      const good = readFileSync(`${dir}/snap.bin`);
+      const flipped = Buffer.from(good);
+      flipped[flipped.length - 40] ^= 0xff; // a byte of the last file, not of the header
+      writeFileSync(`${dir}/flipped.bin`, flipped);
+      await expect(extractSnapshot(new FileSnapshotBytes(`${dir}/flipped.bin`), `${dir}/a`, 'flipped')).rejects.toMatchObject({ code: 'CORRUPT', message: expect.stringContaining('sha256') });
+      expect(existsSync(`${dir}/a`)).toBe(false);
+      writeFileSync(`${dir}/short.bin`, good.subarray(0, good.length - 1));
+      await expect(extractSnapshot(new FileSnapshotBytes(`${dir}/short.bin`), `${dir}/b`, 'short')).rejects.toMatchObject({ code: 'CORRUPT', message: expect.stringContaining('header describes') });
+      expect(existsSync(`${dir}/b`)).toBe(false);
+    } finally {
+      removeDir(dir);
+    }
+  });
+
+  it('reads and extracts a snapshot written by an older build (LOOMSNP1)', async () => {
+    const dir = makeTempDir();
+    try {
+      const body = pack({ index: meta.index, term: meta.term, conf: meta.conf, files });
+      const old = Buffer.concat([Buffer.from('LOOMSNP1'), createHash('sha256').update(body).digest(), body]);
+      mkdirSync(`${dir}/snaps`);
+      writeFileSync(`${dir}/snaps/snap-${String(meta.index).padStart(20, '0')}.bin`, old);
+      const store = new SnapshotStore(`${dir}/snaps`);
+      const latest = store.latest()!;
+      expect(latest.meta).toEqual(meta);
+      await extractSnapshot(latest.data, `${dir}/out`, 'old');
+      expect(readFileSync(`${dir}/out/lmdb/data.mdb`, 'utf8')).toBe('pages');
+      store.close();
+    } finally {
+      removeDir(dir);
+    }
+  });
+
+  it('gathers a snapshot from the leader in a file that saving moves into place, or deletes when unused', async () => {
+    const dir = makeTempDir();
+    try {
+      const source = await snapshotOnDisk(dir);
+      const store = new SnapshotStore(`${dir}/snaps`);
+      const gather = (): FileSnapshotBytes => {
+        const assembly = store.assemble();
+        for (let at = 0; at < source.byteLength; at += 7) assembly.append(source.subarray(at, at + 7));
+        return assembly.finish() as FileSnapshotBytes;
+      };
+      const unused = gather();
+      expect(existsSync(unused.file)).toBe(true);
+      unused.release();
+      expect(existsSync(unused.file)).toBe(false);
+      const dropped = store.assemble();
+      dropped.append(Buffer.from('part'));
+      dropped.discard();
+      expect(readdirSync(`${dir}/snaps`)).toEqual([]);
+
+      const received = gather();
+      store.save({ meta, data: received });
+      expect(readdirSync(`${dir}/snaps`)).toEqual([`snap-${String(meta.index).padStart(20, '0')}.bin`]);
+      expect(Buffer.from(store.latest()!.data.subarray(0, source.byteLength))).toEqual(Buffer.from(source.subarray(0, source.byteLength)));
+      store.close();
+      source.close();
+    } finally {
+      removeDir(dir);
+    }
+  });
+
+  it('keeps a failed write of a snapshot from the leader out of Raft: the snapshot fails to install instead', () => {
+    const dir = makeTempDir();
+    const writes = jest.spyOn(fs, 'writeSync').mockImplementation(() => {
+      throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+    });
+    try {
+      const store = new SnapshotStore(`${dir}/snaps`);
+      const assembly = store.assemble();
+      expect(() => assembly.append(Buffer.from('chunk'))).not.toThrow();
+      const data = assembly.finish();
+      expect(data.byteLength).toBe(5);
+      expect(() => data.subarray(0, 5)).toThrow(expect.objectContaining({ code: 'UNAVAILABLE', message: expect.stringContaining('ENOSPC') }));
+      expect(readdirSync(`${dir}/snaps`)).toEqual([]);
+    } finally {
+      writes.mockRestore();
+      removeDir(dir);
+    }
   });
 
   it('keeps only the newest snapshot on disk', () => {

@@ -276,7 +276,7 @@ export class Simulation {
     );
     const snap = store.latestSnapshot();
     node.app = new KvApp();
-    node.app.restore(snap.data, snap.meta.index);
+    node.app.restore(snap.data.subarray(0, snap.data.byteLength), snap.meta.index);
     node.inflight = undefined;
     node.pendingPuts.clear();
     node.pendingReads = [];
@@ -404,7 +404,7 @@ export class Simulation {
   private complete(node: SimNode, rd: Ready): void {
     const raw = node.raw!;
     for (const m of rd.messagesAfterPersist) this.send(node, m);
-    if (rd.snapshot) node.app.restore(rd.snapshot.data, rd.snapshot.meta.index);
+    if (rd.snapshot) node.app.restore(rd.snapshot.data.subarray(0, rd.snapshot.data.byteLength), rd.snapshot.meta.index);
     for (const entry of rd.committedEntries) this.applyEntry(node, entry);
     raw.advance();
     const status = raw.status();

@@ -5,7 +5,7 @@ export { RawNode } from './raw-node';
 export type { RaftStatus } from './raw-node';
 export { applyConfChange, decodeConfChange, encodeConfChange } from './conf-change';
 export { seededRandom } from './random';
-export { emptyMessage } from './raft';
+export { emptyMessage, memorySnapshotAssembly } from './raft';
 export type { Raft } from './raft';
 export * from './limits';
 export { entryTypeConfChange, entryTypeNoop } from './types';
@@ -22,6 +22,8 @@ export type {
   Ready,
   ReadState,
   Role,
+  SnapshotAssembly,
+  SnapshotBytes,
   SnapshotChunk,
   SoftState,
 } from './types';

@@ -12,7 +12,7 @@ import { RaftLog } from './raft-log';
 import { ReadOnly } from './read-only';
 import { seededRandom } from './random';
 import { entryTypeConfChange, entryTypeNoop } from './types';
-import type { ConfChange, ConfState, Message, RaftConfig, RaftMutation, RaftSnapshot, RaftSnapshotMeta, ReadState, Role } from './types';
+import type { ConfChange, ConfState, Message, RaftConfig, RaftMutation, RaftSnapshot, RaftSnapshotMeta, ReadState, Role, SnapshotAssembly } from './types';
 
 /** Marks a vote request sent because of a leadership transfer: it overrides leader leases. */
 const contextTransfer = 'transfer';
@@ -34,12 +34,24 @@ type Limits = Required<
   >
 >;
 
-/** A snapshot arriving in chunks; kept in memory until complete (chunks are bounded by the sender). */
+/** A snapshot arriving in chunks, gathered by the driver's assembly until complete. */
 interface IncomingSnapshot {
   meta: RaftSnapshotMeta;
   totalBytes: number;
-  chunks: Uint8Array[];
+  assembly: SnapshotAssembly;
   receivedBytes: number;
+}
+
+/** The default assembly: the chunks in memory, joined once complete. */
+export function memorySnapshotAssembly(): SnapshotAssembly {
+  const chunks: Uint8Array[] = [];
+  return {
+    append: (chunk) => chunks.push(chunk),
+    finish: () => new Uint8Array(Buffer.concat(chunks)),
+    discard: () => {
+      chunks.length = 0;
+    },
+  };
 }
 
 export function emptyMessage(type: Message['type'], from: number, to: number, term: number): Message {
@@ -83,6 +95,7 @@ export class Raft {
   private readonly limits: Limits;
   private readonly random: () => number;
   private readonly snapshotSource: () => RaftSnapshot | undefined;
+  private readonly assembleSnapshot: (meta: RaftSnapshotMeta, totalBytes: number) => SnapshotAssembly;
   readonly mutation: RaftMutation | undefined;
 
   constructor(config: RaftConfig, store: LogStore) {
@@ -104,6 +117,7 @@ export class Raft {
     assert(this.limits.heartbeatTimeoutTicks < this.limits.electionTimeoutTicks, 'heartbeat timeout must be below election timeout');
     this.random = config.random ?? seededRandom(config.id);
     this.snapshotSource = config.snapshotSource ?? (() => undefined);
+    this.assembleSnapshot = config.assembleSnapshot ?? memorySnapshotAssembly;
     this.mutation = config.mutation;
 
     const hard = store.hardState();
@@ -814,7 +828,8 @@ export class Raft {
     const chunk = m.snapshot;
     assert(chunk !== undefined, 'snap message without a chunk');
     if (chunk.offset === 0) {
-      this.incomingSnapshot = { meta: chunk.meta, totalBytes: chunk.totalBytes, chunks: [], receivedBytes: 0 };
+      this.incomingSnapshot?.assembly.discard();
+      this.incomingSnapshot = { meta: chunk.meta, totalBytes: chunk.totalBytes, assembly: this.assembleSnapshot(chunk.meta, chunk.totalBytes), receivedBytes: 0 };
     }
     const incoming = this.incomingSnapshot;
     const resp = { ...emptyMessage('snapResp', this.id, m.from, this.term), index: chunk.meta.index };
@@ -824,17 +839,18 @@ export class Raft {
       this.send({ ...resp, reject: true, rejectHint: same ? incoming.receivedBytes : 0 });
       return;
     }
-    incoming.chunks.push(chunk.data);
+    incoming.assembly.append(chunk.data);
     incoming.receivedBytes += chunk.data.byteLength;
     if (incoming.receivedBytes < incoming.totalBytes) {
       this.send({ ...resp, rejectHint: incoming.receivedBytes });
       return;
     }
     this.incomingSnapshot = undefined;
-    const data = new Uint8Array(Buffer.concat(incoming.chunks));
+    const data = incoming.assembly.finish();
     if (this.restore({ meta: incoming.meta, data })) {
       this.send({ ...emptyMessage('appResp', this.id, m.from, this.term), index: this.log.lastIndex() });
     } else {
+      data.release?.();
       this.send({ ...emptyMessage('appResp', this.id, m.from, this.term), index: this.log.committed });
     }
   }

@@ -79,10 +79,31 @@ export interface RaftSnapshotMeta extends SnapshotMeta {
   conf: ConfState;
 }
 
+/**
+ * The application's opaque snapshot bytes, read a chunk at a time: a Uint8Array is one, and so is
+ * a file the driver reads at an offset, so a snapshot need not fit in memory.
+ */
+export interface SnapshotBytes {
+  readonly byteLength: number;
+  /** Bytes [begin, end), clipped at byteLength; the caller may keep them. */
+  subarray(begin: number, end: number): Uint8Array;
+  /** Called when Raft drops bytes it assembled without installing them (its log already held them). */
+  release?(): void;
+}
+
+/** Where a follower gathers a snapshot that arrives in chunks, in order. */
+export interface SnapshotAssembly {
+  append(chunk: Uint8Array): void;
+  /** Every byte arrived: the snapshot's bytes. */
+  finish(): SnapshotBytes;
+  /** Dropped unfinished (another snapshot started arriving). */
+  discard(): void;
+}
+
 /** A snapshot as Raft hands it over: metadata plus the application's opaque bytes. */
 export interface RaftSnapshot {
   meta: RaftSnapshotMeta;
-  data: Uint8Array;
+  data: SnapshotBytes;
 }
 
 /** The answer to readIndex(context): reads may be served once the state machine applied `index`. */
@@ -166,6 +187,11 @@ export interface RaftConfig {
   random?: () => number;
   /** The latest snapshot, to send followers that fall behind the compacted log. */
   snapshotSource?: () => RaftSnapshot | undefined;
+  /**
+   * Where a snapshot arriving from the leader is gathered (default: in memory). The driver may
+   * write it to a file; Raft calls it synchronously from step().
+   */
+  assembleSnapshot?: (meta: RaftSnapshotMeta, totalBytes: number) => SnapshotAssembly;
   /** Test-only deliberate bug (see RaftMutation). Never set in production. */
   mutation?: RaftMutation;
 }
