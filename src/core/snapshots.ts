@@ -125,9 +125,19 @@ function decodeV1(bytes: Buffer, source: string): { meta: SnapshotMeta; files: S
   return { meta: metaOf(decoded), files: decoded.files };
 }
 
-/** The position a snapshot was taken at, from its header alone. */
-export function snapshotMetaOf(data: SnapshotBytes, source: string): SnapshotMeta {
-  return readLayout(data, source).meta;
+/**
+ * Checks a whole snapshot file against its digest, a piece at a time, and returns its position:
+ * a node checks its stored snapshot once when it starts, so it never sends a damaged one.
+ */
+export function checkSnapshotFile(data: FileSnapshotBytes, source: string): SnapshotMeta {
+  const layout = readLayout(data, source);
+  if (layout.v1Files) return layout.meta;
+  const hash = createHash('sha256');
+  const end = data.byteLength - digestBytes;
+  const buffer = Buffer.allocUnsafe(copyPieceBytes);
+  for (let at = 0; at < end; at += copyPieceBytes) hash.update(data.readInto(buffer, at, Math.min(copyPieceBytes, end - at)));
+  checkDigest(hash, data.subarray(end, end + digestBytes), source);
+  return layout.meta;
 }
 
 /** Decodes and checks a snapshot held in memory; a damaged one is CORRUPT naming `source`, never half-read. */
@@ -344,7 +354,7 @@ export class SnapshotStore {
     }
   }
 
-  /** The newest snapshot on disk, if any (its header read once; its bytes read as they are sent). */
+  /** The newest snapshot on disk, if any (checked once; its bytes then read as they are sent). */
   latest(): ViewSnapshot | undefined {
     if (!this.loaded) {
       this.loaded = true;
@@ -353,7 +363,7 @@ export class SnapshotStore {
         const file = path.join(this.dir, newest);
         const data = new FileSnapshotBytes(file);
         try {
-          this.cached = { meta: snapshotMetaOf(data, file), data };
+          this.cached = { meta: checkSnapshotFile(data, file), data };
         } catch (err) {
           data.close();
           throw err;

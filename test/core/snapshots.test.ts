@@ -91,6 +91,10 @@ describe('snapshot files', () => {
       writeFileSync(`${dir}/flipped.bin`, flipped);
       await expect(extractSnapshot(new FileSnapshotBytes(`${dir}/flipped.bin`), `${dir}/a`, 'flipped')).rejects.toMatchObject({ code: 'CORRUPT', message: expect.stringContaining('sha256') });
       expect(existsSync(`${dir}/a`)).toBe(false);
+      // A node checks its stored snapshot when it starts, so it never sends a damaged one.
+      mkdirSync(`${dir}/snaps`);
+      writeFileSync(`${dir}/snaps/snap-${String(meta.index).padStart(20, '0')}.bin`, flipped);
+      expect(() => new SnapshotStore(`${dir}/snaps`).latest()).toThrow(expect.objectContaining({ code: 'CORRUPT', message: expect.stringContaining('sha256') }));
       writeFileSync(`${dir}/short.bin`, good.subarray(0, good.length - 1));
       await expect(extractSnapshot(new FileSnapshotBytes(`${dir}/short.bin`), `${dir}/b`, 'short')).rejects.toMatchObject({ code: 'CORRUPT', message: expect.stringContaining('header describes') });
       expect(existsSync(`${dir}/b`)).toBe(false);
