@@ -41,6 +41,8 @@ const magicV1 = Buffer.from('LOOMSNP1');
 const magic = Buffer.from('LOOMSNP2');
 const digestBytes = 32;
 const headerLengthBytes = 4;
+/** Largest header read (about 100 bytes per file, and a snapshot has a handful): more is damage. */
+const headerBytesMax = 16 * 1024 * 1024;
 /** Bytes copied per read while a snapshot is written or extracted (and between event-loop yields). */
 const copyPieceBytes = 1024 * 1024;
 /** Bytes copied between progress reports. */
@@ -92,6 +94,7 @@ function readLayout(data: SnapshotBytes, source: string): Layout {
   }
   if (prefix.length < magic.length + headerLengthBytes || !prefix.subarray(0, magic.length).equals(magic)) throw corrupt('is not a loom snapshot (bad header)');
   const headerLength = prefix.readUInt32BE(magic.length);
+  if (headerLength > headerBytesMax) throw corrupt(`claims a header of ${headerLength} bytes (at most ${headerBytesMax})`);
   const bodyOffset = magic.length + headerLengthBytes + headerLength;
   if (bodyOffset + digestBytes > data.byteLength) throw corrupt('is cut short (its header runs past its end)');
   let decoded: { index: number; term: number; conf: SnapshotMeta['conf'] | null; files: HeaderFile[] };
@@ -104,9 +107,12 @@ function readLayout(data: SnapshotBytes, source: string): Layout {
   let total = 0;
   for (const f of decoded.files) {
     if (typeof f?.name !== 'string' || !Number.isSafeInteger(f.size) || f.size < 0) throw corrupt('has a header naming a file without a name or size');
-    checkFileName(f.name, source);
     total += f.size;
   }
+  checkFileNames(
+    decoded.files.map((f) => f.name),
+    source,
+  );
   if (bodyOffset + total + digestBytes !== data.byteLength) {
     throw corrupt(`is ${data.byteLength} bytes but its header describes ${bodyOffset + total + digestBytes}`);
   }
@@ -121,7 +127,10 @@ function decodeV1(bytes: Buffer, source: string): { meta: SnapshotMeta; files: S
     throw new LoomError('CORRUPT', `snapshot ${source} fails its sha256 check`, { file: source });
   }
   const decoded = unpack(body) as { index: number; term: number; conf: SnapshotMeta['conf'] | null; files: Array<{ name: string; bytes: Uint8Array }> };
-  for (const f of decoded.files) checkFileName(f.name, source);
+  checkFileNames(
+    decoded.files.map((f) => f.name),
+    source,
+  );
   return { meta: metaOf(decoded), files: decoded.files };
 }
 
@@ -476,10 +485,23 @@ export class SnapshotStore {
   }
 }
 
-function checkFileName(name: string, source: string): void {
-  const parts = name.split('/');
-  if (name.length === 0 || path.isAbsolute(name) || parts.some((p) => p === '' || p === '.' || p === '..')) {
-    throw new LoomError('CORRUPT', `snapshot ${source} names a file outside the views directory: ${JSON.stringify(name)}`, { file: source });
+/** Every name a plain relative path inside the views directory, none twice, none also a directory of another. */
+function checkFileNames(names: string[], source: string): void {
+  const corrupt = (why: string, name: string): LoomError => new LoomError('CORRUPT', `snapshot ${source} ${why}: ${JSON.stringify(name)}`, { file: source });
+  const seen = new Set<string>();
+  for (const name of names) {
+    const parts = name.split('/');
+    if (name.includes('\0')) throw corrupt('names a file with a NUL byte', name);
+    if (name.length === 0 || path.isAbsolute(name) || parts.some((p) => p === '' || p === '.' || p === '..')) throw corrupt('names a file outside the views directory', name);
+    if (seen.has(name)) throw corrupt('names a file twice', name);
+    seen.add(name);
+  }
+  for (const name of names) {
+    const parts = name.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const dir = parts.slice(0, i).join('/');
+      if (seen.has(dir)) throw corrupt('names a file that is also a directory', dir);
+    }
   }
 }
 

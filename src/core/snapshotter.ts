@@ -64,21 +64,41 @@ export class Snapshotter {
     const { snapshotEntries } = this.options;
     if (snapshotEntries <= 0 || this.taking || this.installing || this.closed || index - this.lastIndex < snapshotEntries) return;
     if (!this.options.current().canBackup()) return;
-    this.taking = this.take()
-      .then(() => undefined)
-      .catch((err: unknown) => {
-        // The next try comes after snapshotEntries more entries, not after the next batch: a
-        // snapshot copies every view, and what failed (a damaged chunk, the size limit) stays.
-        this.lastIndex = Math.max(this.lastIndex, index);
-        this.options.logger.error({ err, retryAfterIndex: index + snapshotEntries }, 'taking a snapshot failed; the log stays uncompacted until the next try');
-      })
-      .finally(() => {
-        this.taking = undefined;
-      });
+    this.runTake().catch((err: unknown) => {
+      // The next try comes after snapshotEntries more entries, not after the next batch: a
+      // snapshot copies every view, and what failed (a damaged chunk, the size limit) stays.
+      this.lastIndex = Math.max(this.lastIndex, index);
+      this.options.logger.error({ err, retryAfterIndex: index + snapshotEntries }, 'taking a snapshot failed; the log stays uncompacted until the next try');
+    });
   }
 
-  /** Copies the views, stores them as a snapshot, then compacts the log below it. */
+  /**
+   * Copies the views, stores them as a snapshot, then compacts the log below it; after any
+   * snapshot already being taken (two at once would share files), never during an install.
+   */
   async take(): Promise<ViewSnapshot> {
+    while (this.taking) await this.taking;
+    if (this.installing) throw new LoomError('UNAVAILABLE', 'this node is installing a snapshot from the leader; retry shortly');
+    if (this.closed) throw new LoomError('UNAVAILABLE', 'the node is closing');
+    return this.runTake();
+  }
+
+  /** Starts a take now: the caller made sure none is running. */
+  private runTake(): Promise<ViewSnapshot> {
+    assert(this.taking === undefined, 'one snapshot is taken at a time');
+    const run = this.takeNow();
+    const taking = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.taking = taking;
+    void taking.then(() => {
+      if (this.taking === taking) this.taking = undefined;
+    });
+    return run;
+  }
+
+  private async takeNow(): Promise<ViewSnapshot> {
     const { log, store, logger } = this.options;
     const views = this.options.current();
     if (!views.canBackup()) throw new LoomError('UNAVAILABLE', 'a view plugin of this node cannot copy itself, so no snapshot can be taken');
@@ -128,13 +148,22 @@ export class Snapshotter {
       const started = Date.now();
       fs.rmSync(incomingDir, { recursive: true, force: true });
       // Checked and written out while the old views still serve; only the swap pauses them.
-      const meta = await extractSnapshot(snapshot.data, incomingDir, source, { onProgress: (progress) => logger.info({ ...progress, index: snapshot.meta.index }, 'writing out a snapshot from the leader') });
-      assert(meta.index === snapshot.meta.index && meta.term === snapshot.meta.term, 'a snapshot names the position it was taken at');
+      try {
+        const meta = await extractSnapshot(snapshot.data, incomingDir, source, { onProgress: (progress) => logger.info({ ...progress, index: snapshot.meta.index }, 'writing out a snapshot from the leader') });
+        if (meta.index !== snapshot.meta.index || meta.term !== snapshot.meta.term) {
+          throw new LoomError('CORRUPT', `snapshot ${source} says it was taken at ${meta.index}/${meta.term}, not ${snapshot.meta.index}/${snapshot.meta.term}`, { index: meta.index, term: meta.term });
+        }
+      } catch (err) {
+        // Raft's own bytes (a file of the store): nothing else reads them.
+        snapshot.data.release?.();
+        fs.rmSync(incomingDir, { recursive: true, force: true });
+        throw err;
+      }
       store.save(snapshot);
       await this.options.pauseApplier();
       await this.options.replaceViews(snapshot.meta, () => log.resetToSnapshot(snapshot.meta));
-      this.lastIndex = Math.max(this.lastIndex, meta.index);
-      logger.info({ index: meta.index, term: meta.term, bytes: snapshot.data.byteLength, ms: Date.now() - started }, 'snapshot installed');
+      this.lastIndex = Math.max(this.lastIndex, snapshot.meta.index);
+      logger.info({ index: snapshot.meta.index, term: snapshot.meta.term, bytes: snapshot.data.byteLength, ms: Date.now() - started }, 'snapshot installed');
     } finally {
       this.installing = false;
     }

@@ -103,6 +103,49 @@ describe('snapshot files', () => {
     }
   });
 
+  /** A well-formed LOOMSNP2 (header, one byte per file, a correct digest) naming `names`. */
+  const snapshotNaming = (names: string[]): Buffer => {
+    const header = pack({ index: 5, term: 1, conf: null, files: names.map((name) => ({ name, size: 1 })) });
+    const length = Buffer.alloc(4);
+    length.writeUInt32BE(header.length);
+    const body = Buffer.concat([Buffer.from('LOOMSNP2'), length, header, Buffer.alloc(names.length, 0x61)]);
+    return Buffer.concat([body, createHash('sha256').update(body).digest()]);
+  };
+
+  it.each([
+    ['a file that is also a directory', ['a', 'a/b'], 'also a directory'],
+    ['a NUL byte', ['lmdb/data\u0000.mdb'], 'NUL'],
+    ['the same file twice', ['sql.db', 'sql.db'], 'twice'],
+  ])('refuses a header naming %s as CORRUPT, writing nothing', async (_, names, why) => {
+    const dir = makeTempDir();
+    try {
+      await expect(extractSnapshot(snapshotNaming(names), `${dir}/out`, 'hostile')).rejects.toMatchObject({ code: 'CORRUPT', message: expect.stringContaining(why) });
+      expect(existsSync(`${dir}/out`)).toBe(false);
+    } finally {
+      removeDir(dir);
+    }
+  });
+
+  it('refuses a header length of 1 GiB (a flipped bit) without reading that much', async () => {
+    const dir = makeTempDir();
+    try {
+      const prefix = Buffer.alloc(12);
+      Buffer.from('LOOMSNP2').copy(prefix);
+      prefix.writeUInt32BE(2 ** 30, 8);
+      const fd = fs.openSync(`${dir}/snap.bin`, 'w');
+      fs.writeSync(fd, prefix);
+      fs.ftruncateSync(fd, 2 ** 30 + 12 + 32); // sparse: a 1 GiB file that takes no disk
+      fs.closeSync(fd);
+      const data = new FileSnapshotBytes(`${dir}/snap.bin`);
+      const reads = jest.spyOn(data, 'subarray');
+      await expect(extractSnapshot(data, `${dir}/out`, 'sparse')).rejects.toMatchObject({ code: 'CORRUPT', message: expect.stringContaining('claims a header') });
+      expect(Math.max(...reads.mock.calls.map(([begin, end]) => end - begin))).toBeLessThanOrEqual(1024);
+      data.close();
+    } finally {
+      removeDir(dir);
+    }
+  });
+
   it('reads and extracts a snapshot written by an older build (LOOMSNP1)', async () => {
     const dir = makeTempDir();
     try {
@@ -284,6 +327,45 @@ describe('snapshots of a database', () => {
     } finally {
       backups.mockRestore();
     }
+  });
+
+  it('takes two snapshots asked for at once one after the other, and the stored one restores', async () => {
+    const db = await open({ snapshotCatchUpEntries: 1 });
+    await fill(db, 20, 'both');
+    for (let i = 0; i < 4; i++) await db.db.objects.put('files', `f${i}`, Buffer.alloc(1024 * 1024, i + 1));
+    const taken = await Promise.all([db.snapshot(), db.snapshot()]);
+    expect(taken[0]).toEqual(taken[1]);
+    const before = await db.db.kv.get('b', 'k7');
+    await db.close();
+    opened = undefined;
+    expect(readdirSync(`${dir}/views-snapshots`)).toEqual([`snap-${String(taken[0].index).padStart(20, '0')}.bin`]);
+    rmSync(`${dir}/views`, { recursive: true, force: true });
+    const again = await open();
+    expect(await again.db.kv.get('b', 'k7')).toEqual(before);
+    expect((await again.db.objects.stat('files', 'f3')).size).toBe(1024 * 1024);
+  });
+
+  it('leaves no file and no open descriptor behind when a snapshot from the leader fails its check', async () => {
+    const replicator = new CapturingReplicator({ log, now: Date.now });
+    await replicator.start();
+    await open({ replicator });
+    const meta = { index: 50, term: 2 };
+    const damaged = Buffer.from(encodeSnapshot(meta, [{ name: 'lmdb/data.mdb', bytes: Buffer.alloc(4096, 1) }]));
+    damaged[100] ^= 0xff; // a byte of the file, not of the header
+    const assembly = replicator.handler!.assemble!();
+    assembly.append(damaged);
+    await expect(replicator.handler!.install({ meta, data: assembly.finish() })).rejects.toMatchObject({ code: 'CORRUPT' });
+    expect(readdirSync(`${dir}/views-snapshots`)).toEqual([]);
+    const descriptors = readdirSync('/proc/self/fd').map((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/self/fd/${fd}`);
+      } catch {
+        return '';
+      }
+    });
+    expect(descriptors.filter((target) => target.startsWith(`${dir}/views-snapshots`))).toEqual([]);
+    // The node goes on serving its own views.
+    expect((await opened!.db.kv.put('b', 'still', 'here')).rev).toBeGreaterThan(0);
   });
 
   it('refuses to start when the views lag a compacted log that no snapshot covers', async () => {

@@ -434,6 +434,7 @@ export class Raft {
 
   private becomePreCandidate(): void {
     assert(this.role !== 'leader', 'a leader cannot become a pre-candidate');
+    this.dropIncomingSnapshot();
     // Neither term nor vote changes: a PreVote campaign that fails leaves no trace.
     this.votes.clear();
     this.role = 'preCandidate';
@@ -464,6 +465,8 @@ export class Raft {
     if (term !== this.term) {
       this.term = term;
       this.vote = 0;
+      // A snapshot arriving from the old term's leader will not be finished by it.
+      this.dropIncomingSnapshot();
     }
     this.leader = 0;
     this.electionElapsed = 0;
@@ -824,11 +827,25 @@ export class Raft {
     });
   }
 
+  /** Drops a snapshot being assembled (its file, when the driver writes one). */
+  private dropIncomingSnapshot(): void {
+    const incoming = this.incomingSnapshot;
+    this.incomingSnapshot = undefined;
+    incoming?.assembly.discard();
+  }
+
   private handleSnapshotChunk(m: Message): void {
     const chunk = m.snapshot;
     assert(chunk !== undefined, 'snap message without a chunk');
+    if (chunk.meta.index <= this.log.committed) {
+      // Our log already has it (installed, or caught up since): nothing to gather. Say how far
+      // we are committed, as etcd answers a snapshot it does not need.
+      if (this.incomingSnapshot?.meta.index === chunk.meta.index) this.dropIncomingSnapshot();
+      this.send({ ...emptyMessage('appResp', this.id, m.from, this.term), index: this.log.committed });
+      return;
+    }
     if (chunk.offset === 0) {
-      this.incomingSnapshot?.assembly.discard();
+      this.dropIncomingSnapshot();
       this.incomingSnapshot = { meta: chunk.meta, totalBytes: chunk.totalBytes, assembly: this.assembleSnapshot(chunk.meta, chunk.totalBytes), receivedBytes: 0 };
     }
     const incoming = this.incomingSnapshot;
