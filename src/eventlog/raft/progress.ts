@@ -22,6 +22,8 @@ export class Progress {
   /** In snapshot state: the snapshot being sent and how many of its bytes the follower has. */
   pendingSnapshotIndex = 0;
   snapshotOffset = 0;
+  /** In snapshot state: the end of the last chunk sent. The next goes once the follower has it all. */
+  snapshotSentTo = 0;
   /** Set by any message from the follower; CheckQuorum clears it every election timeout. */
   recentActive = false;
   readonly inflights: Inflights;
@@ -52,6 +54,7 @@ export class Progress {
     this.resetState('snapshot');
     this.pendingSnapshotIndex = snapshotIndex;
     this.snapshotOffset = 0;
+    this.snapshotSentTo = 0;
   }
 
   /** Records an acknowledgement of `index`; false if it was stale (already known). */
@@ -106,6 +109,7 @@ export class Progress {
     this.probeSent = false;
     this.pendingSnapshotIndex = 0;
     this.snapshotOffset = 0;
+    this.snapshotSentTo = 0;
     this.inflights.reset();
   }
 }

@@ -647,6 +647,7 @@ export class Raft {
     }
     const offset = pr.snapshotOffset;
     const data = snapshot.data.subarray(offset, offset + this.limits.snapshotChunkBytesMax);
+    pr.snapshotSentTo = offset + data.byteLength;
     this.send({
       ...emptyMessage('snap', this.id, to, this.term),
       snapshot: { meta: snapshot.meta, offset, totalBytes: snapshot.data.byteLength, data },
@@ -685,13 +686,24 @@ export class Raft {
         return;
       case 'snapResp':
         pr.recentActive = true;
-        if (pr.state !== 'snapshot' || m.index !== pr.pendingSnapshotIndex) return;
-        pr.snapshotOffset = m.rejectHint;
-        if (m.reject || pr.snapshotOffset < (this.snapshotSource()?.data.byteLength ?? 0)) this.sendSnapshotChunk(m.from, pr);
+        this.handleSnapshotResponse(m, pr);
         return;
       default:
         return;
     }
+  }
+
+  /** The follower says how many bytes of the snapshot it has (rejectHint): send the next chunk. */
+  private handleSnapshotResponse(m: Message, pr: Progress): void {
+    if (pr.state !== 'snapshot' || m.index !== pr.pendingSnapshotIndex) return;
+    // One chunk is on its way at a time. An answer that has what the follower had, but not that
+    // chunk, is to a copy sent before (a heartbeat resends the chunk in flight): the chunk it asks
+    // for is already on its way, and sending it again would start one more stream of chunks with
+    // every heartbeat. Less than it had means it lost them (a restart): start again from there.
+    const duplicate = m.rejectHint >= pr.snapshotOffset && m.rejectHint < pr.snapshotSentTo;
+    pr.snapshotOffset = m.rejectHint;
+    if (duplicate) return;
+    if (m.reject || pr.snapshotOffset < (this.snapshotSource()?.data.byteLength ?? 0)) this.sendSnapshotChunk(m.from, pr);
   }
 
   private handleAppendRejected(m: Message, pr: Progress): void {

@@ -191,6 +191,33 @@ describe('raft snapshots and compaction', () => {
     expect(follower.raw.status()).toMatchObject({ commit: 5, applied: 5 });
   });
 
+  it('sends a snapshot one chunk at a time: a heartbeat resends the chunk in flight, it starts no second stream', async () => {
+    const h = new Harness([1, 2, 3], { snapshotChunkBytesMax: 8 });
+    await h.campaign(1);
+    h.isolate(3);
+    await h.propose(1, 'a');
+    await h.deliverAll();
+    const leader = h.node(1);
+    leader.snapshot = { meta: { index: 2, term: 1, conf: leader.raw.confState() }, data: Buffer.alloc(80, 7) };
+    await leader.store.compactPrefix(2);
+    h.heal();
+    await h.tick(1, 1);
+    let chunks = 0;
+    let heartbeats = 0;
+    // A heartbeat after every tenth message delivered: each resends the chunk in flight once.
+    for (let i = 0; h.queue.length > 0 && i < 10_000; i++) {
+      const line = await h.deliverOne();
+      if (line.startsWith('1→3 snap ')) chunks++;
+      if (i % 10 === 0 && h.node(3).store.snapshotMeta().index < 2) {
+        await h.tick(1, 1);
+        heartbeats++;
+      }
+    }
+    expect(h.node(3).store.snapshotMeta()).toMatchObject({ index: 2, term: 1 });
+    expect(heartbeats).toBeGreaterThan(5);
+    expect(chunks).toBeLessThanOrEqual(10 + heartbeats);
+  });
+
   it('a follower that lost a partial snapshot asks for it again from the start', async () => {
     const h = new Harness([1, 2, 3], { snapshotChunkBytesMax: 8 });
     await h.campaign(1);

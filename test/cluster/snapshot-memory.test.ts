@@ -1,0 +1,100 @@
+// Multi-process: a follower kept down while 192 MiB of objects are written catches up by a
+// snapshot of about that size, and neither the leader taking and sending it nor the follower
+// receiving and installing it holds it in memory (docs/decisions.md §20). Memory is the process's
+// anonymous memory (RssAnon: heap and buffers, not the mapped LMDB pages), sampled from /proc.
+
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { TestCluster, sleep } from './cluster';
+
+jest.setTimeout(240_000);
+
+const objectBytes = 4 * 1024 * 1024;
+const objects = 48;
+/** Anonymous memory a node may add while it takes, sends or installs the snapshot. */
+const growthBoundBytes = 128 * 1024 * 1024;
+
+function rssAnonBytes(pid: number): number {
+  return Number(/RssAnon:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024;
+}
+
+/** Samples the anonymous memory of `pid` every 20 ms until stopped; stop() gives the peak above the start. */
+function sampleAnon(pid: number): { stop: () => number } {
+  const started = rssAnonBytes(pid);
+  let peak = started;
+  const sampler = setInterval(() => {
+    try {
+      peak = Math.max(peak, rssAnonBytes(pid));
+    } catch {
+      // The process ended; the test fails on its own.
+    }
+  }, 20);
+  return {
+    stop: () => {
+      clearInterval(sampler);
+      return peak - started;
+    },
+  };
+}
+
+async function metric(cluster: TestCluster, id: number, name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${cluster.node(id).ports.http}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
+  return line ? Number(line.split(' ').pop()) : NaN;
+}
+
+describe('a snapshot of 192 MiB of objects', () => {
+  let cluster: TestCluster;
+
+  beforeAll(async () => {
+    // One snapshot once the objects are in (each object is 17 entries), none while they go in.
+    cluster = await TestCluster.start({ size: 3, extraArgs: ['--snapshot-entries', '900', '--snapshot-catch-up-entries', '10'] });
+  });
+
+  afterAll(async () => {
+    await cluster?.close();
+  });
+
+  it('is taken, sent and installed with each node adding far less memory than its size', async () => {
+    const leader = await cluster.waitLeader();
+    const follower = [1, 2, 3].find((id) => id !== leader)!;
+    await cluster.kill(follower, 'SIGKILL');
+    const http = `http://127.0.0.1:${cluster.node(leader).ports.http}`;
+
+    const digests: string[] = [];
+    for (let i = 0; i < objects; i++) {
+      const bytes = randomBytes(objectBytes);
+      digests.push(createHash('sha256').update(bytes).digest('hex'));
+      const put = await fetch(`${http}/v1/buckets/photos/objects/p${i}.jpg`, { method: 'PUT', body: bytes });
+      expect(put.status).toBe(200);
+    }
+
+    // A few writes more reach the snapshot interval: the leader snapshots and compacts.
+    const leaderMemory = sampleAnon(cluster.node(leader).serve!.child.pid!);
+    let i = 0;
+    const deadline = Date.now() + 120_000;
+    while ((await metric(cluster, leader, 'loom_log_first_index')) <= 1) {
+      if (Date.now() > deadline) throw new Error('the leader never compacted its log');
+      await fetch(`${http}/v1/kv/k/x${i++}`, { method: 'PUT', body: 'v' });
+      await sleep(20);
+    }
+
+    await cluster.startNode(follower);
+    const followerMemory = sampleAnon(cluster.node(follower).serve!.child.pid!);
+    await cluster.waitConverged((await cluster.status(leader))!.commit, 180_000);
+    const leaderGrowth = leaderMemory.stop();
+    const followerGrowth = followerMemory.stop();
+    process.stdout.write(
+      `snapshot of ${objects * 4} MiB of objects: leader anonymous memory +${(leaderGrowth / 2 ** 20).toFixed(1)} MiB taking and sending it, follower +${(followerGrowth / 2 ** 20).toFixed(1)} MiB installing it\n`,
+    );
+    expect(leaderGrowth).toBeLessThan(growthBoundBytes);
+    expect(followerGrowth).toBeLessThan(growthBoundBytes);
+
+    // The follower came back by the snapshot, and serves the objects byte for byte.
+    expect(await metric(cluster, follower, 'loom_log_first_index')).toBeGreaterThan(1);
+    for (const i of [0, objects - 1]) {
+      const got = Buffer.from(await (await fetch(`http://127.0.0.1:${cluster.node(follower).ports.http}/v1/buckets/photos/objects/p${i}.jpg`)).arrayBuffer());
+      expect(createHash('sha256').update(got).digest('hex')).toBe(digests[i]);
+    }
+  });
+});
