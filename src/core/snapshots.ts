@@ -336,7 +336,7 @@ export class FileSnapshotBytes implements SnapshotBytes {
     return target.subarray(0, length);
   }
 
-  /** The file moved (renamed into the store): reads go on through the same descriptor. */
+  /** Closes the descriptor (reads after it fail); the file stays. */
   close(): void {
     if (this.fd !== undefined) fs.closeSync(this.fd);
     this.fd = undefined;
