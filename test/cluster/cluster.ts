@@ -153,6 +153,13 @@ export class TestCluster {
     return this.nodes.filter((n) => n.serve !== undefined);
   }
 
+  /** One value from a node's /metrics (NaN if it has no such line). */
+  async metric(id: number, name: string): Promise<number> {
+    const text = await (await fetch(`http://127.0.0.1:${this.node(id).ports.http}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
+    return line ? Number(line.split(' ').pop()) : NaN;
+  }
+
   async status(id: number): Promise<ClusterStatusBody | undefined> {
     try {
       const res = await fetch(`http://127.0.0.1:${this.node(id).ports.http}/v1/cluster/status`, { signal: AbortSignal.timeout(1000) });

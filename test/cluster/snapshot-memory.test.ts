@@ -4,7 +4,7 @@
 // anonymous memory (RssAnon: heap and buffers, not the mapped LMDB pages), sampled from /proc.
 
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { rssAnonBytes } from '../support/rss';
 import { TestCluster, sleep } from './cluster';
 
 jest.setTimeout(240_000);
@@ -13,10 +13,6 @@ const objectBytes = 4 * 1024 * 1024;
 const objects = 48;
 /** Anonymous memory a node may add while it takes, sends or installs the snapshot. */
 const growthBoundBytes = 128 * 1024 * 1024;
-
-function rssAnonBytes(pid: number): number {
-  return Number(/RssAnon:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024;
-}
 
 /** Samples the anonymous memory of `pid` every 20 ms until stopped; stop() gives the peak above the start. */
 function sampleAnon(pid: number): { stop: () => number } {
@@ -35,12 +31,6 @@ function sampleAnon(pid: number): { stop: () => number } {
       return peak - started;
     },
   };
-}
-
-async function metric(cluster: TestCluster, id: number, name: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${cluster.node(id).ports.http}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
-  return line ? Number(line.split(' ').pop()) : NaN;
 }
 
 describe('a snapshot of 192 MiB of objects', () => {
@@ -73,7 +63,7 @@ describe('a snapshot of 192 MiB of objects', () => {
     const leaderMemory = sampleAnon(cluster.node(leader).serve!.child.pid!);
     let i = 0;
     const deadline = Date.now() + 120_000;
-    while ((await metric(cluster, leader, 'loom_log_first_index')) <= 1) {
+    while ((await cluster.metric(leader, 'loom_log_first_index')) <= 1) {
       if (Date.now() > deadline) throw new Error('the leader never compacted its log');
       await fetch(`${http}/v1/kv/k/x${i++}`, { method: 'PUT', body: 'v' });
       await sleep(20);
@@ -91,7 +81,7 @@ describe('a snapshot of 192 MiB of objects', () => {
     expect(followerGrowth).toBeLessThan(growthBoundBytes);
 
     // The follower came back by the snapshot, and serves the objects byte for byte.
-    expect(await metric(cluster, follower, 'loom_log_first_index')).toBeGreaterThan(1);
+    expect(await cluster.metric(follower, 'loom_log_first_index')).toBeGreaterThan(1);
     for (const i of [0, objects - 1]) {
       const got = Buffer.from(await (await fetch(`http://127.0.0.1:${cluster.node(follower).ports.http}/v1/buckets/photos/objects/p${i}.jpg`)).arrayBuffer());
       expect(createHash('sha256').update(got).digest('hex')).toBe(digests[i]);

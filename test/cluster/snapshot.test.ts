@@ -23,12 +23,6 @@ function logBounds(dir: string): { first: number; last: number } {
   }
 }
 
-async function metric(cluster: TestCluster, id: number, name: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${cluster.node(id).ports.http}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
-  return line ? Number(line.split(' ').pop()) : NaN;
-}
-
 describe('snapshot catch-up', () => {
   let cluster: TestCluster;
   let pool: NatsPool;
@@ -80,7 +74,7 @@ describe('snapshot catch-up', () => {
     await grow(w, 3 * snapshotEntries);
     // The leader has snapshotted and compacted past everything the follower holds.
     const deadline = Date.now() + 20_000;
-    while ((await metric(cluster, leader, 'loom_log_first_index')) <= behind + 1) {
+    while ((await cluster.metric(leader, 'loom_log_first_index')) <= behind + 1) {
       if (Date.now() > deadline) throw new Error(`the leader never compacted past ${behind}`);
       await sleep(100);
     }

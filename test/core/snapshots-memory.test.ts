@@ -4,20 +4,16 @@
 // less than the snapshot. Before, the snapshot was read, encoded and assembled in memory.
 
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { SingleNodeReplicator, openDatabase, type OpenDatabase, type SnapshotHandler } from '../../src/core';
 import { FileSnapshotBytes } from '../../src/core/snapshots';
 import { LmdbLog } from '../../src/eventlog';
 import { silentLogger } from '../../src/util';
+import { rssAnonBytes } from '../support/rss';
 import { makeTempDir, removeDir } from '../support/tmp';
 
 const objectBytes = 4 * 1024 * 1024;
 const objects = 64;
 const growthBoundBytes = 64 * 1024 * 1024;
-
-function rssAnonBytes(): number {
-  return Number(/RssAnon:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1]) * 1024;
-}
 
 class CapturingReplicator extends SingleNodeReplicator {
   handler: SnapshotHandler | undefined;
@@ -47,9 +43,9 @@ it('takes and installs a snapshot of 256 MiB of objects with anonymous memory gr
     const follower = await openDatabase({ log: followerLog, viewsDir: `${dir}/follower/views`, logger: silentLogger(), replicator, ttlScanIntervalMs: 60_000 });
     opened.push(follower);
 
-    const startedBytes = rssAnonBytes();
+    const startedBytes = rssAnonBytes(process.pid);
     let peakBytes = startedBytes;
-    const sampler = setInterval(() => (peakBytes = Math.max(peakBytes, rssAnonBytes())), 5);
+    const sampler = setInterval(() => (peakBytes = Math.max(peakBytes, rssAnonBytes(process.pid))), 5);
     let snapshotBytes = 0;
     try {
       const meta = await leader.snapshot();

@@ -18,6 +18,11 @@ export function rssBytes(pid: number): number {
   return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024;
 }
 
+/** RssAnon: the anonymous part of VmRSS (heap, buffers), without the mapped LMDB pages. */
+export function rssAnonBytes(pid: number): number {
+  return Number(/RssAnon:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024;
+}
+
 /** Runs `transfer`, sampling process `pid`'s VmRSS every 50 ms; `uploaded` marks the end of its upload. */
 export async function rssAround(pid: number, transfer: (uploaded: () => void) => Promise<void>): Promise<RssAround> {
   const startedBytes = rssBytes(pid);

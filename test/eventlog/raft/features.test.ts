@@ -191,16 +191,22 @@ describe('raft snapshots and compaction', () => {
     expect(follower.raw.status()).toMatchObject({ commit: 5, applied: 5 });
   });
 
-  it('sends a snapshot one chunk at a time: a heartbeat resends the chunk in flight, it starts no second stream', async () => {
+  /** Leader 1 with a snapshot of `data` at index 2 and its log compacted to it; 3 missed it all (8-byte chunks). */
+  const behindCompactedLeader = async (data: Buffer): Promise<Harness> => {
     const h = new Harness([1, 2, 3], { snapshotChunkBytesMax: 8 });
     await h.campaign(1);
     h.isolate(3);
     await h.propose(1, 'a');
     await h.deliverAll();
     const leader = h.node(1);
-    leader.snapshot = { meta: { index: 2, term: 1, conf: leader.raw.confState() }, data: Buffer.alloc(80, 7) };
+    leader.snapshot = { meta: { index: 2, term: 1, conf: leader.raw.confState() }, data };
     await leader.store.compactPrefix(2);
     h.heal();
+    return h;
+  };
+
+  it('sends a snapshot one chunk at a time: a heartbeat resends the chunk in flight, it starts no second stream', async () => {
+    const h = await behindCompactedLeader(Buffer.alloc(80, 7));
     await h.tick(1, 1);
     let chunks = 0;
     let heartbeats = 0;
@@ -219,15 +225,7 @@ describe('raft snapshots and compaction', () => {
   });
 
   it('a follower that lost a partial snapshot asks for it again from the start', async () => {
-    const h = new Harness([1, 2, 3], { snapshotChunkBytesMax: 8 });
-    await h.campaign(1);
-    h.isolate(3);
-    await h.propose(1, 'a');
-    await h.deliverAll();
-    const leader = h.node(1);
-    leader.snapshot = { meta: { index: 2, term: 1, conf: leader.raw.confState() }, data: Buffer.from('0123456789abcdef') };
-    await leader.store.compactPrefix(2);
-    h.heal();
+    const h = await behindCompactedLeader(Buffer.from('0123456789abcdef'));
     await h.tick(1, 1); // heartbeat → 3 answers → leader probes, finds the gap, starts the snapshot
     let line = '';
     while (line !== '1→3 snap t1 snapshot=2/1 bytes=0..8/16') line = await h.deliverOne();
