@@ -42,7 +42,7 @@ export const operationSchemas = {
   'obj.list': z
     .object({ bucket: z.string(), prefix: z.string().optional(), limit: z.number().int().optional(), cursor: z.string().optional(), ...readOptions })
     .strict(),
-  'obj.del': z.object({ bucket: z.string(), name: z.string() }).strict(),
+  'obj.del': z.object({ bucket: z.string(), name: z.string(), expectRev: seq.optional() }).strict(),
 } as const;
 
 export type OperationName = keyof typeof operationSchemas;
@@ -187,7 +187,7 @@ export async function runOperation<N extends OperationName>(ctx: OperationContex
       }
       case 'obj.del': {
         const i = input as OperationInput<'obj.del'>;
-        return db.objects.delete(i.bucket, i.name);
+        return db.objects.delete(i.bucket, i.name, i.expectRev === undefined ? {} : { expectRev: i.expectRev });
       }
       case 'cluster.add': {
         const i = input as OperationInput<'cluster.add'>;

@@ -52,6 +52,8 @@ export interface PutObjectOptions {
   /** Hex SHA-256 the node must see, or it rejects the upload and nothing becomes visible. */
   sha256?: string;
   chunkBytes?: number;
+  /** Write only if the object's rev is this (0: only if it does not exist), else CONFLICT and nothing changes. */
+  expectRev?: number;
 }
 
 export type ObjectSource = Readable | AsyncIterable<Uint8Array | string> | Uint8Array | string;
@@ -178,7 +180,8 @@ export class LoomClient {
       if (options.chunkBytes !== undefined) headers['x-loom-chunk-bytes'] = String(options.chunkBytes);
       // A Readable goes in as itself, not wrapped, so a failed upload destroys the caller's stream.
       const body = source instanceof Readable ? source : Readable.from(typeof source === 'string' || source instanceof Uint8Array ? [Buffer.from(source)] : source);
-      const { response, stall } = await this.httpRequest('PUT', objectPath(bucket, name), headers, body);
+      const query = options.expectRev === undefined ? '' : `?expectRev=${checkExpectRev(options.expectRev)}`;
+      const { response, stall } = await this.httpRequest('PUT', `${objectPath(bucket, name)}${query}`, headers, body);
       return JSON.parse((await readAll(response, stall)).toString('utf8')) as ObjectInfo;
     },
     /**
@@ -233,9 +236,10 @@ export class LoomClient {
       names.checkBucket(bucket);
       return this.requestJson(`$LOOM.API.OBJ.LIST.${bucket}`, json(body), readHeaders({ consistency, atLeast }));
     },
-    delete: (bucket: string, name: string): Promise<{ rev: number; deleted: boolean }> => {
+    /** Deletes an object (only if its rev is `expectRev`, when given: else CONFLICT). */
+    delete: (bucket: string, name: string, options: { expectRev?: number } = {}): Promise<{ rev: number; deleted: boolean }> => {
       names.checkBucket(bucket);
-      return this.requestJson(`$LOOM.API.OBJ.DEL.${bucket}`, json({ name }));
+      return this.requestJson(`$LOOM.API.OBJ.DEL.${bucket}`, json(options.expectRev === undefined ? { name } : { name, expectRev: checkExpectRev(options.expectRev) }));
     },
   };
 
@@ -724,4 +728,10 @@ class Watcher implements ClientWatch {
       }
     }
   }
+}
+
+/** An object's rev to write at (0: only if absent), checked here as the node checks it. */
+function checkExpectRev(value: number): number {
+  if (!Number.isSafeInteger(value) || value < 0) throw new LoomError('INVALID_ARGUMENT', `expectRev must be an object's rev (an integer of at least 0), got ${value}`, { field: 'expectRev' });
+  return value;
 }

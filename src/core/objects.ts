@@ -15,6 +15,7 @@ import {
   checkObjectMetadata,
   checkObjectName,
   chunkBytesDefault,
+  decideObjectCondition,
   chunkBytesMax,
   chunkBytesMin,
   contentTypeDefault,
@@ -73,6 +74,12 @@ export interface PutObjectOptions {
   chunkBytes?: number;
   /** Bytes the caller will send; a source that ends short of it or runs past it rejects the upload. */
   size?: number;
+  /**
+   * Write only if the object's rev is this (0: only if it does not exist), else CONFLICT and
+   * nothing becomes visible. Checked against a linearizable read before the first byte is read,
+   * and decided for good when the commit is applied.
+   */
+  expectRev?: number;
   /**
    * Called once every chunk is durable, just before the commit is proposed; a rejection commits
    * nothing. A door whose transport cannot tell a client's end from its cancel (gRPC under
@@ -141,6 +148,8 @@ export class ObjectsApi {
     // Checked before the first chunk is read, so a bad value stores nothing (the commit checks again).
     const contentType = checkContentType(options.contentType ?? contentTypeDefault);
     const metadata = checkObjectMetadata(options.metadata ?? {});
+    const expectRev = options.expectRev === undefined ? undefined : checkExpectRev(options.expectRev);
+    if (expectRev !== undefined) await this.checkCondition(bucket, name, expectRev);
     const whole = createHash('sha256');
     const digests: Buffer[] = [];
     const inflight: Array<Promise<unknown>> = [];
@@ -252,6 +261,7 @@ export class ObjectsApi {
         chunks: Buffer.concat(digests),
         contentType,
         metadata,
+        ...(expectRev === undefined ? {} : { expectRev }),
       });
       const [commit, ...chunks] = await Promise.allSettled([committing, ...inflight.splice(0)]);
       // A chunk that failed cannot be in a commit that succeeded (the commit's apply refused it), so
@@ -319,9 +329,22 @@ export class ObjectsApi {
     return this.reader.list(bucket, prefix, limit, options.cursor);
   }
 
-  async delete(bucket: string, name: string): Promise<{ rev: number; deleted: boolean }> {
-    const outcome = await this.db.mutate('blob.del', { bucket, name });
+  /** Deletes an object (only if its rev is `expectRev`, when given: else CONFLICT). */
+  async delete(bucket: string, name: string, options: { expectRev?: number } = {}): Promise<{ rev: number; deleted: boolean }> {
+    const expectRev = options.expectRev === undefined ? undefined : checkExpectRev(options.expectRev);
+    const outcome = await this.db.mutate('blob.del', { bucket, name, ...(expectRev === undefined ? {} : { expectRev }) });
     return { rev: outcome.seq, deleted: outcome.deleted ?? false };
+  }
+
+  /**
+   * Fails a conditional upload before its first byte when a linearizable read already shows the
+   * condition unmet (the commit's apply decides for good: the object may change meanwhile).
+   */
+  private async checkCondition(bucket: string, name: string, expectRev: number): Promise<void> {
+    await this.db.settle({ consistency: 'linearizable' });
+    const currentRev = this.reader.stat(bucket, name)?.rev ?? 0;
+    const unmet = decideObjectCondition(0, currentRev, { bucket, name, expectRev });
+    if (unmet) throw new LoomError('CONFLICT', unmet.message, unmet.details);
   }
 
   /**
@@ -508,3 +531,9 @@ function toIterable(source: ObjectSource): AsyncIterable<Uint8Array | string> {
   return source;
 }
 
+function checkExpectRev(value: unknown): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    throw new LoomError('INVALID_ARGUMENT', `expectRev must be an object's rev (an integer of at least 0; 0: the object must not exist), got ${JSON.stringify(value)}`, { field: 'expectRev' });
+  }
+  return value;
+}

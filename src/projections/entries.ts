@@ -80,10 +80,18 @@ export const blobChunkSchema = z
   })
   .strict();
 
+/**
+ * A conditional object write carries `expectRev` (the object's current rev; 0: it must not exist)
+ * and is version 2, which builds before conditions refuse (CORRUPT, the applier stops) rather than
+ * apply unconditionally and diverge from the replicas that decided it (docs/decisions.md §21).
+ */
+const objectWriteVersion = z.union([z.literal(1), z.literal(2)]).default(1);
+export const conditionalObjectWriteVersion = 2 as const;
+
 /** Makes an object visible: its chunks (concatenated 32-byte digests, in order) must all be stored. */
 export const blobCommitSchema = z
   .object({
-    v: z.literal(1).default(1),
+    v: objectWriteVersion,
     bucket: z.string(),
     name: z.string(),
     size: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
@@ -93,14 +101,16 @@ export const blobCommitSchema = z
     chunks: bytes,
     contentType: z.string().default('application/octet-stream'),
     metadata: z.record(z.string(), z.string()).default({}),
+    expectRev: revision.optional(),
   })
   .strict();
 
 export const blobDelSchema = z
   .object({
-    v: z.literal(1).default(1),
+    v: objectWriteVersion,
     bucket: z.string(),
     name: z.string(),
+    expectRev: revision.optional(),
   })
   .strict();
 
@@ -155,6 +165,11 @@ const packr = new Packr({ useRecords: false, moreTypes: false });
 export function encodeMutation<T extends MutationType>(type: T, input: unknown): { type: T; data: Uint8Array; body: MutationByType[T] } {
   const body = ((type === 'kv.put' ? plainKvPut(input) : undefined) as MutationByType[T] | undefined) ?? parseMutation(type, input);
   checkNames(type, body);
+  if (type === 'blob.commit' || type === 'blob.del') {
+    // The version says whether the write is conditional; an unconditional one packs as it always did.
+    const write = body as BlobCommit | BlobDel;
+    write.v = write.expectRev === undefined ? 1 : conditionalObjectWriteVersion;
+  }
   return { type, data: packr.pack(body), body };
 }
 
@@ -364,7 +379,8 @@ function unpackMutation(entry: LogEntry, inScratch: boolean): Mutation {
   } catch (err) {
     throw new LoomError('CORRUPT', `entry ${entry.index} (${entry.type}) does not decode: ${(err as Error).message}`, { index: entry.index });
   }
-  if (typeof body !== 'object' || body === null || (body as { v?: unknown }).v !== 1) {
+  const version = typeof body === 'object' && body !== null ? (body as { v?: unknown }).v : undefined;
+  if (version !== 1 && !(version === conditionalObjectWriteVersion && (entry.type === 'blob.commit' || entry.type === 'blob.del'))) {
     throw new LoomError('CORRUPT', `entry ${entry.index} (${entry.type}) has an unknown version`, { index: entry.index });
   }
   return { type: entry.type, body } as Mutation;

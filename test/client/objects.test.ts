@@ -35,6 +35,16 @@ describe('the client SDK objects API', () => {
     await node.close();
   });
 
+  it('puts and deletes conditionally (expectRev; 0: only if absent): CONFLICT and nothing changes', async () => {
+    const created = await client.objects.put('cond', 'doc', 'one', { expectRev: 0 });
+    await expect(client.objects.put('cond', 'doc', 'two', { expectRev: 0 })).rejects.toMatchObject({ code: 'CONFLICT', details: { currentRev: created.rev } });
+    await expect(client.objects.delete('cond', 'doc', { expectRev: created.rev + 1000 })).rejects.toMatchObject({ code: 'CONFLICT' });
+    await expect(client.objects.put('cond', 'doc', 'two', { expectRev: -1 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', details: { field: 'expectRev' } });
+    expect((await client.objects.info('cond', 'doc')).rev).toBe(created.rev);
+    const replaced = await client.objects.put('cond', 'doc', 'two', { expectRev: created.rev });
+    expect(await client.objects.delete('cond', 'doc', { expectRev: replaced.rev })).toMatchObject({ deleted: true });
+  });
+
   it('puts a stream and gets it back whole and by range, with info, list and delete over NATS', async () => {
     const bytes = randomBytes(3 * 1024 * 1024 + 123);
     const source = Readable.from((function* pieces() {

@@ -90,6 +90,7 @@ export async function putObject(db: Database, head: ProtoRequest, data: AsyncIte
   if (typeof header.sha256 === 'string') putOptions.sha256 = header.sha256;
   if (typeof header.chunk_bytes === 'number' && header.chunk_bytes > 0) putOptions.chunkBytes = header.chunk_bytes;
   if (typeof header.size === 'number') putOptions.size = header.size;
+  if (typeof header.expect_rev === 'number') putOptions.expectRev = header.expect_rev;
   // A call reset or past its deadline by the time every byte is in commits nothing.
   putOptions.abandoned = cancelled;
   // A grpc-js client's cancel ends its request stream (Node's HTTP/2 close() sends END_STREAM)

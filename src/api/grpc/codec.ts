@@ -25,7 +25,7 @@ export const decodeRequest: { [N in OperationName]: (request: ProtoRequest) => R
   'cluster.transfer': (r) => defined({ to: r.to }),
   'obj.info': (r) => defined({ bucket: r.bucket, name: r.name, ...readOptions(r) }),
   'obj.list': (r) => defined({ bucket: r.bucket, prefix: r.prefix, limit: r.limit, cursor: r.cursor, ...readOptions(r) }),
-  'obj.del': (r) => defined({ bucket: r.bucket, name: r.name }),
+  'obj.del': (r) => defined({ bucket: r.bucket, name: r.name, expectRev: r.expect_rev }),
 };
 
 /** An ObjectInfo message (Buckets). */

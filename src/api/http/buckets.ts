@@ -6,7 +6,7 @@ import { Readable, finished } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { objectTooLarge, type Database } from '../../core';
 import type { ObjectInfo } from '../../projections';
-import { LoomError, names } from '../../util';
+import { LoomError, isLoomError, names } from '../../util';
 import { parseInput, runOperation, type OperationContext } from '../operations';
 
 export interface BucketRouteOptions {
@@ -39,7 +39,8 @@ export function registerBucketRoutes(app: FastifyInstance, options: BucketRouteO
       delete request.headers['content-type'];
     });
     raw.put('/v1/buckets/:bucket/objects/*', async (request: FastifyRequest<ObjectParams>, reply: FastifyReply) => {
-      refuseConditionalWrite(request.headers);
+      const { bucket } = request.params;
+      const name = request.params['*'];
       const tooLarge = announcedTooLarge(request.headers['content-length'], db.objects.objectBytesMax);
       if (tooLarge) {
         // Refused before a byte is read; the connection closes rather than draining the body.
@@ -47,10 +48,17 @@ export function registerBucketRoutes(app: FastifyInstance, options: BucketRouteO
         throw tooLarge;
       }
       const body = (request.body as Readable | undefined) ?? request.raw;
-      const info = await db.objects.put(request.params.bucket, request.params['*'], body, uploadOptions(request));
-      // As S3 answers a PUT: the stored object's ETag, which a GET's If-None-Match compares.
-      reply.header('etag', `"${info.sha256}"`);
-      return info;
+      try {
+        const condition = await writeCondition(db, bucket, name, request);
+        const info = await db.objects.put(bucket, name, body, { ...uploadOptions(request), ...condition });
+        // As S3 answers a PUT: the stored object's ETag, which a GET's If-None-Match compares.
+        reply.header('etag', `"${info.sha256}"`);
+        return info;
+      } catch (err) {
+        // A condition refused before the body was read: close rather than drain it.
+        if (!request.raw.complete) reply.raw.shouldKeepAlive = false;
+        return failedPrecondition(err, request, reply);
+      }
     });
   });
 
@@ -87,9 +95,15 @@ export function registerBucketRoutes(app: FastifyInstance, options: BucketRouteO
     return reply.header('content-length', String(download.length)).send(new SentBeforeCut(first, reply.raw));
   });
 
-  app.delete('/v1/buckets/:bucket/objects/*', async (request: FastifyRequest<ObjectParams>) => {
-    refuseConditionalWrite(request.headers);
-    return runOperation(ctx, 'obj.del', parseInput('obj.del', { bucket: request.params.bucket, name: request.params['*'] }));
+  app.delete('/v1/buckets/:bucket/objects/*', async (request: FastifyRequest<ObjectParams>, reply: FastifyReply) => {
+    const { bucket } = request.params;
+    const name = request.params['*'];
+    try {
+      const condition = await writeCondition(db, bucket, name, request);
+      return await runOperation(ctx, 'obj.del', parseInput('obj.del', { bucket, name, ...condition }));
+    } catch (err) {
+      return failedPrecondition(err, request, reply);
+    }
   });
 
   app.get('/v1/buckets/:bucket/objects', async (request: FastifyRequest<{ Params: { bucket: string }; Querystring: Query }>) => {
@@ -102,19 +116,65 @@ export function registerBucketRoutes(app: FastifyInstance, options: BucketRouteO
   });
 }
 
-/** Preconditions RFC 9110 says a server must evaluate before it performs the method. */
-const conditionalHeaders = ['if-match', 'if-none-match', 'if-unmodified-since', 'if-modified-since'] as const;
+/**
+ * The condition a PUT or DELETE asks for, as `expectRev` (the object's rev; 0: it must not exist):
+ * `?expectRev=N` or `?create=1`, as the KV routes take them; `If-None-Match: *` (only if absent);
+ * or `If-Match: "<etag>"` / `*` (only if present, with that ETag), which becomes the rev of the
+ * object a linearizable read finds, so the write is decided when it is applied like any other
+ * (docs/decisions.md §21). Other preconditions (If-None-Match with ETags, the date ones) are
+ * refused rather than ignored: ignoring one would lose the update the client guards.
+ */
+async function writeCondition(db: Database, bucket: string, name: string, request: FastifyRequest<ObjectParams>): Promise<{ expectRev?: number }> {
+  const { headers, query } = request;
+  const asked: string[] = [];
+  let expectRev: number | undefined;
+  if (query.expectRev !== undefined) {
+    asked.push('expectRev');
+    expectRev = intParam(query.expectRev, 'expectRev');
+  }
+  if (query.create === '1' || query.create === 'true') {
+    asked.push('create');
+    expectRev = 0;
+  }
+  for (const header of ['if-modified-since', 'if-unmodified-since'] as const) {
+    if (headers[header] !== undefined) throw new LoomError('INVALID_ARGUMENT', `${header} on an object write is not supported; use If-Match with the object's ETag`, { field: header });
+  }
+  const ifNoneMatch = headers['if-none-match'];
+  if (ifNoneMatch !== undefined) {
+    if (ifNoneMatch.trim() !== '*') throw new LoomError('INVALID_ARGUMENT', 'If-None-Match on an object write takes only *, "only if it does not exist"', { field: 'if-none-match' });
+    asked.push('if-none-match');
+    expectRev = 0;
+  }
+  const ifMatch = headers['if-match'];
+  if (ifMatch !== undefined) {
+    asked.push('if-match');
+    const current = await db.objects.stat(bucket, name, { consistency: 'linearizable' }).catch((err: unknown) => {
+      if (isLoomError(err, 'NOT_FOUND')) return undefined;
+      throw err;
+    });
+    const etag = current && `"${current.sha256}"`;
+    if (!current || !matchesEtag(ifMatch, etag as string, 'strong')) {
+      throw new LoomError('CONFLICT', current ? `If-Match ${ifMatch} does not match the object's ETag ${etag}` : `If-Match ${ifMatch}: object ${name} does not exist in bucket ${bucket}`, {
+        bucket,
+        name,
+        currentRev: current?.rev ?? 0,
+        ...(etag ? { etag } : {}),
+      });
+    }
+    expectRev = current.rev;
+  }
+  if (asked.length > 1) throw new LoomError('INVALID_ARGUMENT', `an object write takes one condition, not ${asked.join(' and ')}`, { field: asked[1] });
+  return expectRev === undefined ? {} : { expectRev };
+}
 
 /**
- * Object writes are not conditional yet (that needs the condition in the log entry, decided at
- * apply time on every replica, as KV's expectRev is). A PUT or DELETE that asks for one is refused
- * rather than performed unconditionally: ignoring it would lose the update the client guards.
+ * A condition that does not hold: 412 Precondition Failed when an If-* header asked (RFC 9110
+ * §13.1), 409 CONFLICT when the query did (as the KV routes answer). Anything else goes on.
  */
-function refuseConditionalWrite(headers: FastifyRequest['headers']): void {
-  const header = conditionalHeaders.find((name) => headers[name] !== undefined);
-  if (header !== undefined) {
-    throw new LoomError('INVALID_ARGUMENT', `${header} on an object write is not supported: the write would not be conditional`, { field: header });
-  }
+function failedPrecondition(err: unknown, request: FastifyRequest<ObjectParams>, reply: FastifyReply): FastifyReply {
+  const fromHeader = request.headers['if-match'] !== undefined || request.headers['if-none-match'] !== undefined;
+  if (fromHeader && isLoomError(err, 'CONFLICT') && err.details.currentRev !== undefined) return reply.status(412).send(err.toJSON());
+  throw err;
 }
 
 /** TOO_LARGE if a Content-Length announces more than objectBytesMax. */

@@ -207,10 +207,29 @@ export function chunkAt(chunks: Uint8Array, i: number): string {
 }
 
 /**
- * Whether a commit may become visible, given the stored length of each of its chunks (undefined =
- * not stored, e.g. collected under an upload that took longer than the orphan age).
+ * A conditional object write against the object's current rev (0: absent): undefined when it may
+ * go ahead (no condition, or it holds), else the CONFLICT every replica decides alike.
  */
-export function decideBlobCommit(seq: number, lengths: Array<number | undefined>, commit: BlobCommit): Outcome {
+export function decideObjectCondition(seq: number, currentRev: number, write: { bucket: string; name: string; expectRev?: number }): (Outcome & { ok: false }) | undefined {
+  const { expectRev, bucket, name } = write;
+  if (expectRev === undefined || expectRev === currentRev) return undefined;
+  const message =
+    expectRev === 0
+      ? `object ${name} already exists in bucket ${bucket} (rev ${currentRev})`
+      : currentRev === 0
+        ? `object ${name} does not exist in bucket ${bucket}, not at the expected rev ${expectRev}`
+        : `object ${name} in bucket ${bucket} is at rev ${currentRev}, not the expected ${expectRev}`;
+  return { ok: false, seq, code: 'CONFLICT', message, details: { bucket, name, currentRev } };
+}
+
+/**
+ * Whether a commit may become visible, given the object's current rev (0: absent) and the stored
+ * length of each of its chunks (undefined = not stored, e.g. collected under an upload that took
+ * longer than the orphan age).
+ */
+export function decideBlobCommit(seq: number, currentRev: number, lengths: Array<number | undefined>, commit: BlobCommit): Outcome {
+  const unmet = decideObjectCondition(seq, currentRev, commit);
+  if (unmet) return unmet;
   const missing = lengths.findIndex((l) => l === undefined);
   if (missing >= 0) {
     return {
@@ -298,10 +317,10 @@ export class BlobProjection implements Projection<void> {
     const count = commit.chunks.byteLength / 32;
     const lengths: Array<number | undefined> = new Array(count);
     for (let i = 0; i < count; i++) lengths[i] = s.chunkLength(chunkAt(commit.chunks, i));
-    const outcome = decideBlobCommit(entry.index, lengths, commit);
-    if (!outcome.ok) return outcome;
     const key: ObjectKey = [commit.bucket, commit.name];
     const previous = s.objects.get(key);
+    const outcome = decideBlobCommit(entry.index, previous?.rev ?? 0, lengths, commit);
+    if (!outcome.ok) return outcome;
     // Reference the new chunks before releasing the old ones, so a chunk both share never drops to 0.
     for (let i = 0; i < count; i++) this.reference(chunkAt(commit.chunks, i), +1, entry.ts);
     if (previous) this.release(previous, entry.ts);
@@ -322,6 +341,8 @@ export class BlobProjection implements Projection<void> {
     const s = this.store;
     const key: ObjectKey = [del.bucket, del.name];
     const previous = s.objects.get(key);
+    const unmet = decideObjectCondition(entry.index, previous?.rev ?? 0, del);
+    if (unmet) return unmet;
     if (!previous) {
       // Remembered so that a watch replaying this entry shows no delete, as a live one does not.
       s.unchanged.putSync(entry.index, true);

@@ -6,7 +6,7 @@ import type { Statement } from 'better-sqlite3';
 import type { LogEntry } from '../../eventlog';
 import { LoomError } from '../../util';
 import { decideEventAppend, decideKvDel, decideKvPut, type Outcome } from '../decide';
-import { chunkAt, decideBlobCommit } from '../blob/blob-view';
+import { chunkAt, decideBlobCommit, decideObjectCondition } from '../blob/blob-view';
 import { decodeMutation, type BlobChunk, type BlobCommit, type BlobDel, type BlobGc, type EventAppend, type KvDel, type KvPut } from '../entries';
 import { bucketNamePattern } from '../../util/names';
 import type { Projection } from '../projection';
@@ -58,6 +58,7 @@ interface Prepared {
   orphansBefore: Statement<[number, number], string>;
   removeChunk: Statement<[string]>;
   objectChunks: Statement<[string, string], Buffer>;
+  objectRev: Statement<[string, string], number>;
   upsertObject: Statement<[string, string, number, string, string, string, number, number]>;
   upsertObjectChunks: Statement<[string, string, Buffer]>;
   removeObject: Statement<[string, string]>;
@@ -193,7 +194,7 @@ export class SqlProjection implements Projection<SqlDatabase> {
     const count = commit.chunks.byteLength / 32;
     const lengths: Array<number | undefined> = new Array(count);
     for (let i = 0; i < count; i++) lengths[i] = p.chunk.get(chunkAt(commit.chunks, i))?.length;
-    const outcome = decideBlobCommit(entry.index, lengths, commit);
+    const outcome = decideBlobCommit(entry.index, p.objectRev.get(commit.bucket, commit.name) ?? 0, lengths, commit);
     if (!outcome.ok) return outcome;
     const previous = p.objectChunks.get(commit.bucket, commit.name);
     // Reference the new chunks before releasing the old ones, so a chunk both share never drops to 0.
@@ -206,6 +207,8 @@ export class SqlProjection implements Projection<SqlDatabase> {
   }
 
   private deleteObject(p: Prepared, entry: LogEntry, del: BlobDel): Outcome {
+    const unmet = decideObjectCondition(entry.index, p.objectRev.get(del.bucket, del.name) ?? 0, del);
+    if (unmet) return unmet;
     const previous = p.objectChunks.get(del.bucket, del.name);
     if (previous === undefined) return { ok: true, seq: entry.index, rev: entry.index, deleted: false };
     this.release(p, previous, entry.ts);
@@ -297,6 +300,7 @@ export class SqlProjection implements Projection<SqlDatabase> {
       orphansBefore: db.prepare<[number, number], string>(`SELECT sha256 FROM ${chunksTable} WHERE refs = 0 AND since < ? ORDER BY since, sha256 LIMIT ?`).pluck(),
       removeChunk: db.prepare(`DELETE FROM ${chunksTable} WHERE sha256 = ?`),
       objectChunks: db.prepare<[string, string], Buffer>(`SELECT chunks FROM ${objectChunksTable} WHERE bucket = ? AND name = ?`).pluck(),
+      objectRev: db.prepare<[string, string], number>(`SELECT rev FROM ${objectsTable} WHERE bucket = ? AND name = ?`).pluck(),
       upsertObject: db.prepare(
         `INSERT INTO ${objectsTable} (bucket, name, size, sha256, content_type, metadata, updated_at, rev) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT(bucket, name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, content_type = excluded.content_type,

@@ -9,7 +9,7 @@ import { damageOnDisk } from '../../support/damage';
 import { makeTempDir, removeDir } from '../../support/tmp';
 
 type Ctor = new (address: string, credentials: grpc.ChannelCredentials, options?: grpc.ChannelOptions) => grpc.Client;
-type Info = { size: number; sha256: string; name: string; content_type: string; metadata: Record<string, string> };
+type Info = { size: number; sha256: string; name: string; content_type: string; metadata: Record<string, string>; rev: number };
 
 /** A Buckets client; `options` are channel options (a wide receive window, say). */
 function bucketsClient(port: number, options: grpc.ChannelOptions = {}): grpc.Client & Record<string, (...args: unknown[]) => unknown> {
@@ -72,6 +72,20 @@ describe('Buckets over gRPC', () => {
     client.close();
     await node.close();
     removeDir(dir);
+  });
+
+  it('writes and deletes conditionally with expect_rev: FAILED_PRECONDITION (CONFLICT) and nothing changes', async () => {
+    const del = (request: Record<string, unknown>): Promise<{ deleted: boolean }> =>
+      new Promise((resolve, reject) => client.Delete(request, (err: Error | null, r: { deleted: boolean }) => (err ? reject(err) : resolve(r))));
+    const created = await put(client, { bucket: 'c', name: 'doc', expect_rev: 0 }, [Buffer.from('one')]);
+    const refused = await put(client, { bucket: 'c', name: 'doc', expect_rev: 0 }, [Buffer.from('two')]).catch((e: unknown) => e as grpc.ServiceError);
+    expect((refused as grpc.ServiceError).code).toBe(grpc.status.FAILED_PRECONDITION);
+    expect(loomCode(refused)).toBe('CONFLICT');
+    const stale = await del({ bucket: 'c', name: 'doc', expect_rev: created.rev + 1000 }).catch((e: unknown) => e as grpc.ServiceError);
+    expect(loomCode(stale)).toBe('CONFLICT');
+    expect((await get(client, { bucket: 'c', name: 'doc' })).data.toString()).toBe('one');
+    const replaced = await put(client, { bucket: 'c', name: 'doc', expect_rev: created.rev }, [Buffer.from('two')]);
+    expect(await del({ bucket: 'c', name: 'doc', expect_rev: replaced.rev })).toMatchObject({ deleted: true });
   });
 
   const chunk = chunkBytesDefault;

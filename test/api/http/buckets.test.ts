@@ -172,14 +172,47 @@ describe('Buckets over HTTP', () => {
     expect(ok.status).toBe(200);
   });
 
-  it('refuses a conditional PUT or DELETE instead of ignoring its condition', async () => {
-    const first = await request(port, 'PUT', path('guarded'), { body: Buffer.from('one') });
-    for (const [method, header] of [['PUT', 'if-none-match'], ['PUT', 'if-match'], ['DELETE', 'if-match'], ['DELETE', 'if-unmodified-since']] as const) {
-      const res = await request(port, method, path('guarded'), { body: method === 'PUT' ? Buffer.from('two') : undefined, headers: { [header]: header.includes('since') ? 'Thu, 01 Jan 2015 00:00:00 GMT' : '*' } });
-      expect([method, header, res.status]).toEqual([method, header, 400]);
-      expect(JSON.parse(res.body.toString())).toMatchObject({ code: 'INVALID_ARGUMENT', details: { field: header } });
+  it('writes conditionally: If-None-Match: * and If-Match answer 412, ?create and ?expectRev 409, and nothing changes', async () => {
+    const json = (res: Response): Record<string, unknown> => JSON.parse(res.body.toString()) as Record<string, unknown>;
+    const created = await request(port, 'PUT', path('guarded'), { body: Buffer.from('one'), headers: { 'if-none-match': '*' } });
+    expect(created.status).toBe(200);
+    const rev = json(created).rev as number;
+    // Only if absent: it exists now.
+    const again = await request(port, 'PUT', path('guarded'), { body: Buffer.from('two'), headers: { 'if-none-match': '*' } });
+    expect(again.status).toBe(412);
+    expect(json(again)).toMatchObject({ code: 'CONFLICT', details: { currentRev: rev } });
+    expect((await request(port, 'PUT', `${path('guarded')}?create=1`, { body: Buffer.from('two') })).status).toBe(409);
+    // Only if it is the version the client read: its ETag, or its rev.
+    const stale = await request(port, 'PUT', path('guarded'), { body: Buffer.from('two'), headers: { 'if-match': '"0000"' } });
+    expect(stale.status).toBe(412);
+    expect((await request(port, 'PUT', `${path('guarded')}?expectRev=${rev + 1000}`, { body: Buffer.from('two') })).status).toBe(409);
+    expect((await request(port, 'GET', path('guarded'))).body.toString()).toBe('one');
+    const replaced = await request(port, 'PUT', path('guarded'), { body: Buffer.from('two'), headers: { 'if-match': created.headers.etag as string } });
+    expect(replaced.status).toBe(200);
+    const rev2 = json(replaced).rev as number;
+    expect((await request(port, 'DELETE', path('guarded'), { headers: { 'if-match': created.headers.etag as string } })).status).toBe(412);
+    expect((await request(port, 'DELETE', `${path('guarded')}?expectRev=${rev}`)).status).toBe(409);
+    expect((await request(port, 'GET', path('guarded'))).body.toString()).toBe('two');
+    expect(json(await request(port, 'DELETE', `${path('guarded')}?expectRev=${rev2}`))).toMatchObject({ deleted: true });
+    expect((await request(port, 'PUT', path('guarded'), { body: Buffer.from('x'), headers: { 'if-match': '*' } })).status).toBe(412);
+    expect((await request(port, 'GET', path('guarded'))).status).toBe(404);
+  });
+
+  it('refuses the preconditions it cannot honour, and two conditions at once, rather than ignoring them', async () => {
+    const first = await request(port, 'PUT', path('guarded2'), { body: Buffer.from('one') });
+    const cases: Array<[string, string, Record<string, string>, string]> = [
+      ['PUT', '', { 'if-none-match': first.headers.etag as string }, 'if-none-match'],
+      ['DELETE', '', { 'if-unmodified-since': 'Thu, 01 Jan 2015 00:00:00 GMT' }, 'if-unmodified-since'],
+      ['PUT', '', { 'if-modified-since': 'Thu, 01 Jan 2015 00:00:00 GMT' }, 'if-modified-since'],
+      ['PUT', '?create=1', { 'if-match': '*' }, 'if-match'],
+      ['PUT', '?expectRev=x', {}, 'expectRev'],
+    ];
+    for (const [method, query, headers, field] of cases) {
+      const res = await request(port, method, `${path('guarded2')}${query}`, { body: method === 'PUT' ? Buffer.from('two') : undefined, headers });
+      expect([method, field, res.status]).toEqual([method, field, 400]);
+      expect(JSON.parse(res.body.toString())).toMatchObject({ code: 'INVALID_ARGUMENT', details: { field } });
     }
-    const still = await request(port, 'GET', path('guarded'));
+    const still = await request(port, 'GET', path('guarded2'));
     expect(still.headers.etag).toBe(first.headers.etag);
     expect(still.body.toString()).toBe('one');
   });
