@@ -180,7 +180,16 @@ export class LoomClient {
       if (options.chunkBytes !== undefined) headers['x-loom-chunk-bytes'] = String(options.chunkBytes);
       // A Readable goes in as itself, not wrapped, so a failed upload destroys the caller's stream.
       const body = source instanceof Readable ? source : Readable.from(typeof source === 'string' || source instanceof Uint8Array ? [Buffer.from(source)] : source);
-      const query = options.expectRev === undefined ? '' : `?expectRev=${checkExpectRev(options.expectRev)}`;
+      // As headers a node of an older build refuses (400), where it would ignore the query alone
+      // and overwrite: If-None-Match: * for "only if absent", else If-Match: * with the rev.
+      let query = '';
+      if (options.expectRev !== undefined) {
+        if (checkExpectRev(options.expectRev) === 0) headers['if-none-match'] = '*';
+        else {
+          headers['if-match'] = '*';
+          query = `?expectRev=${options.expectRev}`;
+        }
+      }
       const { response, stall } = await this.httpRequest('PUT', `${objectPath(bucket, name)}${query}`, headers, body);
       return JSON.parse((await readAll(response, stall)).toString('utf8')) as ObjectInfo;
     },

@@ -340,7 +340,7 @@ export class ObjectsApi {
    * Fails a conditional upload before its first byte when a linearizable read already shows the
    * condition unmet (the commit's apply decides for good: the object may change meanwhile).
    */
-  private async checkCondition(bucket: string, name: string, expectRev: number): Promise<void> {
+  async checkCondition(bucket: string, name: string, expectRev: number): Promise<void> {
     await this.db.settle({ consistency: 'linearizable' });
     const currentRev = this.reader.stat(bucket, name)?.rev ?? 0;
     const unmet = decideObjectCondition(0, currentRev, { bucket, name, expectRev });

@@ -8,6 +8,7 @@ import { objectTooLarge, type Database } from '../../core';
 import type { ObjectInfo } from '../../projections';
 import { LoomError, isLoomError, names } from '../../util';
 import { parseInput, runOperation, type OperationContext } from '../operations';
+import { flagParam, intParam } from './params';
 
 export interface BucketRouteOptions {
   db: Database;
@@ -50,6 +51,10 @@ export function registerBucketRoutes(app: FastifyInstance, options: BucketRouteO
       const body = (request.body as Readable | undefined) ?? request.raw;
       try {
         const condition = await writeCondition(db, bucket, name, request);
+        if (awaitingContinue.has(request.raw)) {
+          if (condition.expectRev !== undefined) await db.objects.checkCondition(bucket, name, condition.expectRev);
+          reply.raw.writeContinue();
+        }
         const info = await db.objects.put(bucket, name, body, { ...uploadOptions(request), ...condition });
         // As S3 answers a PUT: the stored object's ETag, which a GET's If-None-Match compares.
         reply.header('etag', `"${info.sha256}"`);
@@ -121,50 +126,47 @@ export function registerBucketRoutes(app: FastifyInstance, options: BucketRouteO
  * `?expectRev=N` or `?create=1`, as the KV routes take them; `If-None-Match: *` (only if absent);
  * or `If-Match: "<etag>"` / `*` (only if present, with that ETag), which becomes the rev of the
  * object a linearizable read finds, so the write is decided when it is applied like any other
- * (docs/decisions.md §21). Other preconditions (If-None-Match with ETags, the date ones) are
- * refused rather than ignored: ignoring one would lose the update the client guards.
+ * (docs/decisions.md §21). `If-Match: *` with `?expectRev=N` (N ≥ 1) is expectRev N: the SDK sends
+ * that pair because a node of an older build refuses If-Match on a write, where it would ignore
+ * the query. Other preconditions (If-None-Match with ETags, the date ones) are refused rather than
+ * ignored: ignoring one would lose the update the client guards.
  */
 async function writeCondition(db: Database, bucket: string, name: string, request: FastifyRequest<ObjectParams>): Promise<{ expectRev?: number }> {
   const { headers, query } = request;
-  const asked: string[] = [];
-  let expectRev: number | undefined;
-  if (query.expectRev !== undefined) {
-    asked.push('expectRev');
-    expectRev = intParam(query.expectRev, 'expectRev');
-  }
-  if (query.create === '1' || query.create === 'true') {
-    asked.push('create');
-    expectRev = 0;
-  }
   for (const header of ['if-modified-since', 'if-unmodified-since'] as const) {
     if (headers[header] !== undefined) throw new LoomError('INVALID_ARGUMENT', `${header} on an object write is not supported; use If-Match with the object's ETag`, { field: header });
   }
+  const asked: Array<[string, number | undefined]> = [];
+  if (query.expectRev !== undefined) asked.push(['expectRev', intParam(query.expectRev, 'expectRev')]);
+  if (query.create !== undefined && flagParam(query.create, 'create')) asked.push(['create', 0]);
   const ifNoneMatch = headers['if-none-match'];
   if (ifNoneMatch !== undefined) {
     if (ifNoneMatch.trim() !== '*') throw new LoomError('INVALID_ARGUMENT', 'If-None-Match on an object write takes only *, "only if it does not exist"', { field: 'if-none-match' });
-    asked.push('if-none-match');
-    expectRev = 0;
+    asked.push(['if-none-match', 0]);
   }
   const ifMatch = headers['if-match'];
   if (ifMatch !== undefined) {
-    asked.push('if-match');
-    const current = await db.objects.stat(bucket, name, { consistency: 'linearizable' }).catch((err: unknown) => {
-      if (isLoomError(err, 'NOT_FOUND')) return undefined;
-      throw err;
-    });
-    const etag = current && `"${current.sha256}"`;
-    if (!current || !matchesEtag(ifMatch, etag as string, 'strong')) {
-      throw new LoomError('CONFLICT', current ? `If-Match ${ifMatch} does not match the object's ETag ${etag}` : `If-Match ${ifMatch}: object ${name} does not exist in bucket ${bucket}`, {
-        bucket,
-        name,
-        currentRev: current?.rev ?? 0,
-        ...(etag ? { etag } : {}),
-      });
-    }
-    expectRev = current.rev;
+    const atRev = asked.length === 1 && asked[0][0] === 'expectRev' && (asked[0][1] as number) >= 1 ? asked[0][1] : undefined;
+    if (ifMatch.trim() === '*' && atRev !== undefined) return { expectRev: atRev };
+    asked.push(['if-match', undefined]);
   }
-  if (asked.length > 1) throw new LoomError('INVALID_ARGUMENT', `an object write takes one condition, not ${asked.join(' and ')}`, { field: asked[1] });
-  return expectRev === undefined ? {} : { expectRev };
+  if (asked.length > 1) throw new LoomError('INVALID_ARGUMENT', `an object write takes one condition, not ${asked.map(([field]) => field).join(' and ')}`, { field: asked[1][0] });
+  if (asked.length === 0) return {};
+  if (ifMatch === undefined) return { expectRev: asked[0][1] as number };
+  const current = await db.objects.stat(bucket, name, { consistency: 'linearizable' }).catch((err: unknown) => {
+    if (isLoomError(err, 'NOT_FOUND')) return undefined;
+    throw err;
+  });
+  const etag = current && `"${current.sha256}"`;
+  if (!current || !matchesEtag(ifMatch, etag as string, 'strong')) {
+    throw new LoomError('CONFLICT', current ? `If-Match ${ifMatch} does not match the object's ETag ${etag}` : `If-Match ${ifMatch}: object ${name} does not exist in bucket ${bucket}`, {
+      bucket,
+      name,
+      currentRev: current?.rev ?? 0,
+      ...(etag ? { etag } : {}),
+    });
+  }
+  return { expectRev: current.rev };
 }
 
 /**
@@ -200,9 +202,21 @@ export function answerExpectContinue(server: http.Server, objectBytesMax: number
       res.writeHead(refusal.httpStatus, { 'content-type': 'application/json; charset=utf-8' }).end(JSON.stringify(refusal.toJSON()));
       return;
     }
-    res.writeContinue();
+    // A conditional upload hears 100 Continue only once its condition holds (the route sends it),
+    // so one refused 412 or 409 is not sent a body first.
+    if (upload && isConditional(req)) awaitingContinue.add(req);
+    else res.writeContinue();
     server.emit('request', req, res);
   });
+}
+
+/** Uploads sent `Expect: 100-continue` whose 100 Continue waits for their condition. */
+const awaitingContinue = new WeakSet<http.IncomingMessage>();
+
+function isConditional(req: http.IncomingMessage): boolean {
+  if (req.headers['if-match'] !== undefined || req.headers['if-none-match'] !== undefined) return true;
+  const query = new URL(req.url ?? '/', 'http://loom').searchParams;
+  return query.has('expectRev') || query.has('create');
 }
 
 function uploadOptions(request: FastifyRequest<ObjectParams>): { contentType?: string; metadata: Record<string, string>; sha256?: string; chunkBytes?: number } {
@@ -377,8 +391,3 @@ function readOptions(query: Query): Record<string, unknown> {
   return out;
 }
 
-function intParam(value: string, name: string): number {
-  const n = Number(value);
-  if (value.trim() === '' || !Number.isSafeInteger(n)) throw new LoomError('INVALID_ARGUMENT', `${name} must be an integer, got ${JSON.stringify(value)}`, { field: name });
-  return n;
-}

@@ -7,6 +7,7 @@ import type { Database } from '../../core';
 import { changeMessage } from '../../projections';
 import { LoomError } from '../../util';
 import { parseInput, runOperation, type OperationContext, type OperationName } from '../operations';
+import * as params from './params';
 
 export interface RouteOptions {
   db: Database;
@@ -20,10 +21,7 @@ type Query = Record<string, string | undefined>;
 /** `?expectRev=5` → 5; refuses anything but a safe integer, naming the parameter. */
 function intParam(query: Query, name: string): number | undefined {
   const value = query[name];
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (value.trim() === '' || !Number.isSafeInteger(n)) throw new LoomError('INVALID_ARGUMENT', `query parameter ${name} must be an integer, got ${JSON.stringify(value)}`, { field: name });
-  return n;
+  return value === undefined ? undefined : params.intParam(value, name, `query parameter ${name}`);
 }
 
 function readOptions(query: Query): Record<string, unknown> {
@@ -56,7 +54,7 @@ export function registerRoutes(app: FastifyInstance, options: RouteOptions): voi
       const input: Record<string, unknown> = { bucket: request.params.bucket, key: request.params['*'], value: (request.body as Buffer | undefined) ?? Buffer.alloc(0) };
       const expectRev = intParam(q, 'expectRev');
       if (expectRev !== undefined) input.expectRev = expectRev;
-      if (q.create !== undefined) input.create = q.create === '1' || q.create === 'true';
+      if (q.create !== undefined) input.create = params.flagParam(q.create, 'create');
       const ttlMs = intParam(q, 'ttlMs');
       if (ttlMs !== undefined) input.ttlMs = ttlMs;
       return run('kv.put', input);

@@ -239,13 +239,10 @@ function parseRequest(msg: Msg): Request {
       return { name: 'obj.info', input: { ...json(), bucket: one('bucket'), ...readOptions() } };
     case 'OBJ.LIST':
       return { name: 'obj.list', input: { ...json(), bucket: one('bucket'), ...readOptions() } };
-    case 'OBJ.DEL': {
-      // The condition as in the payload ({"name","expectRev"}) or as KV.DEL takes it, a header.
-      const input: Record<string, unknown> = { ...json(), bucket: one('bucket') };
-      const expectRev = number('Loom-Expect-Rev');
-      if (expectRev !== undefined) input.expectRev = expectRev;
-      return { name: 'obj.del', input };
-    }
+    // The condition travels in the payload ({"name","expectRev"}), which a node of an older build
+    // refuses (its schema is strict) rather than ignores, as it would a header.
+    case 'OBJ.DEL':
+      return { name: 'obj.del', input: { ...json(), bucket: one('bucket') } };
     default:
       if (tokens[0] === 'WATCH' && tokens.length === 1) return { name: 'watch', input: json() };
       throw new LoomError('INVALID_ARGUMENT', `no API operation at ${msg.subject}`, { field: 'subject' });

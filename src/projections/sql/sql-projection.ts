@@ -194,7 +194,7 @@ export class SqlProjection implements Projection<SqlDatabase> {
     const count = commit.chunks.byteLength / 32;
     const lengths: Array<number | undefined> = new Array(count);
     for (let i = 0; i < count; i++) lengths[i] = p.chunk.get(chunkAt(commit.chunks, i))?.length;
-    const outcome = decideBlobCommit(entry.index, p.objectRev.get(commit.bucket, commit.name) ?? 0, lengths, commit);
+    const outcome = decideBlobCommit(entry.index, this.currentRev(p, commit), lengths, commit);
     if (!outcome.ok) return outcome;
     const previous = p.objectChunks.get(commit.bucket, commit.name);
     // Reference the new chunks before releasing the old ones, so a chunk both share never drops to 0.
@@ -207,7 +207,7 @@ export class SqlProjection implements Projection<SqlDatabase> {
   }
 
   private deleteObject(p: Prepared, entry: LogEntry, del: BlobDel): Outcome {
-    const unmet = decideObjectCondition(entry.index, p.objectRev.get(del.bucket, del.name) ?? 0, del);
+    const unmet = decideObjectCondition(entry.index, this.currentRev(p, del), del);
     if (unmet) return unmet;
     const previous = p.objectChunks.get(del.bucket, del.name);
     if (previous === undefined) return { ok: true, seq: entry.index, rev: entry.index, deleted: false };
@@ -215,6 +215,11 @@ export class SqlProjection implements Projection<SqlDatabase> {
     p.removeObject.run(del.bucket, del.name);
     p.removeObjectChunks.run(del.bucket, del.name);
     return { ok: true, seq: entry.index, rev: entry.index, deleted: true };
+  }
+
+  /** The object's rev for a conditional write (0: absent); unconditional ones need no lookup. */
+  private currentRev(p: Prepared, write: BlobCommit | BlobDel): number {
+    return write.expectRev === undefined ? 0 : (p.objectRev.get(write.bucket, write.name) ?? 0);
   }
 
   private collectChunks(p: Prepared, entry: LogEntry, gc: BlobGc): Outcome {
