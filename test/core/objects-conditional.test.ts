@@ -32,6 +32,18 @@ function watchedSource(bytes: Buffer): { source: Readable; read: () => boolean }
   return { source, read: () => pulled };
 }
 
+/** `pieces` pieces of `bytes` bytes each, 5 ms apart: an upload still going when another starts. */
+function slowSource(tag: string, pieces: number, bytes: number): Readable {
+  return Readable.from(
+    (async function* () {
+      for (let i = 0; i < pieces; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        yield Buffer.alloc(bytes, `${tag}${i}`);
+      }
+    })(),
+  );
+}
+
 describe('conditional object writes', () => {
   let dir: string;
   let log: LogStore;
@@ -79,16 +91,7 @@ describe('conditional object writes', () => {
   it('decides two racing creates when they are applied: exactly one object, the other CONFLICT', async () => {
     const objects = opened.db.objects;
     // Both pass the check before their first byte (nothing exists yet); their commits race.
-    const slow = (tag: string): Readable =>
-      Readable.from(
-        (async function* () {
-          for (let i = 0; i < 8; i++) {
-            await new Promise((resolve) => setTimeout(resolve, 5));
-            yield Buffer.alloc(4096, `${tag}${i}`);
-          }
-        })(),
-      );
-    const results = await Promise.allSettled([objects.put('b', 'race', slow('a'), { expectRev: 0 }), objects.put('b', 'race', slow('b'), { expectRev: 0 })]);
+    const results = await Promise.allSettled([objects.put('b', 'race', slowSource('a', 8, 4096), { expectRev: 0 }), objects.put('b', 'race', slowSource('b', 8, 4096), { expectRev: 0 })]);
     const won = results.filter((r) => r.status === 'fulfilled');
     const lost = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
     expect(won).toHaveLength(1);
@@ -122,16 +125,7 @@ it('the SQL view decides a conditional write as the blob view does', async () =>
     const objects = node.db.objects;
     // Two creates that both pass the early check: the loser's commit reaches the log, and each
     // view must refuse it there.
-    const slow = (tag: string): Readable =>
-      Readable.from(
-        (async function* () {
-          for (let i = 0; i < 4; i++) {
-            await new Promise((resolve) => setTimeout(resolve, 5));
-            yield Buffer.alloc(1000, `${tag}${i}`);
-          }
-        })(),
-      );
-    const results = await Promise.allSettled([objects.put('b', 'doc', slow('a'), { expectRev: 0 }), objects.put('b', 'doc', slow('b'), { expectRev: 0 })]);
+    const results = await Promise.allSettled([objects.put('b', 'doc', slowSource('a', 4, 1000), { expectRev: 0 }), objects.put('b', 'doc', slowSource('b', 4, 1000), { expectRev: 0 })]);
     const lost = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     expect((lost?.reason as LoomError).details.seq).toBeGreaterThan(0); // decided in the log, not before it
     const info = await objects.stat('b', 'doc');
