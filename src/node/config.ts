@@ -62,7 +62,7 @@ export const configSchema = z
      * Default: 100,000 in a replicated group (--peers), 0 on a single node (docs/snapshots.md).
      */
     snapshotEntries: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
-    /** Largest snapshot taken, in bytes (snapshots are built in memory); default: a quarter of RAM, at most 8 GiB. */
+    /** Largest snapshot taken, in bytes: a cap on the disk a snapshot needs (it is never held in memory); default: none. */
     snapshotBytesMax: z.coerce.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
     /** Entries kept in the log below a snapshot, so a follower a little behind catches up from the log. */
     snapshotCatchUpEntries: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(snapshotCatchUpEntriesDefault),
