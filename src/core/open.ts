@@ -69,7 +69,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<OpenDa
   }
   const viewsDir = path.resolve(options.viewsDir);
   const viewsOptions = { viewsDir, logger, viewSync: options.viewSync, plugins: options.plugins, readLogChunk: logChunkReader(log) };
-  const snapshots = new SnapshotStore(options.snapshotsDir ?? `${viewsDir}-snapshots`);
+  const snapshots = new SnapshotStore(options.snapshotsDir ?? `${viewsDir}-snapshots`, (progress) => logger.info(progress, 'checking the stored snapshot against its digest'));
   let views = await openViewsCoveringLog(viewsOptions, log, snapshots, logger);
   // Set while a snapshot replaces the views: reads answer UNAVAILABLE instead of touching closed files.
   let replacing = false;

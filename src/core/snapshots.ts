@@ -138,13 +138,16 @@ function decodeV1(bytes: Buffer, source: string): { meta: SnapshotMeta; files: S
  * Checks a whole snapshot file against its digest, a piece at a time, and returns its position:
  * a node checks its stored snapshot once when it starts, so it never sends a damaged one.
  */
-export function checkSnapshotFile(data: FileSnapshotBytes, source: string): SnapshotMeta {
+export function checkSnapshotFile(data: FileSnapshotBytes, source: string, onProgress?: (progress: SnapshotProgress) => void): SnapshotMeta {
   const layout = readLayout(data, source);
   if (layout.v1Files) return layout.meta;
   const hash = createHash('sha256');
   const end = data.byteLength - digestBytes;
   const buffer = Buffer.allocUnsafe(copyPieceBytes);
-  for (let at = 0; at < end; at += copyPieceBytes) hash.update(data.readInto(buffer, at, Math.min(copyPieceBytes, end - at)));
+  for (let at = 0; at < end; at += copyPieceBytes) {
+    hash.update(data.readInto(buffer, at, Math.min(copyPieceBytes, end - at)));
+    if (at > 0 && at % progressEveryBytes === 0) onProgress?.({ bytes: at, totalBytes: end });
+  }
   checkDigest(hash, data.subarray(end, end + digestBytes), source);
   return layout.meta;
 }
@@ -355,7 +358,11 @@ export class SnapshotStore {
   private loaded = false;
   private receiving = 0;
 
-  constructor(dir: string) {
+  /** `onProgress` hears how far the check of a large stored snapshot is (it runs once, at start). */
+  constructor(
+    dir: string,
+    private readonly onProgress?: (progress: SnapshotProgress) => void,
+  ) {
     this.dir = path.resolve(dir);
     // What an earlier process left half-written: a snapshot being taken or received.
     if (fs.existsSync(this.dir)) {
@@ -372,7 +379,7 @@ export class SnapshotStore {
         const file = path.join(this.dir, newest);
         const data = new FileSnapshotBytes(file);
         try {
-          this.cached = { meta: checkSnapshotFile(data, file), data };
+          this.cached = { meta: checkSnapshotFile(data, file, this.onProgress), data };
         } catch (err) {
           data.close();
           throw err;
