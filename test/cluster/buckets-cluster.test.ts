@@ -160,12 +160,29 @@ describe('Buckets on a 3-node cluster', () => {
   });
 
   it('conditional writes racing on the leader: one object, one CONFLICT, the same on every replica', async () => {
-    // Two creates that both pass the early check (sent in pieces, so both are under way at once);
-    // the loser's commit is a version-2 entry every replica must refuse alike.
+    // Two creates that both pass the check before their body: a conditional upload sent with
+    // Expect: 100-continue hears 100 Continue only then, and both bodies go only once both have.
+    // The loser's commit is a version-2 entry every replica must refuse alike.
     const url = `http://127.0.0.1:${port(leader, 'http')}/v1/buckets/cond/objects/doc?create=1`;
-    const a = pacedPut(url, randomBytes(600 * 1024), 16 * 1024);
-    const b = pacedPut(url, randomBytes(600 * 1024), 16 * 1024);
-    const answers = await Promise.all([a.answer, b.answer]);
+    const bodies = [randomBytes(600 * 1024), randomBytes(600 * 1024)];
+    let continued = 0;
+    const requests = bodies.map((body) => {
+      const req = http.request(url, { method: 'PUT', headers: { 'content-length': String(body.length), expect: '100-continue' } });
+      const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
+        req.on('response', (res) => {
+          let text = '';
+          res.on('data', (c: Buffer) => (text += c.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+        });
+        req.on('error', reject);
+      });
+      req.on('continue', () => {
+        if (++continued === bodies.length) requests.forEach((r, i) => r.req.end(bodies[i]));
+      });
+      req.flushHeaders();
+      return { req, answer };
+    });
+    const answers = await Promise.all(requests.map((r) => r.answer));
     expect(answers.map((r) => r.status).sort()).toEqual([200, 409]);
     const won = JSON.parse(answers.find((r) => r.status === 200)!.body) as { rev: number; sha256: string };
     // Refused when its commit was applied (a seq in the log), not by the check before its body.
