@@ -3,7 +3,7 @@
 // The node is a `loom serve` process of its own, as a user runs it; the clients run in this one.
 
 import { randomBytes } from 'node:crypto';
-import { closeSync, fdatasyncSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import { loadavg } from 'node:os';
 import * as path from 'node:path';
@@ -12,7 +12,7 @@ import { pipeline } from 'node:stream/promises';
 import * as grpc from '@grpc/grpc-js';
 import { loadLoomProto } from '../src/api/grpc';
 import { startLoom } from './processes';
-import { benchDir, fmt, machine, table } from './support';
+import { benchDir, diskWriteMBps, fmt, machine, table } from './support';
 
 const mib = 1024 * 1024;
 const pieceBytes = mib;
@@ -22,18 +22,6 @@ const warmUpObjects = 64;
 const warmUpSeed = 1_000_000;
 /** Receive window of the second gRPC client (per stream and per connection). */
 const clientWindowBytes = 8 * mib;
-
-function diskWriteMBps(dir: string): number {
-  const fd = openSync(path.join(dir, 'write-probe'), 'w');
-  const block = Buffer.alloc(4 * mib, 1);
-  const total = 512 * mib;
-  const started = process.hrtime.bigint();
-  for (let at = 0; at < total; at += block.length) writeSync(fd, block);
-  fdatasyncSync(fd);
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  closeSync(fd);
-  return total / mib / seconds;
-}
 
 /** CPU milliseconds used so far by process `pid` (all its threads), from /proc. */
 function cpuMsOf(pid: number): number {

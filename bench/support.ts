@@ -1,7 +1,7 @@
 // Shared helpers for benchmarks: latency percentiles, temp dirs, machine description, tables.
 
 import { execSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, fdatasyncSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import * as path from 'node:path';
 
@@ -36,4 +36,18 @@ export function table(headers: string[], rows: Array<Array<string | number>>): s
 
 export function fmt(n: number, digits = 0): string {
   return n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+}
+
+/** The disk's sequential write rate in MiB/s: 512 MiB in 4 MiB writes, then one fdatasync. */
+export function diskWriteMBps(dir: string): number {
+  const fd = openSync(path.join(dir, 'write-probe'), 'w');
+  const mib = 1024 * 1024;
+  const block = Buffer.alloc(4 * mib, 1);
+  const total = 512 * mib;
+  const started = process.hrtime.bigint();
+  for (let at = 0; at < total; at += block.length) writeSync(fd, block);
+  fdatasyncSync(fd);
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  closeSync(fd);
+  return total / mib / seconds;
 }
