@@ -6,7 +6,7 @@ export { Applier } from './applier';
 export type { EntryConsumer } from './applier';
 export { SingleNodeReplicator } from './replicator';
 export type { ClusterMember, ClusterMembership, NewMember, ProposedEntry, ReplicationStatus, Replicator, SnapshotHandler } from './replicator';
-export { SnapshotStore, decodeSnapshot, encodeSnapshot, extractSnapshot } from './snapshots';
+export { SnapshotStore, encodeSnapshot, extractSnapshot } from './snapshots';
 export type { SnapshotFile, ViewSnapshot } from './snapshots';
 export { Views } from './views';
 export { Database, EventsApi, KvApi } from './database';

@@ -152,21 +152,6 @@ export function checkSnapshotFile(data: FileSnapshotBytes, source: string, onPro
   return layout.meta;
 }
 
-/** Decodes and checks a snapshot held in memory; a damaged one is CORRUPT naming `source`, never half-read. */
-export function decodeSnapshot(data: SnapshotBytes, source: string): { meta: SnapshotMeta; files: SnapshotFile[] } {
-  const layout = readLayout(data, source);
-  if (layout.v1Files) return { meta: layout.meta, files: layout.v1Files };
-  const bytes = Buffer.from(data.subarray(0, data.byteLength));
-  checkDigest(createHash('sha256').update(bytes.subarray(0, bytes.length - digestBytes)), bytes.subarray(bytes.length - digestBytes), source);
-  const files: SnapshotFile[] = [];
-  let at = layout.bodyOffset;
-  for (const f of layout.files) {
-    files.push({ name: f.name, bytes: bytes.subarray(at, at + f.size) });
-    at += f.size;
-  }
-  return { meta: layout.meta, files };
-}
-
 function checkDigest(hash: Hash, stored: Uint8Array, source: string): void {
   if (!hash.digest().equals(stored)) throw new LoomError('CORRUPT', `snapshot ${source} fails its sha256 check`, { file: source });
 }
