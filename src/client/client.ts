@@ -184,7 +184,7 @@ export class LoomClient {
       // and overwrite: If-None-Match: * for "only if absent", else If-Match: * with the rev.
       let query = '';
       if (options.expectRev !== undefined) {
-        if (checkExpectRev(options.expectRev) === 0) headers['if-none-match'] = '*';
+        if (names.checkSeq(options.expectRev, 'expectRev') === 0) headers['if-none-match'] = '*';
         else {
           headers['if-match'] = '*';
           query = `?expectRev=${options.expectRev}`;
@@ -248,7 +248,7 @@ export class LoomClient {
     /** Deletes an object (only if its rev is `expectRev`, when given: else CONFLICT). */
     delete: (bucket: string, name: string, options: { expectRev?: number } = {}): Promise<{ rev: number; deleted: boolean }> => {
       names.checkBucket(bucket);
-      return this.requestJson(`$LOOM.API.OBJ.DEL.${bucket}`, json(options.expectRev === undefined ? { name } : { name, expectRev: checkExpectRev(options.expectRev) }));
+      return this.requestJson(`$LOOM.API.OBJ.DEL.${bucket}`, json(options.expectRev === undefined ? { name } : { name, expectRev: names.checkSeq(options.expectRev, 'expectRev') }));
     },
   };
 
@@ -737,10 +737,4 @@ class Watcher implements ClientWatch {
       }
     }
   }
-}
-
-/** An object's rev to write at (0: only if absent), checked here as the node checks it. */
-function checkExpectRev(value: number): number {
-  if (!Number.isSafeInteger(value) || value < 0) throw new LoomError('INVALID_ARGUMENT', `expectRev must be an object's rev (an integer of at least 0), got ${value}`, { field: 'expectRev' });
-  return value;
 }

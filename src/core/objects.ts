@@ -14,6 +14,7 @@ import {
   checkLimit,
   checkObjectMetadata,
   checkObjectName,
+  checkSeq,
   chunkBytesDefault,
   chunkBytesMax,
   chunkBytesMin,
@@ -148,7 +149,7 @@ export class ObjectsApi {
     // Checked before the first chunk is read, so a bad value stores nothing (the commit checks again).
     const contentType = checkContentType(options.contentType ?? contentTypeDefault);
     const metadata = checkObjectMetadata(options.metadata ?? {});
-    const expectRev = options.expectRev === undefined ? undefined : checkExpectRev(options.expectRev);
+    const expectRev = options.expectRev === undefined ? undefined : checkSeq(options.expectRev, 'expectRev');
     if (expectRev !== undefined) await this.checkCondition(bucket, name, expectRev);
     const whole = createHash('sha256');
     const digests: Buffer[] = [];
@@ -331,7 +332,7 @@ export class ObjectsApi {
 
   /** Deletes an object (only if its rev is `expectRev`, when given: else CONFLICT). */
   async delete(bucket: string, name: string, options: { expectRev?: number } = {}): Promise<{ rev: number; deleted: boolean }> {
-    const expectRev = options.expectRev === undefined ? undefined : checkExpectRev(options.expectRev);
+    const expectRev = options.expectRev === undefined ? undefined : checkSeq(options.expectRev, 'expectRev');
     const outcome = await this.db.mutate('blob.del', { bucket, name, ...(expectRev === undefined ? {} : { expectRev }) });
     return { rev: outcome.seq, deleted: outcome.deleted ?? false };
   }
@@ -529,11 +530,4 @@ function toIterable(source: ObjectSource): AsyncIterable<Uint8Array | string> {
     })();
   }
   return source;
-}
-
-function checkExpectRev(value: unknown): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
-    throw new LoomError('INVALID_ARGUMENT', `expectRev must be an object's rev (an integer of at least 0; 0: the object must not exist), got ${JSON.stringify(value)}`, { field: 'expectRev' });
-  }
-  return value;
 }
