@@ -82,6 +82,11 @@ export interface PutObjectOptions {
    */
   expectRev?: number;
   /**
+   * Called just before the first byte of `source` is read, once the upload's checks (its condition
+   * among them) have passed: the HTTP door sends a held-back 100 Continue here.
+   */
+  beforeFirstRead?: () => void;
+  /**
    * Called once every chunk is durable, just before the commit is proposed; a rejection commits
    * nothing. A door whose transport cannot tell a client's end from its cancel (gRPC under
    * Node's HTTP/2) waits here for a cancel that may be on its way.
@@ -151,6 +156,7 @@ export class ObjectsApi {
     const metadata = checkObjectMetadata(options.metadata ?? {});
     const expectRev = options.expectRev === undefined ? undefined : checkSeq(options.expectRev, 'expectRev');
     if (expectRev !== undefined) await this.checkCondition(bucket, name, expectRev);
+    options.beforeFirstRead?.();
     const whole = createHash('sha256');
     const digests: Buffer[] = [];
     const inflight: Array<Promise<unknown>> = [];
@@ -341,7 +347,7 @@ export class ObjectsApi {
    * Fails a conditional upload before its first byte when a linearizable read already shows the
    * condition unmet (the commit's apply decides for good: the object may change meanwhile).
    */
-  async checkCondition(bucket: string, name: string, expectRev: number): Promise<void> {
+  private async checkCondition(bucket: string, name: string, expectRev: number): Promise<void> {
     await this.db.settle({ consistency: 'linearizable' });
     const currentRev = this.reader.stat(bucket, name)?.rev ?? 0;
     const unmet = decideObjectCondition(0, currentRev, { bucket, name, expectRev });

@@ -51,11 +51,9 @@ export function registerBucketRoutes(app: FastifyInstance, options: BucketRouteO
       const body = (request.body as Readable | undefined) ?? request.raw;
       try {
         const condition = await writeCondition(db, bucket, name, request);
-        if (awaitingContinue.has(request.raw)) {
-          if (condition.expectRev !== undefined) await db.objects.checkCondition(bucket, name, condition.expectRev);
-          reply.raw.writeContinue();
-        }
-        const info = await db.objects.put(bucket, name, body, { ...uploadOptions(request), ...condition });
+        // A held-back 100 Continue goes once the condition holds, before the body is read.
+        const beforeFirstRead = awaitingContinue.has(request.raw) ? () => reply.raw.writeContinue() : undefined;
+        const info = await db.objects.put(bucket, name, body, { ...uploadOptions(request), ...condition, ...(beforeFirstRead ? { beforeFirstRead } : {}) });
         // As S3 answers a PUT: the stored object's ETag, which a GET's If-None-Match compares.
         reply.header('etag', `"${info.sha256}"`);
         return info;
