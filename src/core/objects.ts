@@ -87,9 +87,9 @@ export interface PutObjectOptions {
    */
   beforeFirstRead?: () => void;
   /**
-   * Called once every chunk is durable, just before the commit is proposed; a rejection commits
-   * nothing. A door whose transport cannot tell a client's end from its cancel (gRPC under
-   * Node's HTTP/2) waits here for a cancel that may be on its way.
+   * Called once the source has ended and its chunks are proposed, just before the commit is
+   * proposed; a rejection commits nothing. A door whose transport cannot tell a client's end from
+   * its cancel (gRPC under Node's HTTP/2) waits here for a cancel that may be on its way.
    */
   beforeCommit?: () => Promise<void>;
   /**
@@ -253,11 +253,7 @@ export class ObjectsApi {
       // still in flight: it follows them in the log, so it cannot be durable before them, and its
       // apply checks that every chunk is stored. An object up to uploadBatchBytes costs one fsync.
       proposePending();
-      if (options.beforeCommit) {
-        const failed = (await Promise.allSettled(inflight)).find((c) => c.status === 'rejected');
-        if (failed) throw failed.reason;
-        await options.beforeCommit();
-      }
+      await options.beforeCommit?.();
       if (options.abandoned?.()) throw new LoomError('UNAVAILABLE', 'the upload was abandoned before its commit');
       const committing = this.db.mutate('blob.commit', {
         bucket,

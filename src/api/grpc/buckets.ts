@@ -9,8 +9,14 @@ import { LoomError, type Logger } from '../../util';
 import { encodeObjectInfo, type ProtoRequest } from './codec';
 import { toServiceError } from './status';
 
-/** Event-loop turns an upload waits, once its chunks are durable, for a cancel that may be on its way. */
+/** Event-loop turns an upload on grpc-js's path waits for a cancel that may be on its way. */
 export const cancelSettleTurns = 3;
+
+/** What an upload asks of its call: whether the client reset it, and (lean path) a PING round trip. */
+export interface PutCall {
+  cancelled(): boolean;
+  roundTrip?(): Promise<void>;
+}
 
 export interface BucketStreamOptions {
   db: Database;
@@ -40,7 +46,7 @@ export function bucketStreams(options: BucketStreamOptions): grpc.UntypedService
           if ((message.data as Buffer | undefined)?.length) yield message.data as Buffer;
         }
       })();
-      return putObject(db, head, data, () => call.cancelled);
+      return putObject(db, head, data, { cancelled: () => call.cancelled });
     };
     run().then(
       (response) => callback(null, response),
@@ -80,9 +86,9 @@ export function bucketStreams(options: BucketStreamOptions): grpc.UntypedService
 
 /**
  * A Put, whichever path its messages came by (grpc-js's or lean-upload.ts): the first message's
- * header, then the data of every message. `cancelled` tells whether the client has reset the call.
+ * header, then the data of every message. `call` tells whether the client has reset the call.
  */
-export async function putObject(db: Database, head: ProtoRequest, data: AsyncIterable<Uint8Array>, cancelled: () => boolean): Promise<unknown> {
+export async function putObject(db: Database, head: ProtoRequest, data: AsyncIterable<Uint8Array>, call: PutCall): Promise<unknown> {
   const header = head.header as ProtoRequest | undefined | null;
   if (!header) throw new LoomError('INVALID_ARGUMENT', 'the first Put message must carry a header', { field: 'header' });
   const putOptions: PutObjectOptions = { metadata: (header.metadata as Record<string, string> | undefined) ?? {} };
@@ -92,16 +98,17 @@ export async function putObject(db: Database, head: ProtoRequest, data: AsyncIte
   if (typeof header.size === 'number') putOptions.size = header.size;
   if (typeof header.expect_rev === 'number') putOptions.expectRev = header.expect_rev;
   // A call reset or past its deadline by the time every byte is in commits nothing.
-  putOptions.abandoned = cancelled;
-  // A grpc-js client's cancel ends its request stream (Node's HTTP/2 close() sends END_STREAM)
-  // before its RST_STREAM, so the end of the messages may be a cancel whose RST is still on
-  // its way. A `size` or `sha256` in the header settles it: a short upload fails its check.
-  // Without them the commit waits until every chunk is durable (a second fsync for a small
-  // object), then a few more turns, and commits nothing if the cancel came meanwhile.
+  putOptions.abandoned = () => call.cancelled();
+  // A grpc-js client's cancel ends its request stream before its RST_STREAM arrives, so the end of
+  // the messages may be a cancel (round-trip.ts). A `size` or `sha256` in the header settles it: a
+  // short upload fails its check. Without them, the commit waits for a PING round trip (lean
+  // path), after which the reset of a cancel sent before has arrived, and commits nothing if it
+  // did. grpc-js's own path (leanUnary: false) has no PING to send and waits a few turns instead.
   if (putOptions.size === undefined && putOptions.sha256 === undefined) {
     putOptions.beforeCommit = async () => {
-      for (let turn = 0; turn < cancelSettleTurns && !cancelled(); turn++) await new Promise((resolve) => setImmediate(resolve));
-      if (cancelled()) throw new LoomError('UNAVAILABLE', 'the client cancelled the upload');
+      if (call.roundTrip) await call.roundTrip();
+      else for (let turn = 0; turn < cancelSettleTurns && !call.cancelled(); turn++) await new Promise((resolve) => setImmediate(resolve));
+      if (call.cancelled()) throw new LoomError('UNAVAILABLE', 'the client cancelled the upload');
     };
   }
   const info = await db.objects.put(String(header.bucket ?? ''), String(header.name ?? ''), data, putOptions);

@@ -9,6 +9,7 @@ import { status as Status } from '@grpc/grpc-js';
 import { LoomError } from '../../util';
 import { LeanCallBase, type LeanUnaryOptions } from './lean-call';
 import { PutMessageParser, PutMessageTooLarge, type PutEvent } from './put-parser';
+import { roundTrip } from './round-trip';
 
 export interface LeanUploadRoute {
   /** Marks a client-streaming upload route. */
@@ -35,6 +36,8 @@ export interface LeanUploadContext {
   authorization: string | undefined;
   /** True once the client has reset the call (or it was answered): commit nothing. */
   cancelled(): boolean;
+  /** Resolves once every frame the client sent before this call has arrived (round-trip.ts). */
+  roundTrip(): Promise<void>;
 }
 
 /**
@@ -143,6 +146,7 @@ export class LeanUploadCall extends LeanCallBase {
     const context: LeanUploadContext = {
       authorization: this.authorization,
       cancelled: () => this.answered || this.stream.closed || this.stream.destroyed,
+      roundTrip: () => roundTrip(this.stream.session),
     };
     let run: Promise<unknown>;
     try {

@@ -129,7 +129,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   async function runUpload(first: unknown, data: AsyncIterable<Uint8Array>, call: LeanUploadContext): Promise<unknown> {
     if (closing) throw new LoomError('UNAVAILABLE', 'the gRPC server is shutting down');
     if (first === undefined) throw noPutMessage();
-    return putObject(options.db, admitRequest(first, call.authorization), data, call.cancelled);
+    return putObject(options.db, admitRequest(first, call.authorization), data, call);
   }
 
   function unary(name: OperationName): grpc.handleUnaryCall<unknown, unknown> {
