@@ -60,6 +60,13 @@ export interface WatchOptions {
  */
 export const replayEntriesMaxDefault = 1024;
 
+/**
+ * Entries a replay never turns into a change and whose data it never reads: it does not check
+ * their CRC, so a chunk damaged on disk (which downloads report CORRUPT, by its sha256) does not
+ * stop every watch whose replay passes it.
+ */
+const unreadTypes: ReadonlySet<string> = new Set(['blob.chunk']);
+
 export interface Watch extends AsyncIterableIterator<Change> {
   close(): void;
 }
@@ -101,7 +108,7 @@ export function watchChanges(filter: string, options: WatchOptions, sources: Wat
         };
         // Changes keep nothing of an entry's bytes, so the log need not copy them out (visitEntries).
         const log = sources.log;
-        const read = log.visitEntries ? log.visitEntries(last + 1, hi, collect) : readEach(log, last + 1, hi, collect);
+        const read = log.visitEntries ? log.visitEntries(last + 1, hi, collect, undefined, unreadTypes) : readEach(log, last + 1, hi, collect);
         last += read;
         if (changes.length > 0) yield changes;
       }

@@ -344,23 +344,27 @@ export function decodeEntryFrameView(bytes: Uint8Array, size: number, index: num
 /**
  * decodeEntryFrameView without the CRC check, for a caller that checks the entry's data itself
  * with something stronger (chunk bytes against their sha256): damage still fails that check, or
- * the decoding.
+ * the decoding. With `uncheckedTypes`, only entries of those types skip the check.
  */
-export function decodeEntryFrameUnchecked(bytes: Uint8Array, size: number, index: number, file: string): LogEntry {
-  return decodeFrame(bytes, size, index, file, false, false);
+export function decodeEntryFrameUnchecked(bytes: Uint8Array, size: number, index: number, file: string, uncheckedTypes?: ReadonlySet<string>): LogEntry {
+  const entry = decodeFrame(bytes, size, index, file, false, false);
+  if (uncheckedTypes !== undefined && !uncheckedTypes.has(entry.type)) checkCrc(bytes, size, index, file);
+  return entry;
 }
 
-function decodeFrame(bytes: Uint8Array, size: number, index: number, file: string, copyData: boolean, checkCrc = true): LogEntry {
+function decodeFrame(bytes: Uint8Array, size: number, index: number, file: string, copyData: boolean, crc = true): LogEntry {
   if (size < crcBytes + 1) throw corruptEntry(index, file, `value is ${size} bytes, shorter than its frame`);
-  if (checkCrc) {
-    const stored = ((bytes[0] << 24) | (bytes[1] << 16) | (bytes[2] << 8) | bytes[3]) >>> 0;
-    const actual = crc32cOf(bytes, crcBytes, size);
-    if (stored !== actual) throw corruptEntry(index, file, `CRC32C ${hex(actual)} does not match the stored ${hex(stored)}`);
-  }
+  if (crc) checkCrc(bytes, size, index, file);
   const entry = bytes[crcBytes] === 0x95 ? readPlainRecord(bytes, size, crcBytes + 1, copyData) : undefined;
   if (entry === undefined) return unpackRecord(Buffer.from(bytes.subarray(crcBytes, size)), index, file);
   if (entry.index !== index) throw corruptEntry(index, file, `it records index ${entry.index}`);
   return entry;
+}
+
+function checkCrc(bytes: Uint8Array, size: number, index: number, file: string): void {
+  const stored = ((bytes[0] << 24) | (bytes[1] << 16) | (bytes[2] << 8) | bytes[3]) >>> 0;
+  const actual = crc32cOf(bytes, crcBytes, size);
+  if (stored !== actual) throw corruptEntry(index, file, `CRC32C ${hex(actual)} does not match the stored ${hex(stored)}`);
 }
 
 function corruptEntry(index: number, file: string, why: string): LoomError {

@@ -205,8 +205,8 @@ export class LmdbLog implements LogStore {
    * read of any LMDB database in this process overwrites: `visit` must be done with the bytes
    * before it reads LMDB (or returns).
    */
-  visitEntries(lo: number, hi: number, visit: (entry: LogEntry) => void, bytesMax = readBytesMaxDefault): number {
-    return this.scan(lo, hi, bytesMax, false, visit);
+  visitEntries(lo: number, hi: number, visit: (entry: LogEntry) => void, bytesMax = readBytesMaxDefault, uncheckedTypes?: ReadonlySet<string>): number {
+    return this.scan(lo, hi, bytesMax, false, visit, uncheckedTypes);
   }
 
   /**
@@ -236,7 +236,7 @@ export class LmdbLog implements LogStore {
     return true;
   }
 
-  private scan(lo: number, hi: number, bytesMax: number, copyData: boolean, visit: (entry: LogEntry) => void): number {
+  private scan(lo: number, hi: number, bytesMax: number, copyData: boolean, visit: (entry: LogEntry) => void, uncheckedTypes?: ReadonlySet<string>): number {
     this.checkOpen();
     if (lo < this.firstIndex() || hi > this.last + 1 || lo > hi) {
       throw new LoomError('NOT_FOUND', `entries [${lo}, ${hi}) are outside the log [${this.firstIndex()}, ${this.last}]`, { lo, hi });
@@ -250,7 +250,12 @@ export class LmdbLog implements LogStore {
       visit(entry);
       return true;
     };
-    const decode = copyData ? decodeEntryFrame : decodeEntryFrameView;
+    const decode =
+      uncheckedTypes !== undefined
+        ? (value: Uint8Array, size: number, index: number, file: string) => decodeEntryFrameUnchecked(value, size, index, file, uncheckedTypes)
+        : copyData
+          ? decodeEntryFrame
+          : decodeEntryFrameView;
     // An entry is in memory (pending: appended, its group commit not finished; or recent) or only
     // on disk. Those in memory are usually a suffix, but group commits can finish out of order, so
     // runs of each are read in turn.

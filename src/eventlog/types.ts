@@ -63,9 +63,10 @@ export interface LogStore {
    * Calls `visit` with each entry with lo <= index < hi, in order, stopping once bytesMax is passed
    * (at least one entry is visited); returns how many it visited. Unlike `entries`, an entry's
    * `data` may point into a buffer that is reused once `visit` returns: a scan that keeps nothing of
-   * the bytes saves a copy of each. Optional: callers fall back to `entries`.
+   * the bytes saves a copy of each. Entries of `uncheckedTypes` are read without their CRC check:
+   * the caller ignores their data or checks it itself. Optional: callers fall back to `entries`.
    */
-  visitEntries?(lo: number, hi: number, visit: (entry: LogEntry) => void, bytesMax?: number): number;
+  visitEntries?(lo: number, hi: number, visit: (entry: LogEntry) => void, bytesMax?: number, uncheckedTypes?: ReadonlySet<string>): number;
   /**
    * Calls `visit` with the entry at `index` read in place with its CRC not checked, for a caller
    * that checks the entry's data itself with something stronger (a chunk against its sha256);
