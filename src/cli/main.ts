@@ -17,7 +17,7 @@ usage:
                [--peers ID=HOST:PORT,...] [--join] [--cluster-secret S] [--auth-token T] [--sync full|none]
                [--tls-cert FILE --tls-key FILE] [--peer-tls-cert FILE --peer-tls-key FILE --peer-tls-ca FILE]
                [--role db|disco] [--log-level LEVEL] [--entry-bytes-max N] [--chunk-bytes N] [--object-bytes-max N]
-               [--nats-user U --nats-password P] [--nats-max-payload-bytes N]
+               [--nats-user U --nats-password P] [--nats-max-payload-bytes N] [--http-body-idle-timeout-ms N]
                [--orphan-chunk-age-ms N] [--chunk-gc-interval-ms N]
   loom log stat   [--data DIR]
   loom log tail   [--data DIR] [--from N] [--follow]

@@ -336,11 +336,15 @@ export class LoomClient {
         stall.stop();
         resolve(res);
       });
-      request.once('error', (err) => {
+      const fail = (err: Error): void => {
         stall.stop();
         // The caller's own source failed (the pipeline below then ends the request): its error, not the network's.
         reject(stall.timeout ?? sourceError ?? new LoomError('UNAVAILABLE', `${method} ${href} failed: ${err.message}`, { url: href }));
-      });
+      };
+      request.once('error', fail);
+      // A failed source aborts the request, and a request aborted before it connected closes
+      // without an 'error'.
+      request.once('close', () => answered === undefined && fail(new Error('the request closed before an answer')));
     });
     // Until the response, the count restarts whenever bytes move out (a piece taken from the
     // source, a drained socket): an upload fails only when what it wrote stays unsent.
@@ -351,8 +355,19 @@ export class LoomClient {
       if (answered === undefined) stall.restart();
     });
     // A body the server rejects early (413, 400) ends the request; the response says why.
-    const sent = body ? pipeline(body, request) : Promise.resolve(request.end());
-    body?.on('data', () => answered === undefined && stall.restart());
+    // Each piece is checked on its way: Node's request throws, out of the pipe and the caller's
+    // reach, on anything but bytes and strings (a Readable of numbers, say).
+    const pieces = async function* (source: AsyncIterable<unknown>): AsyncGenerator<Uint8Array | string> {
+      for await (const piece of source) {
+        if (typeof piece !== 'string' && !(piece instanceof Uint8Array)) {
+          const got = piece === null ? 'null' : typeof piece === 'object' ? (piece.constructor?.name ?? 'object') : typeof piece;
+          throw (sourceError ??= new LoomError('INVALID_ARGUMENT', `an object upload's source yields bytes (Buffer, Uint8Array) or strings, not ${got}`, { field: 'source' }));
+        }
+        if (answered === undefined) stall.restart();
+        yield piece;
+      }
+    };
+    const sent = body ? pipeline(body, pieces, request) : Promise.resolve(request.end());
     sent.catch(() => undefined);
     const res = await response;
     if (res.statusCode !== undefined && res.statusCode >= 200 && res.statusCode < 300) {

@@ -3,6 +3,7 @@
 
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { httpBodyIdleTimeoutMsDefault } from '../api/http/connections';
 import { chunkGcIntervalMsDefault, orphanChunkAgeMsDefault, snapshotCatchUpEntriesDefault } from '../core';
 import { entryBytesMaxDefault, entryOverheadBytes } from '../eventlog';
 import { blobChunkHeaderBytesMax } from '../projections/entries';
@@ -75,6 +76,8 @@ export const configSchema = z
     natsPassword: z.string().min(1).optional(),
     /** Largest message a NATS client may publish (announced as max_payload in INFO). */
     natsMaxPayloadBytes: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
+    /** An HTTP request body (an upload) on which no byte arrives for this long is cut off, storing nothing. */
+    httpBodyIdleTimeoutMs: z.coerce.number().int().min(1000).max(24 * 3600 * 1000).default(httpBodyIdleTimeoutMsDefault),
     sync: z.enum(['full', 'none']).default('full'),
     role: z.enum(['db', 'disco']).default('db'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -182,6 +182,7 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
       logger,
       nodeId: config.nodeId,
       authToken: config.authToken,
+      bodyIdleTimeoutMs: config.httpBodyIdleTimeoutMs,
       tls,
     });
     const httpPort = await http.listen();

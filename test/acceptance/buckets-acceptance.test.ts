@@ -539,13 +539,16 @@ describe('Buckets acceptance: a loom serve process with default limits', () => {
       expect([head.status, head.headers['content-length'], head.headers['content-range'], head.body.length]).toEqual([status, answer.headers['content-length'], answer.headers['content-range'], 0]);
     });
 
-    it('serves a 0-byte object whole (200, no bytes) and answers any Range on it with 416', async () => {
+    it('serves a 0-byte object whole (200, no bytes), a suffix Range of it whole too, and any other Range 416', async () => {
       const whole = await get('rng', 'empty');
       expect([whole.status, whole.headers['content-length'], whole.body.length, whole.headers.etag]).toEqual([200, '0', 0, `"${sha256(Buffer.alloc(0))}"`]);
-      for (const range of ['bytes=0-', 'bytes=-1', 'bytes=0-0']) {
+      for (const range of ['bytes=0-', 'bytes=0-0', 'bytes=-0']) {
         const answer = await get('rng', 'empty', { range });
         expect([range, answer.status, answer.headers['content-range']]).toEqual([range, 416, 'bytes */0']);
       }
+      // RFC 9110 §14.1.1: a suffix of non-zero length is satisfiable, and of nothing it is nothing.
+      const suffix = await get('rng', 'empty', { range: 'bytes=-1' });
+      expect([suffix.status, suffix.headers['content-length'], suffix.body.length]).toEqual([200, '0', 0]);
       const head = await httpRequest(httpPort, 'HEAD', objectUrl('rng', 'empty'));
       expect([head.status, head.headers['content-length']]).toEqual([200, '0']);
       // gRPC: offset 0 of an empty object is an empty read; past it is INVALID_ARGUMENT.

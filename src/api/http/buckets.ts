@@ -70,13 +70,25 @@ export function registerBucketRoutes(app: FastifyInstance, options: BucketRouteO
     const name = request.params['*'];
     const info = await db.objects.stat(bucket, name, readOptions(request.query));
     const etag = `"${info.sha256}"`;
-    const ifMatch = request.headers['if-match'];
+    // The preconditions in RFC 9110 §13.2.2's order. A failed If-Match, or If-Unmodified-Since
+    // without If-Match, is 412 whatever the body would have been; If-None-Match, or
+    // If-Modified-Since without it, is 304 when the client's copy is current.
+    const { headers } = request;
+    const ifMatch = headers['if-match'];
     if (ifMatch !== undefined && !matchesEtag(ifMatch, etag, 'strong')) {
-      // RFC 9110 §13.1.1: a failed If-Match is 412, whatever the body would have been.
       return reply.status(412).send({ code: 'CONFLICT', message: `If-Match ${ifMatch} does not match the object's ETag ${etag}`, details: { field: 'if-match', etag } });
     }
+    const unmodifiedSince = ifMatch === undefined ? httpDateSeconds(headers['if-unmodified-since']) : undefined;
+    if (unmodifiedSince !== undefined && lastModifiedSeconds(info) > unmodifiedSince) {
+      return reply.status(412).send({
+        code: 'CONFLICT',
+        message: `the object was modified after If-Unmodified-Since ${headers['if-unmodified-since']}`,
+        details: { field: 'if-unmodified-since', lastModified: new Date(info.updatedAt).toUTCString() },
+      });
+    }
     objectHeaders(reply, info, etag);
-    if (matchesEtag(request.headers['if-none-match'], etag, 'weak')) return reply.status(304).send();
+    const ifNoneMatch = headers['if-none-match'];
+    if (ifNoneMatch !== undefined ? matchesEtag(ifNoneMatch, etag, 'weak') : notModifiedSince(headers['if-modified-since'], info)) return reply.status(304).send();
     // If-Range: the range only while the object is the one the client has part of, else all of it.
     const ifRange = request.headers['if-range'] as string | undefined;
     const range = ifRange === undefined || rangeStillValid(ifRange, etag, info.updatedAt) ? parseRange(request.headers.range, info.size) : undefined;
@@ -219,6 +231,7 @@ function isConditional(req: http.IncomingMessage): boolean {
 
 function uploadOptions(request: FastifyRequest<ObjectParams>): { contentType?: string; metadata: Record<string, string>; sha256?: string; chunkBytes?: number } {
   const headers = request.headers;
+  refuseRepeatedHeaders(request.raw.rawHeaders);
   const metadata: Record<string, string> = {};
   for (const [key, value] of Object.entries(headers)) {
     if (key.startsWith(metadataHeaderPrefix) && typeof value === 'string') metadata[key.slice(metadataHeaderPrefix.length)] = names.metadataValueFromHeader(value, `metadata.${key.slice(metadataHeaderPrefix.length)}`);
@@ -226,43 +239,80 @@ function uploadOptions(request: FastifyRequest<ObjectParams>): { contentType?: s
   const out: { contentType?: string; metadata: Record<string, string>; sha256?: string; chunkBytes?: number } = { metadata };
   const contentType = objectContentTypes.get(request.raw);
   if (typeof contentType === 'string') out.contentType = contentType;
-  const sha256 = expectedSha256(headers['x-loom-sha256'], headers.digest);
+  const sha256 = expectedSha256(headers);
   if (sha256 !== undefined) out.sha256 = sha256;
   const chunkBytes = headers['x-loom-chunk-bytes'];
   if (typeof chunkBytes === 'string') out.chunkBytes = intParam(chunkBytes, 'x-loom-chunk-bytes');
   return out;
 }
 
-/** `x-loom-sha256: <hex>` or `Digest: sha-256=<base64>` (RFC 3230); both must agree when both are sent. */
-export function expectedSha256(loomHeader: string | string[] | undefined, digestHeader: string | string[] | undefined): string | undefined {
-  let fromDigest: string | undefined;
-  if (typeof digestHeader === 'string') {
-    for (const part of digestHeader.split(',')) {
-      const eq = part.indexOf('=');
-      if (eq < 0 || part.slice(0, eq).trim().toLowerCase() !== 'sha-256') continue;
-      const bytes = Buffer.from(part.slice(eq + 1).trim(), 'base64');
-      if (bytes.length !== 32) throw new LoomError('INVALID_ARGUMENT', 'Digest sha-256 must be 32 bytes in base64', { field: 'digest' });
-      fromDigest = bytes.toString('hex');
+/**
+ * Node keeps the first of two Content-Type headers and joins two of any other with ", ": an
+ * object's content type or metadata value sent twice is refused rather than stored as either.
+ */
+function refuseRepeatedHeaders(rawHeaders: string[]): void {
+  const seen = new Set<string>();
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i].toLowerCase();
+    if (name !== 'content-type' && !name.startsWith(metadataHeaderPrefix)) continue;
+    if (seen.has(name)) {
+      const field = name === 'content-type' ? 'contentType' : `metadata.${name.slice(metadataHeaderPrefix.length)}`;
+      throw new LoomError('INVALID_ARGUMENT', `header ${name} is sent more than once; an object keeps one value`, { field });
     }
+    seen.add(name);
   }
-  const fromLoom = typeof loomHeader === 'string' ? loomHeader.trim().toLowerCase() : undefined;
-  if (fromLoom !== undefined && fromDigest !== undefined && fromLoom !== fromDigest) {
-    throw new LoomError('INVALID_ARGUMENT', 'x-loom-sha256 and Digest name different digests', { field: 'digest' });
-  }
-  return fromLoom ?? fromDigest;
 }
 
-/** One `bytes=` range (RFC 9110): undefined = serve everything (no or multiple ranges). */
+/**
+ * The sha256 an upload's client expects, from any of: `x-loom-sha256: <hex>`; `Digest:
+ * sha-256=<base64>` (RFC 3230); `Content-Digest` or `Repr-Digest: sha-256=:<base64>:` (RFC 9530;
+ * for a PUT both are the digest of the bytes sent). Every one sent must name the same digest. Other
+ * algorithms in those headers are skipped, as RFC 9530 lets a recipient do; a sha-256 value that
+ * is not 32 bytes of base64 is refused, naming the header.
+ */
+export function expectedSha256(headers: http.IncomingHttpHeaders): string | undefined {
+  const named: Array<[string, string]> = [];
+  const loom = headers['x-loom-sha256'];
+  if (typeof loom === 'string') named.push(['x-loom-sha256', loom.trim().toLowerCase()]);
+  for (const [header, form] of [['digest', /^([A-Za-z0-9+/]{43}=)$/], ['content-digest', /^:([A-Za-z0-9+/]{43}=):$/], ['repr-digest', /^:([A-Za-z0-9+/]{43}=):$/]] as const) {
+    const value = headers[header];
+    if (typeof value !== 'string') continue;
+    for (const member of value.split(',')) {
+      const eq = member.indexOf('=');
+      if (eq < 0 || member.slice(0, eq).trim().toLowerCase() !== 'sha-256') continue;
+      const base64 = form.exec(member.slice(eq + 1).trim())?.[1];
+      if (base64 === undefined) {
+        const shape = header === 'digest' ? 'sha-256=<32 bytes in base64>' : 'sha-256=:<32 bytes in base64>:';
+        throw new LoomError('INVALID_ARGUMENT', `${header} must be ${shape}, got ${JSON.stringify(member.trim())}`, { field: header });
+      }
+      named.push([header, Buffer.from(base64, 'base64').toString('hex')]);
+    }
+  }
+  const differs = named.find(([, digest]) => digest !== named[0][1]);
+  if (differs) throw new LoomError('INVALID_ARGUMENT', `${named[0][0]} and ${differs[0]} name different digests`, { field: differs[0] });
+  return named[0]?.[1];
+}
+
+/**
+ * One `bytes=` range (RFC 9110 §14.1.2): undefined = serve the whole object, as a server may for a
+ * Range it does not take (several ranges, another unit, a malformed one). Empty list elements are
+ * skipped (§5.6.1), so `bytes=0-1,` is one range.
+ */
 export function parseRange(header: string | undefined, size: number): { start: number; end: number } | 'unsatisfiable' | undefined {
   if (header === undefined) return undefined;
-  const match = /^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$/i.exec(header);
-  // Several ranges, or another unit: a server may ignore Range and send the whole object.
+  const unit = /^\s*bytes\s*=(.*)$/i.exec(header);
+  if (!unit) return undefined;
+  const specs = unit[1].split(',').map((spec) => spec.trim()).filter((spec) => spec !== '');
+  if (specs.length !== 1) return undefined;
+  const match = /^(\d*)\s*-\s*(\d*)$/.exec(specs[0]);
   if (!match) return undefined;
   const [, first, last] = match;
   if (first === '' && last === '') return undefined;
   if (first === '') {
     const suffix = Number(last);
-    if (suffix === 0 || size === 0) return 'unsatisfiable';
+    if (suffix === 0) return 'unsatisfiable';
+    // A suffix of an empty object is satisfiable (§14.1.1), and all of it is nothing: the whole.
+    if (size === 0) return undefined;
     return { start: Math.max(0, size - suffix), end: size - 1 };
   }
   const start = Number(first);
@@ -279,6 +329,23 @@ function matchesEtag(header: string | undefined, etag: string, comparison: 'weak
     const t = tag.trim();
     return t === '*' || t === etag || (comparison === 'weak' && t === `W/${etag}`);
   });
+}
+
+/** An HTTP date's whole seconds since the epoch; undefined for none or an invalid one (RFC 9110 ignores those). */
+function httpDateSeconds(value: string | undefined): number | undefined {
+  const ms = value === undefined ? NaN : Date.parse(value);
+  return Number.isFinite(ms) ? Math.floor(ms / 1000) : undefined;
+}
+
+/** Last-Modified has whole seconds, so comparisons with the dates clients send back use those. */
+function lastModifiedSeconds(info: ObjectInfo): number {
+  return Math.floor(info.updatedAt / 1000);
+}
+
+/** If-Modified-Since (RFC 9110 §13.1.3): the object is unchanged since that date. */
+function notModifiedSince(value: string | undefined, info: ObjectInfo): boolean {
+  const since = httpDateSeconds(value);
+  return since !== undefined && lastModifiedSeconds(info) <= since;
 }
 
 /** If-Range (RFC 9110 §13.1.5) holds an ETag, compared strongly, or the Last-Modified date sent. */

@@ -3,9 +3,12 @@
 
 import { LoomError } from '../../util';
 
-/** An integer parameter; INVALID_ARGUMENT naming `field` for anything else (an array included). */
+/**
+ * A decimal integer parameter; INVALID_ARGUMENT naming `field` for anything else: an array, and the
+ * other forms `Number` reads (0x10, 1e3, 0b11, " 7").
+ */
 export function intParam(value: unknown, field: string, label = field): number {
-  const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : NaN;
+  const n = typeof value === 'string' && /^-?[0-9]+$/.test(value) ? Number(value) : NaN;
   if (!Number.isSafeInteger(n)) throw new LoomError('INVALID_ARGUMENT', `${label} must be an integer, got ${JSON.stringify(value)}`, { field });
   return n;
 }

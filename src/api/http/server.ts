@@ -10,6 +10,7 @@ import type { OpenDatabase } from '../../core';
 import { LoomError, type Logger } from '../../util';
 import { openApiDocument } from './openapi';
 import { answerExpectContinue, registerBucketRoutes } from './buckets';
+import { httpBodyIdleTimeoutMsDefault, orderConnections, type ConnectionOrder } from './connections';
 import { registerRoutes } from './routes';
 
 export interface HttpServerOptions {
@@ -23,8 +24,8 @@ export interface HttpServerOptions {
   authToken?: string;
   /** Largest request body, bytes. */
   bodyBytesMax?: number;
-  /** A request not answered within this time is cut off. */
-  requestTimeoutMs?: number;
+  /** A request body on which no byte arrives for this long is cut off (connections.ts). */
+  bodyIdleTimeoutMs?: number;
   /** PEM certificate and key: serve HTTPS only. */
   tls?: { cert: Buffer; key: Buffer };
 }
@@ -43,7 +44,9 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
     loggerInstance: options.logger.child({ door: 'http' }) as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: bodyBytesMax,
-    requestTimeout: options.requestTimeoutMs ?? 60_000,
+    // No limit on a whole request: an upload takes as long as its bytes take to come, and the
+    // body's idle limit (connections.ts) cuts one that stops. Node still limits the headers (60 s).
+    requestTimeout: 0,
     // Errors Fastify raises before routing (a URL that is not valid percent-encoding): the same
     // {code, message, details} body as every other error.
     frameworkErrors: (error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void => {
@@ -67,11 +70,21 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
             ? new LoomError('TIMEOUT', 'the request did not arrive in time')
             : new LoomError('INVALID_ARGUMENT', `the request is not valid HTTP/1.1 (${err.code ?? err.message})`, { field: 'request' });
       const body = JSON.stringify(error.toJSON());
-      socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      const answer = (): void => {
+        if (!socket.writable) {
+          socket.destroy();
+          return;
+        }
+        socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      };
+      // After the answers to the requests before it on this connection: they go out first.
+      void order.answeredBeforeError(socket).then(answer);
     },
   };
   // The routes are the same over HTTPS; only the server underneath differs.
   const app = (options.tls ? Fastify({ ...settings, https: options.tls }) : Fastify(settings)) as unknown as FastifyInstance;
+  // First of the hooks: a request waits for those before it on its connection before anything else.
+  const order: ConnectionOrder = orderConnections(app, options.bodyIdleTimeoutMs ?? httpBodyIdleTimeoutMsDefault);
   /** The refusal of a request without the token, or undefined (no token set, an open path, the right token). */
   const unauthorized = (url: string | undefined, authorization: string | undefined): LoomError | undefined => {
     if (options.authToken === undefined || openPaths.has((url ?? '').split('?')[0]) || authorization === `Bearer ${options.authToken}`) return undefined;
