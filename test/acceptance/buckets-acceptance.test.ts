@@ -21,6 +21,7 @@ import { openNode, type EmbeddedNode } from '../../src';
 import { LoomError } from '../../src/util';
 import { metadataHeaderBytes, objectMetadataBytesMax } from '../../src/util/names';
 import { runLoom, startServe, stopServe, type ServeProcess } from '../support/cli';
+import { httpRequest, type HttpAnswer } from '../support/http';
 import { freePort } from '../support/ports';
 import { makeTempDir, removeDir } from '../support/tmp';
 
@@ -36,34 +37,6 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 
 // ---------------------------------------------------------------------------------------------
 // HTTP
-
-interface HttpAnswer {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  body: Buffer;
-}
-
-function httpRequest(port: number, method: string, urlPath: string, options: { headers?: Record<string, string>; body?: Buffer | string | Readable } = {}): Promise<HttpAnswer> {
-  return new Promise((resolve, reject) => {
-    let responded = false;
-    const req = http.request({ host: '127.0.0.1', port, method, path: urlPath, headers: options.headers, agent: false }, (res) => {
-      responded = true;
-      const parts: Buffer[] = [];
-      res.on('data', (d: Buffer) => parts.push(d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(parts) }));
-      res.on('error', reject);
-    });
-    // A node that answers before it has read the whole body (413, 400) may close the connection
-    // while the body is still being written: the answer is what counts.
-    req.on('error', (err) => {
-      if (!responded) reject(err);
-    });
-    if (options.body instanceof Readable) options.body.pipe(req);
-    // A Buffer, never a string: Node writes the head and a string body as one UTF-8 string, which
-    // would re-encode header bytes 0x80-0xFF (metadata values travel as their UTF-8 bytes).
-    else req.end(typeof options.body === 'string' ? Buffer.from(options.body) : options.body);
-  });
-}
 
 /** The object's URL path: the whole name percent-encoded (so `/` travels as %2F and comes back as `/`). */
 const objectUrl = (bucket: string, name: string): string => `/v1/buckets/${bucket}/objects/${encodeURIComponent(name)}`;

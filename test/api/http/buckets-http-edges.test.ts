@@ -6,41 +6,17 @@
 
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { connect, type LoomClient } from '../../../src/client';
 import { startServe, stopServe, type ServeProcess } from '../../support/cli';
+import { httpRequest, type HttpAnswer } from '../../support/http';
 import { makeTempDir, removeDir } from '../../support/tmp';
 
 const KiB = 1024;
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-interface HttpAnswer {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  body: Buffer;
-}
-
-function httpRequest(port: number, method: string, urlPath: string, options: { headers?: Record<string, string | string[]>; body?: Buffer | string | Readable } = {}): Promise<HttpAnswer> {
-  return new Promise((resolve, reject) => {
-    let responded = false;
-    const req = http.request({ host: '127.0.0.1', port, method, path: urlPath, headers: options.headers, agent: false }, (res) => {
-      responded = true;
-      const parts: Buffer[] = [];
-      res.on('data', (d: Buffer) => parts.push(d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(parts) }));
-      res.on('error', reject);
-    });
-    req.on('error', (err) => {
-      if (!responded) reject(err);
-    });
-    if (options.body instanceof Readable) options.body.pipe(req);
-    else req.end(options.body);
-  });
-}
 
 /** Writes `bytes` on a fresh connection, half-closes after `endAfterMs`, and returns everything the node sent. */
 function rawExchange(port: number, bytes: Buffer, endAfterMs = 1500): Promise<string> {
