@@ -629,7 +629,12 @@ export class RaftReplicator implements Replicator {
     try {
       this.raw.readIndex(batch.context);
     } catch (err) {
-      return this.failRead(batch, isLoomError(err, 'NOT_LEADER') ? this.notLeader() : (err as Error));
+      // Raft refuses a read only while no leader is known: any node may serve it once one is, so
+      // the read is unavailable for now (docs/replication.md), not sent elsewhere as a write is.
+      if (isLoomError(err, 'NOT_LEADER')) {
+        return this.failRead(batch, new LoomError('UNAVAILABLE', `node ${this.nodeId} knows no leader right now (election in progress) to confirm a linearizable read; retry shortly`, { leader: null }));
+      }
+      return this.failRead(batch, err as Error);
     }
     this.reads.set(batch.context, batch);
     batch.timer = setTimeout(
