@@ -1,4 +1,5 @@
-// What the HTTP door does per connection, beneath Fastify's routes:
+// What the HTTP door does per connection, beneath Fastify (its request handler, wrapped through
+// Fastify's `serverFactory`):
 // - A connection's requests run one after another, in the order they arrived. Node parses
 //   pipelined requests as their bytes come and would run their handlers side by side, answering
 //   in order but deciding out of order (a pipelined PUT then DELETE could delete first); RFC 9112
@@ -11,12 +12,13 @@
 
 import type * as http from 'node:http';
 import type { Duplex } from 'node:stream';
-import type { FastifyInstance } from 'fastify';
 
 /** Request bodies on which no byte arrives for this long are cut off, unless the node says otherwise. */
 export const httpBodyIdleTimeoutMsDefault = 60_000;
 
 export interface ConnectionOrder {
+  /** Fastify's request handler, run for each request once the one before it was answered. */
+  handler: http.RequestListener;
   /**
    * Resolves once the requests that arrived whole on `socket` have been answered (or cut off): a
    * request whose body is still arriving is not waited for, since the bad bytes are its own.
@@ -24,42 +26,38 @@ export interface ConnectionOrder {
   answeredBeforeError(socket: Duplex): Promise<void>;
 }
 
-/** A connection's last request, its answer, and the answer to the one before it (undefined once given). */
+/** A connection's last request and the answer to the one before it (undefined once given). */
 interface LastRequest {
   req: http.IncomingMessage;
   res: http.ServerResponse;
-  answered: Promise<void>;
   before: Promise<void> | undefined;
 }
 
-export function orderConnections(app: FastifyInstance, bodyIdleTimeoutMs: number): ConnectionOrder {
+export function orderConnections(fastifyHandler: http.RequestListener, bodyIdleTimeoutMs: number): ConnectionOrder {
   const lastRequest = new WeakMap<Duplex, LastRequest>();
-  /** Per request, the answer it waits for before its handler runs. */
-  const waitsFor = new WeakMap<http.IncomingMessage, Promise<void>>();
-  const server = app.server as http.Server;
-  // Before Fastify's own listener, so the order is known when its hooks run. A request sent
-  // `Expect: 100-continue` arrives here too: its 'checkContinue' handler emits 'request'.
-  server.prependListener('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
-    const socket = req.socket;
-    const last = lastRequest.get(socket);
-    // On a keep-alive connection that is not pipelined, the answer before is long gone.
-    const previous = last !== undefined && !last.res.closed ? last.answered : undefined;
-    if (previous !== undefined) waitsFor.set(req, previous);
-    // 'close' comes after the last byte of the answer, or when the connection ends without it.
-    lastRequest.set(socket, { req, res, answered: new Promise<void>((resolve) => res.once('close', () => resolve())), before: previous });
-    if (hasBody(req)) limitBodyIdle(req, bodyIdleTimeoutMs);
-  });
-  app.addHook('onRequest', (request, _reply, done) => {
-    const previous = waitsFor.get(request.raw);
-    if (previous === undefined) done();
-    else void previous.then(() => done());
-  });
   return {
+    handler(req, res) {
+      const socket = req.socket;
+      const last = lastRequest.get(socket);
+      // On a keep-alive connection that is not pipelined, the answer before is long gone.
+      const previous = last === undefined ? undefined : answerOf(last.res);
+      lastRequest.set(socket, { req, res, before: previous });
+      // A body that came whole with its headers (most) is in by the next tick: no limit to set.
+      if (hasBody(req)) process.nextTick(() => req.complete || limitBodyIdle(req, bodyIdleTimeoutMs));
+      if (previous === undefined) fastifyHandler(req, res);
+      else void previous.then(() => fastifyHandler(req, res));
+    },
     answeredBeforeError(socket) {
       const last = lastRequest.get(socket);
-      return (last?.req.complete ? last.answered : last?.before) ?? Promise.resolve();
+      return (last?.req.complete ? answerOf(last.res) : last?.before) ?? Promise.resolve();
     },
   };
+}
+
+/** Resolves after the last byte of the answer, or when the connection ends without it; undefined if that is past. */
+function answerOf(res: http.ServerResponse): Promise<void> | undefined {
+  if (res.closed) return undefined;
+  return new Promise<void>((resolve) => res.once('close', () => resolve()));
 }
 
 function hasBody(req: http.IncomingMessage): boolean {

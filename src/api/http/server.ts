@@ -1,8 +1,8 @@
 // The node's HTTP door (fastify): health, readiness and Prometheus metrics for now; the doors
 // issue adds the /v1 routes. Errors leave as the JSON body of a LoomError with its HTTP status.
 
-import { STATUS_CODES } from 'node:http';
-import type * as http from 'node:http';
+import * as http from 'node:http';
+import * as https from 'node:https';
 import type { Duplex } from 'node:stream';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Registry } from 'prom-client';
@@ -40,13 +40,23 @@ export interface HttpServer {
 
 export function createHttpServer(options: HttpServerOptions): HttpServer {
   const bodyBytesMax = options.bodyBytesMax ?? 1024 * 1024 + 64 * 1024;
+  let order: ConnectionOrder | undefined;
   const settings = {
     loggerInstance: options.logger.child({ door: 'http' }) as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: bodyBytesMax,
-    // No limit on a whole request: an upload takes as long as its bytes take to come, and the
-    // body's idle limit (connections.ts) cuts one that stops. Node still limits the headers (60 s).
-    requestTimeout: 0,
+    // The server Fastify would make, with its handler run in each connection's order (connections.ts).
+    serverFactory: (handler: http.RequestListener): http.Server => {
+      order = orderConnections(handler, options.bodyIdleTimeoutMs ?? httpBodyIdleTimeoutMsDefault);
+      // Over TLS the routes are the same; only the server underneath differs.
+      const server = options.tls ? (https.createServer({ cert: options.tls.cert, key: options.tls.key }, order.handler) as unknown as http.Server) : http.createServer(order.handler);
+      // No limit on a whole request: an upload takes as long as its bytes take to come, and the
+      // body's idle limit cuts one that stops. Node still limits the headers (60 s). Idle
+      // keep-alive connections close after Fastify's 72 s, as they did when Fastify made the server.
+      server.requestTimeout = 0;
+      server.keepAliveTimeout = 72_000;
+      return server;
+    },
     // Errors Fastify raises before routing (a URL that is not valid percent-encoding): the same
     // {code, message, details} body as every other error.
     frameworkErrors: (error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void => {
@@ -75,16 +85,13 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
           socket.destroy();
           return;
         }
-        socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+        socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
       };
       // After the answers to the requests before it on this connection: they go out first.
-      void order.answeredBeforeError(socket).then(answer);
+      void (order?.answeredBeforeError(socket) ?? Promise.resolve()).then(answer);
     },
   };
-  // The routes are the same over HTTPS; only the server underneath differs.
-  const app = (options.tls ? Fastify({ ...settings, https: options.tls }) : Fastify(settings)) as unknown as FastifyInstance;
-  // First of the hooks: a request waits for those before it on its connection before anything else.
-  const order: ConnectionOrder = orderConnections(app, options.bodyIdleTimeoutMs ?? httpBodyIdleTimeoutMsDefault);
+  const app = Fastify(settings) as unknown as FastifyInstance;
   /** The refusal of a request without the token, or undefined (no token set, an open path, the right token). */
   const unauthorized = (url: string | undefined, authorization: string | undefined): LoomError | undefined => {
     if (options.authToken === undefined || openPaths.has((url ?? '').split('?')[0]) || authorization === `Bearer ${options.authToken}`) return undefined;
