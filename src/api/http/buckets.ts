@@ -91,7 +91,7 @@ export function registerBucketRoutes(app: FastifyInstance, options: BucketRouteO
     if (ifNoneMatch !== undefined ? matchesEtag(ifNoneMatch, etag, 'weak') : notModifiedSince(headers['if-modified-since'], info)) return reply.status(304).send();
     // If-Range: the range only while the object is the one the client has part of, else all of it.
     const ifRange = request.headers['if-range'] as string | undefined;
-    const range = ifRange === undefined || rangeStillValid(ifRange, etag, info.updatedAt) ? parseRange(request.headers.range, info.size) : undefined;
+    const range = ifRange === undefined || rangeStillValid(ifRange, etag, info) ? parseRange(request.headers.range, info.size) : undefined;
     if (range === 'unsatisfiable') {
       return reply.status(416).header('content-range', `bytes */${info.size}`).header('content-type', 'application/json').send({ code: 'INVALID_ARGUMENT', message: `range not satisfiable for ${info.size} bytes`, details: { field: 'range', size: info.size } });
     }
@@ -349,11 +349,10 @@ function notModifiedSince(value: string | undefined, info: ObjectInfo): boolean 
 }
 
 /** If-Range (RFC 9110 §13.1.5) holds an ETag, compared strongly, or the Last-Modified date sent. */
-function rangeStillValid(ifRange: string, etag: string, updatedAt: number): boolean {
+function rangeStillValid(ifRange: string, etag: string, info: ObjectInfo): boolean {
   const value = ifRange.trim();
   if (value.startsWith('"') || value.startsWith('W/')) return value === etag;
-  const date = Date.parse(value);
-  return Number.isFinite(date) && Math.floor(date / 1000) === Math.floor(updatedAt / 1000);
+  return httpDateSeconds(value) === lastModifiedSeconds(info);
 }
 
 function objectHeaders(reply: FastifyReply, info: ObjectInfo, etag: string): void {
