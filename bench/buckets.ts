@@ -164,7 +164,7 @@ export async function run(): Promise<void> {
       await grpcGet(windowed, `warm-${i}`);
     }
     const loadBefore = loadavg()[0];
-    const disk = diskWriteMBps(work.dir);
+    const { median: disk, probes } = diskWriteMBps(work.dir);
     const rows: Array<Array<string | number>> = [];
     let seed = 1;
     for (const { size, count, parallel, doors } of lines) {
@@ -196,7 +196,8 @@ export async function run(): Promise<void> {
       }
     }
     process.stdout.write(`buckets — ${machine()}, load average ${fmt(loadBefore, 2)} before, ${fmt(loadavg()[0], 2)} after\n`);
-    process.stdout.write(`disk sequential write (512 MiB, 4 MiB writes, one fdatasync): ${fmt(disk, 1)} MiB/s\n\n`);
+    process.stdout.write(`disk sequential write (512 MiB, 4 MiB writes, one fdatasync; median of ${probes.map((p) => fmt(p, 0)).join(', ')}): ${fmt(disk, 1)} MiB/s\n`);
+    process.stdout.write(`targets (issue #6): upload ≥ 40% of the disk, download ≥ 300 MB/s (${fmt(300e6 / mib, 1)} MiB/s)\n\n`);
     process.stdout.write(`node: \`loom serve\` in its own process; cpu ms/MiB: node (all threads) / clients (this process)\n`);
     process.stdout.write(`(grpc+window: a client with grpc-node.flow_control_window = ${clientWindowBytes / mib} MiB)\n`);
     process.stdout.write(`${table(['objects', 'door', 'upload MiB/s', 'upload / disk', 'up cpu ms/MiB', 'download MiB/s', 'down cpu ms/MiB'], rows)}\n`);

@@ -50,7 +50,7 @@ export async function run(args: string[]): Promise<void> {
   const opened: OpenDatabase[] = [];
   const logs: LmdbLog[] = [];
   try {
-    const disk = diskWriteMBps(dir);
+    const { median: disk, probes } = diskWriteMBps(dir);
     const leaderLog = LmdbLog.open({ path: path.join(dir, 'leader/log') });
     const followerLog = LmdbLog.open({ path: path.join(dir, 'follower/log') });
     logs.push(leaderLog, followerLog);
@@ -97,7 +97,7 @@ export async function run(args: string[]): Promise<void> {
       fmt(m.growthMiB, 1),
     ];
     process.stdout.write(`snapshots — ${machine()}\n`);
-    process.stdout.write(`disk sequential write (512 MiB, 4 MiB writes, one fdatasync): ${fmt(disk, 1)} MiB/s\n`);
+    process.stdout.write(`disk sequential write (512 MiB, 4 MiB writes, one fdatasync; median of ${probes.map((p) => fmt(p, 0)).join(', ')}): ${fmt(disk, 1)} MiB/s\n`);
     process.stdout.write(`views holding ${fmt(totalMiB)} MiB of objects (${fmt(totalMiB * mib / objectBytes)} × 4 MiB); snapshot file ${fmt(snapshotMiB, 1)} MiB\n\n`);
     process.stdout.write(
       `${table(
