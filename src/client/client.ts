@@ -10,6 +10,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { connect as natsConnect, createInbox, headers as natsHeaders, type ConnectionOptions, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from 'nats';
 import { LoomError, errorCodes, names, type ErrorCode } from '../util';
+import { ConnectionState } from './connection-state';
 
 export interface ClientOptions {
   /** NATS URLs of loom nodes, e.g. `nats://127.0.0.1:4222`. */
@@ -252,11 +253,15 @@ export class LoomClient {
     },
   };
 
+  private readonly connection: ConnectionState;
+
   private constructor(
     readonly nc: NatsConnection,
     private readonly timeoutMs: number,
     private readonly options: ClientOptions,
-  ) {}
+  ) {
+    this.connection = new ConnectionState(nc);
+  }
 
   static async connect(options: ClientOptions): Promise<LoomClient> {
     const nc = await natsConnect({
@@ -281,15 +286,36 @@ export class LoomClient {
     return new Watcher(this, subject, options.fromSeq ?? 0);
   }
 
+  /**
+   * Drains the connection (subscriptions end once their pending messages are handled), within
+   * timeoutMs; a client that is reconnecting, or whose drain does not finish in time, just closes.
+   * A drain waits for the node, so it never ended while the node was down.
+   */
   async close(): Promise<void> {
-    await this.nc.drain();
+    if (this.nc.isClosed()) return;
+    if (this.connection.isConnected()) {
+      let timer: NodeJS.Timeout | undefined;
+      const drained = await Promise.race([
+        this.nc.drain().then(() => true),
+        new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), this.timeoutMs))),
+      ]).finally(() => clearTimeout(timer));
+      if (drained) return;
+    }
+    await this.nc.close();
   }
 
   /** Sends a request; a reply carrying `Loom-Error` becomes a LoomError with the same code. */
   async request(subject: string, data: Uint8Array, headers?: MsgHdrs): Promise<{ data: Uint8Array; headers?: MsgHdrs }> {
+    // While the client reconnects, a request would be dropped unsent (connection-state.ts): it
+    // waits for the reconnect, within its own time limit.
+    const started = Date.now();
+    if (!(await this.connection.untilConnected(this.timeoutMs)) && !this.connection.closed) {
+      throw new LoomError('UNAVAILABLE', `no connection to a loom node for ${this.timeoutMs} ms (the client is reconnecting); the request on ${subject} was not sent`, { subject });
+    }
+    const timeout = Math.max(1, this.timeoutMs - (Date.now() - started));
     let reply;
     try {
-      reply = await this.nc.request(subject, data, { timeout: this.timeoutMs, ...(headers ? { headers } : {}) });
+      reply = await this.nc.request(subject, data, { timeout, ...(headers ? { headers } : {}) });
     } catch (err) {
       const code = (err as { code?: string }).code;
       if (code === '503') throw new LoomError('UNAVAILABLE', `no loom node answers on ${subject}`, { subject });

@@ -79,4 +79,23 @@ describe('the client SDK', () => {
     watch.close();
     expect(seen).toEqual(Array.from({ length: 200 }, (_, i) => i));
   }, 60_000);
+
+  it('sends a request made while the node is down once the client has reconnected, and fails one that waits past its limit UNAVAILABLE, unsent', async () => {
+    const impatient = await connect({ servers: `nats://127.0.0.1:${natsPort}`, timeoutMs: 300 });
+    try {
+      await stopServe(serve, 'SIGKILL');
+      // The nats client drops what is published while it is disconnected; the SDK holds it back.
+      const during = client.kv.put('restart', 'during', 'sent after the reconnect').catch((e: unknown) => e);
+      const unsent = await impatient.kv.put('restart', 'unsent', 'never').catch((e: unknown) => e);
+      // Closing while the node is down returns (a drain would wait for the node).
+      await impatient.close();
+      serve = await startServe(dir, ['--nats-port', String(natsPort)]);
+      expect(unsent).toMatchObject({ code: 'UNAVAILABLE', message: expect.stringMatching(/not sent/) });
+      const { rev } = (await during) as { rev: number };
+      expect(Buffer.from((await client.kv.get('restart', 'during', { atLeast: rev })).value).toString()).toBe('sent after the reconnect');
+      await expect(client.kv.get('restart', 'unsent', { atLeast: rev })).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    } finally {
+      await impatient.close();
+    }
+  }, 30_000);
 });
