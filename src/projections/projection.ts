@@ -3,7 +3,7 @@
 // rebuilds it when its version changes, and stops it loudly (FAILED, with the index) if it throws.
 
 import type { LogEntry } from '../eventlog';
-import { LoomError, type Logger } from '../util';
+import { LoomError, retryAbortedCommit, type Logger } from '../util';
 import type { Outcome } from './decide';
 
 export interface Projection<Tx> {
@@ -59,18 +59,18 @@ export class ProjectionRunner<Tx> {
     const checkpoint = store.readCheckpoint(projection.name);
     if (checkpoint && checkpoint.version === projection.version) {
       this.applied = checkpoint.index;
-      store.transaction((tx) => projection.setup?.(tx));
+      this.transact((tx) => projection.setup?.(tx), 'setup');
     } else {
       if (checkpoint) {
         logger.info({ projection: projection.name, from: checkpoint.version, to: projection.version }, 'projection version changed: rebuilding from the log');
         this.state = 'REBUILDING';
       }
       this.applied = 0;
-      store.transaction((tx) => {
+      this.transact((tx) => {
         projection.reset?.(tx);
         projection.setup?.(tx);
         store.writeCheckpoint(tx, projection.name, 0, projection.version);
-      });
+      }, 'reset');
     }
   }
 
@@ -89,11 +89,11 @@ export class ProjectionRunner<Tx> {
     const last = entries[entries.length - 1].index;
     let outcomes: Array<Outcome | undefined> | void;
     try {
-      outcomes = this.store.transaction((tx) => {
+      outcomes = this.transact((tx) => {
         const result = relevant.length > 0 ? this.projection.apply(relevant, tx) : undefined;
         this.store.writeCheckpoint(tx, this.name, last, this.projection.version);
         return result;
-      });
+      }, `batch up to ${last}`);
     } catch (err) {
       // The transaction rolled back: the view still ends at `applied`. Find the entry to name it.
       const index = this.findFailingIndex(relevant, err);
@@ -134,6 +134,14 @@ export class ProjectionRunner<Tx> {
       status.error = this.failure.error;
     }
     return status;
+  }
+
+  /** One transaction of the store, run again while LMDB aborts its commit (util/aborted-commit.ts). */
+  private transact<T>(fn: (tx: Tx) => T, what: string): T {
+    return retryAbortedCommit(
+      () => this.store.transaction(fn),
+      (err, attempt) => this.logger.warn({ projection: this.name, attempt, err }, `LMDB aborted the commit of a projection transaction (${what}), an lmdb-js free-space bug: running it again`),
+    );
   }
 
   /** Re-applies the batch one entry at a time in throwaway transactions to find the failing entry. */

@@ -3,6 +3,7 @@
 export { LoomError, errorCodes, isLoomError } from './errors';
 export type { ErrorCode, ErrorDetails } from './errors';
 export { assert } from './assert';
+export { abortedCommitRetriesMax, isAbortedCommit, mdbBadTxn, retryAbortedCommit } from './aborted-commit';
 export { createLogger, silentLogger } from './logger';
 export type { Logger, LoggerOptions } from './logger';
 export { dirLockHolder, lockDir } from './dir-lock';
