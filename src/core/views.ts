@@ -44,9 +44,11 @@ export class Views {
   private readonly plugins: ViewPlugin[];
   private readonly lmdbDir: string;
   private readonly viewSync: boolean;
+  private readonly logger: Logger;
 
   constructor(options: ViewsOptions) {
     const { logger } = options;
+    this.logger = logger;
     fs.mkdirSync(options.viewsDir, { recursive: true });
     this.lmdbDir = path.join(options.viewsDir, lmdbViewsDirName);
     this.viewSync = options.viewSync ?? false;
@@ -60,6 +62,9 @@ export class Views {
     this.blobReader = new BlobReader(this.blobStore);
     this.sql = this.plugins.find((p) => p.sql)?.sql;
   }
+
+  private readonly warnAbortedCommit = (err: Error, attempt: number): void =>
+    this.logger.warn({ attempt, err }, 'LMDB aborted the commit of a batch of chunks copied into the blob view, an lmdb-js free-space bug: running it again');
 
   /** The lowest checkpoint of every view: everything up to it is in all of them. */
   appliedIndex(): number {
@@ -81,7 +86,7 @@ export class Views {
     await this.store.env.backup(lmdbDir, false);
     const copy = new ViewStore(lmdbDir);
     try {
-      await new BlobStore(copy, this.blobStore.readLogChunk).materializeUpTo(Number.MAX_SAFE_INTEGER, onProgress);
+      await new BlobStore(copy, this.blobStore.readLogChunk).materializeUpTo(Number.MAX_SAFE_INTEGER, onProgress, this.warnAbortedCommit);
     } finally {
       await copy.close();
     }
@@ -93,7 +98,7 @@ export class Views {
    * `index`: what must happen before the log is compacted below `index`.
    */
   async keepChunksUpTo(index: number, onProgress?: (progress: MaterializeProgress) => void): Promise<{ chunks: number; bytes: number }> {
-    const kept = await this.blobStore.materializeUpTo(index, onProgress);
+    const kept = await this.blobStore.materializeUpTo(index, onProgress, this.warnAbortedCommit);
     if (!this.viewSync) {
       // The views' commits are written but not fsynced, and these bytes are about to exist nowhere
       // else on this node: this call's, and those of an earlier call that failed part-way.

@@ -140,7 +140,7 @@ export class ProjectionRunner<Tx> {
   private transact<T>(fn: (tx: Tx) => T, what: string): T {
     return retryAbortedCommit(
       () => this.store.transaction(fn),
-      (err, attempt) => this.logger.warn({ projection: this.name, attempt, err }, `LMDB aborted the commit of a projection transaction (${what}), an lmdb-js free-space bug: running it again`),
+      (err, attempt) => this.logger.warn({ attempt, err }, `LMDB aborted the commit of a projection transaction (${what}), an lmdb-js free-space bug: running it again`),
     );
   }
 

@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import type { Database } from 'lmdb';
 import type { LogEntry } from '../../eventlog';
-import { LoomError, noteMappedBytes } from '../../util';
+import { LoomError, retryAbortedCommit, noteMappedBytes } from '../../util';
 import type { Outcome } from '../decide';
 import { decodeMutation, type BlobChunk, type BlobCommit, type BlobDel, type BlobGc } from '../entries';
 import type { Projection } from '../projection';
@@ -143,9 +143,14 @@ export class BlobStore {
    * the log forgets those entries (or into a copy that must stand without the log: a snapshot).
    * Runs in batches, each its own transaction, yielding between them; the applier may run in
    * between (it only adds chunks above the applied index, and a chunk it collects is skipped).
-   * `onProgress` hears how far it is, about every materializeProgressMs.
+   * `onProgress` hears how far it is, about every materializeProgressMs. A batch whose commit LMDB
+   * aborts is run again (util/aborted-commit.ts), and `onAbortedCommit` hears of it.
    */
-  async materializeUpTo(index: number, onProgress?: (progress: MaterializeProgress) => void): Promise<{ chunks: number; bytes: number }> {
+  async materializeUpTo(
+    index: number,
+    onProgress?: (progress: MaterializeProgress) => void,
+    onAbortedCommit: (err: Error, attempt: number) => void = () => undefined,
+  ): Promise<{ chunks: number; bytes: number }> {
     const read = this.readLogChunk;
     const due: string[] = [];
     for (const { key, value } of this.chunksInLog.getRange({})) if (value.index <= index) due.push(key);
@@ -158,27 +163,36 @@ export class BlobStore {
         onProgress({ chunks, bytes, of: due.length });
         reportAt = Date.now() + materializeProgressMs;
       }
-      this.views.env.transactionSync(() => {
-        for (const sha of due.slice(at, at + materializeBatchChunks)) {
-          const inLog = this.chunksInLog.get(sha);
-          if (inLog === undefined || inLog.index > index) continue;
-          // Checked before the log's copy is forgotten: a damaged one stops the compaction. The
-          // bytes go straight from the log's read into the view (putSync copies them), no copy between.
-          const found = read?.read(inLog.index, (bytes) => {
-            if (createHash('sha256').update(bytes).digest('hex') !== sha) {
-              throw new LoomError('CORRUPT', `chunk ${sha} in log entry ${inLog.index} fails its sha256 check; the log is not compacted below it`, { sha256: sha, index: inLog.index });
+      // Counted per batch: a batch whose commit LMDB aborted runs again from the start.
+      const batch = retryAbortedCommit(
+        () =>
+          this.views.env.transactionSync(() => {
+            const copied = { chunks: 0, bytes: 0 };
+            for (const sha of due.slice(at, at + materializeBatchChunks)) {
+              const inLog = this.chunksInLog.get(sha);
+              if (inLog === undefined || inLog.index > index) continue;
+              // Checked before the log's copy is forgotten: a damaged one stops the compaction. The
+              // bytes go straight from the log's read into the view (putSync copies them), no copy between.
+              const found = read?.read(inLog.index, (stored) => {
+                if (createHash('sha256').update(stored).digest('hex') !== sha) {
+                  throw new LoomError('CORRUPT', `chunk ${sha} in log entry ${inLog.index} fails its sha256 check; the log is not compacted below it`, { sha256: sha, index: inLog.index });
+                }
+                this.chunks.putSync(sha, Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength));
+                return true;
+              });
+              if (found === undefined) {
+                throw new LoomError('CORRUPT', `chunk ${sha} is stored in log entry ${inLog.index}, which the log no longer holds`, { sha256: sha, index: inLog.index });
+              }
+              this.chunksInLog.removeSync(sha);
+              copied.chunks++;
+              copied.bytes += inLog.length;
             }
-            this.chunks.putSync(sha, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
-            return true;
-          });
-          if (found === undefined) {
-            throw new LoomError('CORRUPT', `chunk ${sha} is stored in log entry ${inLog.index}, which the log no longer holds`, { sha256: sha, index: inLog.index });
-          }
-          this.chunksInLog.removeSync(sha);
-          chunks++;
-          bytes += inLog.length;
-        }
-      });
+            return copied;
+          }),
+        onAbortedCommit,
+      );
+      chunks += batch.chunks;
+      bytes += batch.bytes;
     }
     return { chunks, bytes };
   }
