@@ -4,6 +4,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { createInterface } from 'node:readline';
 import { loomNodeFlags } from '../src/cli/node-flags';
 import { freePort } from '../test/support/ports';
 
@@ -28,11 +29,20 @@ function stopper(child: ChildProcess): () => Promise<void> {
 
 const loomMain = path.join(__dirname, '../../../dist/cli/main.js');
 
-/** `loom serve` on free ports (node run with `nodeFlags`); resolves with its ports once ports.json exists. */
-export async function startLoom(dataDir: string, args: string[] = [], nodeFlags: readonly string[] = loomNodeFlags): Promise<Running & { ports: Record<string, number> }> {
+/**
+ * `loom serve` on free ports (node run with `nodeFlags`); resolves with its ports once ports.json
+ * exists. Its log (JSON lines on stdout, warnings and worse) is dropped unless `onLogLine` takes it.
+ */
+export async function startLoom(
+  dataDir: string,
+  args: string[] = [],
+  nodeFlags: readonly string[] = loomNodeFlags,
+  onLogLine?: (line: string) => void,
+): Promise<Running & { ports: Record<string, number> }> {
   const child = spawn(process.execPath, [...nodeFlags, loomMain, 'serve', '--data', dataDir, '--http-port', '0', '--nats-port', '0', '--grpc-port', '0', '--raft-port', '0', '--log-level', 'warn', ...args], {
-    stdio: ['ignore', 'ignore', 'inherit'],
+    stdio: ['ignore', onLogLine ? 'pipe' : 'ignore', 'inherit'],
   });
+  if (onLogLine && child.stdout) createInterface({ input: child.stdout }).on('line', onLogLine);
   const portsFile = path.join(dataDir, 'ports.json');
   for (let i = 0; i < 300; i++) {
     if (existsSync(portsFile)) return { child, ports: JSON.parse(readFileSync(portsFile, 'utf8')) as Record<string, number>, stop: stopper(child) };

@@ -309,7 +309,7 @@ export class LoomClient {
     // While the client reconnects, a request would be dropped unsent (connection-state.ts): it
     // waits for the reconnect, within its own time limit.
     const started = Date.now();
-    if (!(await this.connection.untilConnected(this.timeoutMs)) && !this.connection.closed) {
+    if (!(await this.connection.untilConnected(this.timeoutMs)) && !this.connection.isClosed()) {
       throw new LoomError('UNAVAILABLE', `no connection to a loom node for ${this.timeoutMs} ms (the client is reconnecting); the request on ${subject} was not sent`, { subject });
     }
     const timeout = Math.max(1, this.timeoutMs - (Date.now() - started));

@@ -9,8 +9,7 @@ import type { NatsConnection } from 'nats';
 
 export class ConnectionState {
   private connected = true;
-  /** The connection is closed for good: nothing will reconnect it. */
-  closed = false;
+  private closed = false;
   private readonly waiters = new Set<(connected: boolean) => void>();
 
   constructor(nc: NatsConnection) {
@@ -20,6 +19,11 @@ export class ConnectionState {
 
   isConnected(): boolean {
     return this.connected;
+  }
+
+  /** The connection is closed for good: nothing will reconnect it. */
+  isClosed(): boolean {
+    return this.closed;
   }
 
   /**

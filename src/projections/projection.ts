@@ -1,6 +1,7 @@
 // The projection contract and its runner. A projection turns committed entries into a view; the
 // runner feeds it in order, stores its checkpoint in the same transaction as its view writes,
-// rebuilds it when its version changes, and stops it loudly (FAILED, with the index) if it throws.
+// rebuilds it when its version changes, runs a transaction again when LMDB aborts its commit
+// (util/aborted-commit.ts), and stops it loudly (FAILED, with the index) if it throws.
 
 import type { LogEntry } from '../eventlog';
 import { LoomError, retryAbortedCommit, type Logger } from '../util';
