@@ -288,20 +288,20 @@ export class LoomClient {
 
   /**
    * Drains the connection (subscriptions end once their pending messages are handled), within
-   * timeoutMs; a client that is reconnecting, or whose drain does not finish in time, just closes.
-   * A drain waits for the node, so it never ended while the node was down.
+   * timeoutMs, then closes it: a client that is reconnecting, whose drain fails or does not finish
+   * in time, or whose node goes away while it drains, is closed all the same, so nothing is left
+   * redialing. A drain waits for the node, so it never ended while the node was down.
    */
   async close(): Promise<void> {
     if (this.nc.isClosed()) return;
     if (this.connection.isConnected()) {
       let timer: NodeJS.Timeout | undefined;
-      const drained = await Promise.race([
-        this.nc.drain().then(() => true),
-        new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), this.timeoutMs))),
+      await Promise.race([
+        this.nc.drain().catch(() => undefined),
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, this.timeoutMs))),
       ]).finally(() => clearTimeout(timer));
-      if (drained) return;
     }
-    await this.nc.close();
+    if (!this.nc.isClosed()) await this.nc.close();
   }
 
   /** Sends a request; a reply carrying `Loom-Error` becomes a LoomError with the same code. */

@@ -20,6 +20,11 @@ export interface Projection<Tx> {
   reset?(tx: Tx): void;
   /** Deterministic, no I/O beyond `tx`: applies a batch and may return one outcome per entry. */
   apply(entries: LogEntry[], tx: Tx): Array<Outcome | undefined> | void;
+  /**
+   * A transaction it ran in rolled back (its writes are gone): it drops whatever it keeps in memory
+   * from them (a cache of what it wrote) before the runner runs a transaction again.
+   */
+  rolledBack?(): void;
 }
 
 /** Where a family of projections keeps views and checkpoints (one LMDB env, one SQLite file). */
@@ -97,6 +102,7 @@ export class ProjectionRunner<Tx> {
       }, `batch up to ${last}`);
     } catch (err) {
       // The transaction rolled back: the view still ends at `applied`. Find the entry to name it.
+      this.projection.rolledBack?.();
       const index = this.findFailingIndex(relevant, err);
       this.state = 'FAILED';
       this.failure = { index, error: (err as Error).message };
@@ -141,7 +147,10 @@ export class ProjectionRunner<Tx> {
   private transact<T>(fn: (tx: Tx) => T, what: string): T {
     return retryAbortedCommit(
       () => this.store.transaction(fn),
-      (err, attempt) => this.logger.warn({ attempt, err }, `LMDB aborted the commit of a projection transaction (${what}), an lmdb-js free-space bug: running it again`),
+      (err, attempt) => {
+        this.logger.warn({ attempt, err }, `LMDB aborted the commit of a projection transaction (${what}), an lmdb-js free-space bug: running it again`);
+        this.projection.rolledBack?.();
+      },
     );
   }
 
@@ -156,6 +165,7 @@ export class ProjectionRunner<Tx> {
           throw rollback;
         });
       } catch (err) {
+        this.projection.rolledBack?.();
         if (err !== rollback) return entries[i].index;
       }
     }

@@ -5,8 +5,9 @@
 // upstream bug (other lmdb-js users report the same message and retry). Here it stopped the KV
 // projection twice in about 16 GiB of 100 MiB uploads, which left the node refusing every write
 // until a restart. Such a commit is aborted whole, and lmdb-js reads the free-space list from disk
-// again in the next transaction, so running the same transaction again is safe: a projection's
-// transaction writes only through LMDB (the Projection contract), nothing in memory.
+// again in the next transaction, so running the same transaction again is safe: a projection
+// writes only through its transaction, and drops what it caches in memory from a transaction that
+// rolled back (Projection.rolledBack) before the next one runs.
 
 /** LMDB's MDB_BAD_TXN: the transaction must abort. */
 export const mdbBadTxn = -30782;

@@ -1,6 +1,8 @@
 // The client SDK against a real `loom serve` process: every operation, typed errors, and a watch
 // that survives a SIGKILL and restart of the server mid-stream with no gap and no duplicate.
 
+import { rmSync } from 'node:fs';
+import * as path from 'node:path';
 import { connect, type LoomClient, type WatchChange } from '../../src/client';
 import { LoomError } from '../../src/util';
 import { startServe, stopServe, type ServeProcess } from '../support/cli';
@@ -82,13 +84,28 @@ describe('the client SDK', () => {
 
   it('sends a request made while the node is down once the client has reconnected, and fails one that waits past its limit UNAVAILABLE, unsent', async () => {
     const impatient = await connect({ servers: `nats://127.0.0.1:${natsPort}`, timeoutMs: 300 });
+    const dying = await connect({ servers: `nats://127.0.0.1:${natsPort}`, timeoutMs: 2000 });
+    // A request made after the node died but before its client read the end of the socket is lost
+    // (docs/decisions.md §25): the requests below wait until both clients have seen the disconnect.
+    const disconnected = (c: LoomClient): Promise<void> =>
+      (async () => {
+        for await (const status of c.nc.status()) if (status.type === 'disconnect') return;
+      })();
+    const seen = Promise.all([disconnected(client), disconnected(impatient)]);
     try {
-      await stopServe(serve, 'SIGKILL');
+      // Closed as the node dies under its drain: closed all the same, nothing left redialing.
+      const killed = stopServe(serve, 'SIGKILL');
+      await dying.close();
+      expect(dying.nc.isClosed()).toBe(true);
+      await killed;
+      await seen;
       // The nats client drops what is published while it is disconnected; the SDK holds it back.
       const during = client.kv.put('restart', 'during', 'sent after the reconnect').catch((e: unknown) => e);
       const unsent = await impatient.kv.put('restart', 'unsent', 'never').catch((e: unknown) => e);
       // Closing while the node is down returns (a drain would wait for the node).
       await impatient.close();
+      expect(impatient.nc.isClosed()).toBe(true);
+      rmSync(path.join(dir, 'ports.json'), { force: true });
       serve = await startServe(dir, ['--nats-port', String(natsPort)]);
       expect(unsent).toMatchObject({ code: 'UNAVAILABLE', message: expect.stringMatching(/not sent/) });
       const { rev } = (await during) as { rev: number };

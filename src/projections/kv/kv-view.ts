@@ -129,6 +129,11 @@ export class KvProjection implements Projection<void> {
 
   constructor(private readonly store: ViewStore) {}
 
+  rolledBack(): void {
+    // A kv.bucket entry of the rolled-back transaction may have set a setting it never stored.
+    this.historyByBucket.clear();
+  }
+
   reset(): void {
     this.historyByBucket.clear();
     const s = this.store;
