@@ -1,8 +1,8 @@
 import * as path from 'node:path';
 import type { LogEntry } from '../../src/eventlog';
-import { ABORT } from 'lmdb';
-import { ProjectionRunner, ViewStore, type Projection, type ProjectionStore } from '../../src/projections';
-import { LoomError, abortedCommitRetriesMax, mdbBadTxn, silentLogger } from '../../src/util';
+import { ProjectionRunner, ViewStore, type Projection } from '../../src/projections';
+import { LoomError, abortedCommitRetriesMax, silentLogger } from '../../src/util';
+import { abortCommits } from '../support/aborted-commits';
 import { makeTempDir, removeDir } from '../support/tmp';
 
 function entries(from: number, to: number, type = 'count.me'): LogEntry[] {
@@ -82,23 +82,11 @@ describe('the projection runner', () => {
   it('applies a batch again when LMDB aborts its commit (MDB_BAD_TXN), and stops FAILED only if it keeps aborting', () => {
     // LMDB's free-space bug fails a commit after the batch ran: its writes are rolled back whole.
     let aborts = 0;
-    const aborting: ProjectionStore<void> = {
-      transaction: (fn) => {
-        if (aborts <= 0) return store.transaction(fn);
-        aborts--;
-        store.env.transactionSync(() => {
-          fn(undefined);
-          return ABORT;
-        });
-        throw Object.assign(new Error('MDB_BAD_TXN: Transaction must abort, has a child, or is invalid: reserved freelist had a data entry with zero-size, last id 1'), { code: mdbBadTxn });
-      },
-      readCheckpoint: (name) => store.readCheckpoint(name),
-      writeCheckpoint: (tx, name, index, version) => store.writeCheckpoint(tx, name, index, version),
-    };
+    abortCommits(store, () => aborts > 0 && aborts-- > 0);
     const warnings: string[] = [];
     const logger = silentLogger();
     logger.warn = ((_fields: unknown, message: string) => void warnings.push(message)) as typeof logger.warn;
-    const runner = new ProjectionRunner(summing(store, 1), aborting, logger);
+    const runner = new ProjectionRunner(summing(store, 1), store, logger);
     aborts = 1;
     runner.apply(entries(1, 3));
     expect([total(), runner.appliedIndex(), runner.status().state, store.readCheckpoint('sum')?.index]).toEqual([6, 3, 'RUNNING', 3]);

@@ -3,9 +3,8 @@
 
 import { createHash, randomBytes } from 'node:crypto';
 import * as path from 'node:path';
-import { ABORT } from 'lmdb';
 import { BlobStore, ViewStore, type LogChunkReader } from '../../../src/projections';
-import { mdbBadTxn } from '../../../src/util';
+import { abortCommits } from '../../support/aborted-commits';
 import { makeTempDir, removeDir } from '../../support/tmp';
 
 describe('the blob view copying chunks out of the log', () => {
@@ -30,22 +29,13 @@ describe('the blob view copying chunks out of the log', () => {
     for (const [index, bytes] of log) blob.chunksInLog.putSync(sha(bytes), { index, length: bytes.length });
 
     // The second batch's first commit is aborted after its writes, as LMDB's free-space bug does.
-    const transactionSync = store.env.transactionSync.bind(store.env);
-    let commits = 0;
-    store.env.transactionSync = (<T>(fn: () => T): T => {
-      if (++commits !== 2) return transactionSync(fn);
-      transactionSync(() => {
-        fn();
-        return ABORT;
-      });
-      throw Object.assign(new Error('MDB_BAD_TXN: Transaction must abort, has a child, or is invalid: reserved freelist had a data entry with zero-size, last id 1'), { code: mdbBadTxn });
-    }) as typeof store.env.transactionSync;
+    const commits = abortCommits(store, (commit) => commit === 2);
     const retries: number[] = [];
 
     const copied = await blob.materializeUpTo(100, undefined, (_err, attempt) => retries.push(attempt));
     expect(copied).toEqual({ chunks: 100, bytes: [...log.values()].reduce((n, b) => n + b.length, 0) });
     expect(retries).toEqual([1]);
-    expect(commits).toBe(3);
+    expect(commits()).toBe(3);
     // Every chunk is in the view now, byte for byte, and none is left pointing at the log.
     const chunks = [...log.values()];
     log.clear();

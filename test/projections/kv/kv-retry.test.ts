@@ -3,10 +3,10 @@
 // the aborted attempt set, or the puts before a kv.bucket entry see the new setting and the view
 // differs from every other replica's.
 import * as path from 'node:path';
-import { ABORT } from 'lmdb';
 import type { LogEntry } from '../../../src/eventlog';
-import { KvProjection, ProjectionRunner, ViewStore, encodeMutation, type ProjectionStore } from '../../../src/projections';
-import { mdbBadTxn, silentLogger } from '../../../src/util';
+import { KvProjection, ProjectionRunner, ViewStore, encodeMutation } from '../../../src/projections';
+import { silentLogger } from '../../../src/util';
+import { abortCommits } from '../../support/aborted-commits';
 import { makeTempDir, removeDir } from '../../support/tmp';
 
 function log(): LogEntry[] {
@@ -26,21 +26,9 @@ function log(): LogEntry[] {
 
 function run(dir: string, abortSecondBatch: boolean): Array<[string, string, string]> {
   const store = new ViewStore(dir);
-  let commits = 0;
-  const aborting: ProjectionStore<void> = {
-    transaction: (fn) => {
-      commits++;
-      if (!(abortSecondBatch && commits === 3)) return store.transaction(fn);
-      store.env.transactionSync(() => {
-        fn(undefined);
-        return ABORT;
-      });
-      throw Object.assign(new Error('MDB_BAD_TXN: reserved freelist had a data entry with zero-size'), { code: mdbBadTxn });
-    },
-    readCheckpoint: (name) => store.readCheckpoint(name),
-    writeCheckpoint: (tx, name, index, version) => store.writeCheckpoint(tx, name, index, version),
-  };
-  const runner = new ProjectionRunner(new KvProjection(store), aborting, silentLogger());
+  // Transactions: the runner's setup, the first batch, the second batch (aborted once).
+  if (abortSecondBatch) abortCommits(store, (commit) => commit === 3);
+  const runner = new ProjectionRunner(new KvProjection(store), store, silentLogger());
   const entries = log();
   runner.apply(entries.slice(0, 2));
   runner.apply(entries.slice(2));
